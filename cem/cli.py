@@ -1,0 +1,142 @@
+"""The `cem` command: wires the roles together; no business logic lives here."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="cem — Customer Experience Management pipeline.")
+infra_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, Maven Central jars).")
+schemas_app = typer.Typer(no_args_is_help=True, help="Avro schemas.")
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
+app.add_typer(infra_app, name="infra")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(topics_app, name="topics")
+console = Console()
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as err:  # pydantic ValidationError: say what is wrong and stop
+        console.print(f"[red]invalid settings:[/red] {err}")
+        raise typer.Exit(2) from None
+
+
+@infra_app.command("up")
+def infra_up() -> None:
+    """Fetch the broker jars (once) and start Kafka on 127.0.0.1."""
+    from . import infra
+    raise typer.Exit(infra.kafka("up"))
+
+
+@infra_app.command("down")
+def infra_down() -> None:
+    """Stop the local broker."""
+    from . import infra
+    raise typer.Exit(infra.kafka("down"))
+
+
+@infra_app.command("status")
+def infra_status() -> None:
+    from . import infra
+    raise typer.Exit(infra.kafka("status"))
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every cem topic with CEM_TOPIC_PARTITIONS partitions (idempotent)."""
+    from . import infra
+    created = infra.create_topics(_settings())
+    console.print(f"created: {', '.join(created) or '(all existed)'}")
+
+
+@schemas_app.command("check")
+def schemas_check(directory: Optional[Path] = typer.Option(None, help="Schema folder (default: the package's).")) -> None:
+    """Fail if a schema is not backward compatible with its last released version."""
+    from .schemas.compat import check_all, SCHEMA_DIR
+    reports = check_all(directory or SCHEMA_DIR)
+    bad = 0
+    for r in reports:
+        if r.compatible:
+            console.print(f"[green]ok[/green]   {r.subject} vs {r.released}")
+        else:
+            bad += 1
+            console.print(f"[red]FAIL[/red] {r.subject} vs {r.released}: not backward compatible")
+            for p in r.problems:
+                console.print(f"       {p}")
+    if bad:
+        console.print("Give new fields a default, keep field types, or release a new subject.")
+        raise typer.Exit(1)
+
+
+@app.command()
+def ddl(apply: bool = typer.Option(False, "--apply", help="Apply pending migrations.")) -> None:
+    """Print the ClickHouse DDL (forward-only migrations); --apply runs the pending ones."""
+    from .sinks.clickhouse.migrations import load, apply as do_apply
+    if not apply:
+        for m in load():
+            console.print(f"-- {m.version:03d}_{m.name}", highlight=False)
+            for s in m.statements:
+                print(s + ";\n")
+        return
+    from .sinks.clickhouse.client import connect
+    s = _settings()
+    applied = do_apply(connect(s.clickhouse))
+    console.print(f"applied: {', '.join(f'{m.version:03d}_{m.name}' for m in applied) or '(up to date)'}")
+
+
+@app.command()
+def worker() -> None:
+    """Run the stream worker (Faust app with all agents)."""
+    from .streams.run import run_worker
+    sys.argv = [sys.argv[0], "worker"]
+    run_worker(_settings())
+
+
+@app.command()
+def sink(idle_exit: Optional[float] = typer.Option(None, help="Exit after this many idle seconds.")) -> None:
+    """Run the landing role: output topics → ClickHouse (the only ClickHouse writer)."""
+    from .sinks.run import run_sink
+    counts = run_sink(_settings(), idle_exit=idle_exit)
+    console.print(f"landed {counts.rows} rows in {counts.inserts} inserts; {counts.dead} records to DLQ")
+
+
+@app.command()
+def generate(count: int = typer.Option(5000), customers: int = typer.Option(1000),
+             seed: int = typer.Option(7), malformed: int = typer.Option(0),
+             single: bool = typer.Option(False, help="One event per record (wire format).")) -> None:
+    """Publish generated touchpoints (and malformed records) to the raw topics."""
+    from .demo import publish_generated
+    n, bad = publish_generated(_settings(), count, customers, seed, malformed, single)
+    console.print(f"published {n} events and {bad} malformed records")
+
+
+@app.command()
+def demo(count: int = typer.Option(5000), malformed: int = typer.Option(50)) -> None:
+    """Start everything locally, push touchpoints through, print what landed, shut down."""
+    from .demo import run_demo
+    raise typer.Exit(run_demo(_settings(), count, malformed, console))
+
+
+@app.command()
+def bench(events: int = typer.Option(200_000, help="Events per stage."),
+          as_json: bool = typer.Option(False, "--json", help="Print JSON for comparing commits.")) -> None:
+    """Measure raw ceiling, naive baseline, landing and pipeline throughput in one run."""
+    from .bench import run_bench
+    raise typer.Exit(run_bench(_settings(), events, as_json, console))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

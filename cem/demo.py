@@ -1,0 +1,122 @@
+"""`cem demo`: the whole path on the embedded defaults, start to finish.
+
+Starts the local broker (if not running), recreates the cem topics, starts a worker and the
+landing process, publishes generated touchpoints over all five channels plus malformed records,
+waits until both consumer groups have caught up, stops the roles, and prints rows per channel
+read back from ClickHouse and the DLQ by reason. Stops the broker again if it started it.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+
+from rich.console import Console
+from rich.table import Table
+
+from .settings import ALL_TOPICS, DLQ_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
+
+
+def publish_generated(settings: Settings, count: int, customers: int, seed: int, malformed: int,
+                      single: bool = False) -> tuple[int, int]:
+    from .connectors.generate import MALFORMED_KINDS, malformed as make_bad, publish_events, publish_raw
+    from .connectors.kafka_admin import partitions_of
+    from .generator import touchpoints
+    from .schemas.registry import default_registry
+
+    reg = default_registry()
+    now = int(time.time() * 1000)
+    parts = partitions_of(settings.kafka_bootstrap, list(RAW_TOPICS.values()))
+    n = publish_events(settings.kafka_bootstrap,
+                       touchpoints(count, customers=customers, seed=seed, start_ms=now - 3_600_000),
+                       reg, parts, single=single)
+    template = next(touchpoints(1, seed=seed + 1, start_ms=now - 60_000))
+    kinds = list(MALFORMED_KINDS)
+    bad = [make_bad(kinds[i % len(kinds)], dict(template, event_id=f"bad-{i}"), reg) for i in range(malformed)]
+    publish_raw(settings.kafka_bootstrap, RAW_TOPICS["web"], bad)
+    return n, len(bad)
+
+
+def dlq_reasons(bootstrap: str, timeout: float = 5.0) -> Counter:
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cem-dlq-reader", "enable.auto.commit": False})
+    try:
+        md = c.list_topics(DLQ_TOPIC, timeout=timeout).topics[DLQ_TOPIC]
+        tps = [TopicPartition(DLQ_TOPIC, p, 0) for p in md.partitions]
+        ends = {tp.partition: c.get_watermark_offsets(tp)[1] for tp in tps}
+        c.assign(tps)
+        reasons: Counter = Counter()
+        remaining = sum(ends.values())
+        deadline = time.monotonic() + timeout + remaining / 1000
+        while remaining > 0 and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                if m.error():
+                    continue
+                reasons[dict(m.headers() or []).get("cem-reason", b"?").decode()] += 1
+                remaining -= 1
+        return reasons
+    finally:
+        c.close()
+
+
+def run_demo(settings: Settings, count: int, malformed: int, console: Console) -> int:
+    from . import infra
+    from .connectors.kafka_admin import delete_topics, group_lag
+    from .procs import start_role, stop_role, wait_until
+
+    started_broker = infra.kafka("status") != 0
+    if started_broker and infra.kafka("up") != 0:
+        console.print("[red]could not start the local Kafka broker; see the messages above[/red]")
+        return 1
+    run_dir = settings.data_dir / "demo"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    settings = settings.model_copy(update={"data_dir": run_dir, "clickhouse_dsn": ""})
+    console.print(f"topics: recreating {len(ALL_TOPICS)} cem topics; data in {run_dir}")
+    delete_topics(settings.kafka_bootstrap, list(ALL_TOPICS))
+    time.sleep(1.0)
+    infra.create_topics(settings)
+    worker = start_role("worker", settings, run_dir / "worker.log")
+    sink = start_role("sink", settings, run_dir / "sink.log")
+    code = 0
+    try:
+        t0 = time.monotonic()
+        n, bad = publish_generated(settings, count, customers=max(10, count // 10), seed=7,
+                                   malformed=malformed)
+        console.print(f"published {n} touchpoints over 5 channels and {bad} malformed records")
+        wait_until(lambda: group_lag(settings.kafka_bootstrap, settings.app_id, list(RAW_TOPICS.values())) == 0
+                   and group_lag(settings.kafka_bootstrap, f"{settings.app_id}-landing", [TOUCHPOINTS_TOPIC]) == 0,
+                   timeout=180, what="worker and landing to catch up", procs=(worker, sink))
+        console.print(f"landed in {time.monotonic() - t0:.1f} s")
+    except Exception as err:  # noqa: BLE001 - report, then shut down cleanly
+        console.print(f"[red]demo failed:[/red] {err} (logs: {run_dir}/worker.log, {run_dir}/sink.log)")
+        code = 1
+    finally:
+        stop_role(sink)
+        stop_role(worker)
+    if code == 0:
+        _report(settings, console)
+    if started_broker:
+        infra.kafka("down")
+    return code
+
+
+def _report(settings: Settings, console: Console) -> None:
+    from .sinks.clickhouse.client import connect
+    client = connect(settings.clickhouse)
+    rows = client.query("SELECT channel, count() AS rows, uniqExact(customer_id) AS customers, "
+                        "min(occurred_at), max(occurred_at) FROM touchpoints FINAL "
+                        "GROUP BY channel ORDER BY channel").result_rows
+    client.close()
+    t = Table(title="touchpoints in ClickHouse, by channel")
+    for col in ("channel", "rows", "customers", "first event", "last event"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r[0], str(r[1]), str(r[2]), str(r[3])[:19], str(r[4])[:19])
+    t.add_row("[b]total[/b]", f"[b]{sum(r[1] for r in rows)}[/b]", "", "", "")
+    console.print(t)
+    d = Table(title="cem.dlq by reason")
+    d.add_column("reason")
+    d.add_column("records")
+    for reason, n in sorted(dlq_reasons(settings.kafka_bootstrap).items()):
+        d.add_row(reason, str(n))
+    console.print(d)

@@ -1,0 +1,86 @@
+"""The touchpoint catalogue and the envelope validation rules (pure).
+
+A touchpoint is handled as the plain dict the Avro decoder produces (field names as in
+`schemas/touchpoint.avsc`), because the hot path loops over hundreds of thousands of them a
+second and a dataclass per event would double its cost. This module owns what makes such a
+dict valid; it never raises on bad input: `validate` returns a `Rejection` naming the rule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+CHANNELS: tuple[str, ...] = ("store", "web", "phone", "returns", "feedback")
+
+EVENT_TYPES: Mapping[str, frozenset[str]] = {
+    "web": frozenset({"page_view", "search", "click", "add_to_cart", "checkout_started",
+                      "payment_failed", "order_placed", "error", "login", "identify"}),
+    "store": frozenset({"visit_started", "item_unavailable", "queue_wait", "purchase",
+                        "loyalty_scan", "visit_ended"}),
+    "phone": frozenset({"call_started", "ivr_step", "hold", "transfer", "call_ended"}),
+    "returns": frozenset({"return_requested", "return_received", "refund_issued"}),
+    "feedback": frozenset({"survey_response", "review"}),
+}
+
+IDENTIFIER_KINDS: tuple[str, ...] = ("anonymous_id", "device_id", "customer_id", "loyalty_id",
+                                     "email_hash", "phone_hash", "order_id")
+
+#: How far in the future an event time may be before it is rejected (clock skew allowance).
+MAX_FUTURE_MS = 23 * 3600 * 1000
+#: Event times before 2000-01-01 are certainly broken clocks or seconds-instead-of-ms.
+MIN_EVENT_TIME_MS = 946_684_800_000
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an event was refused. `reason` is a stable machine code (a metrics label and the
+    DLQ `cem-reason` header); `detail` tells a person what was wrong and what to do."""
+
+    reason: str
+    detail: str
+
+
+def validate(event: Mapping[str, Any], now_ms: int, horizon_ms: int) -> Rejection | None:
+    """Return None when `event` is a valid touchpoint, else the first rule it breaks.
+
+    `now_ms` is the validator's wall clock; `horizon_ms` is how old an event may be.
+    Checks run cheapest first; the function is total (never raises) on any mapping.
+    """
+    for name in ("event_id", "event_type", "channel", "source"):
+        value = event.get(name)
+        if not value or not isinstance(value, str) or not value.strip():
+            return Rejection(f"missing_field:{name}",
+                             f"required field '{name}' is missing or empty; set it in the producer")
+    channel = event["channel"]
+    types = EVENT_TYPES.get(channel)
+    if types is None:
+        return Rejection("unknown_channel",
+                         f"channel '{channel[:40]}' is not one of {', '.join(CHANNELS)}")
+    if event["event_type"] not in types:
+        return Rejection("unknown_event_type",
+                         f"event_type '{event['event_type'][:40]}' is not a {channel} event; "
+                         f"known: {', '.join(sorted(types))}")
+    occurred = event.get("occurred_at")
+    if not isinstance(occurred, int) or occurred <= 0:
+        return Rejection("missing_field:occurred_at",
+                         "occurred_at must be epoch milliseconds (UTC) > 0")
+    if occurred > now_ms + MAX_FUTURE_MS:
+        return Rejection("future_timestamp",
+                         f"occurred_at is {(occurred - now_ms) / 3_600_000:.1f} h in the future; "
+                         "check the producer's clock and that it sends milliseconds")
+    if occurred < MIN_EVENT_TIME_MS or occurred < now_ms - horizon_ms:
+        return Rejection("too_old",
+                         "occurred_at is older than the accepted horizon "
+                         "(CEM_ACCEPT_HORIZON_DAYS); raise that setting to accept older history")
+    ids = event.get("identifiers") or {}
+    if not any(ids.get(kind) for kind in IDENTIFIER_KINDS):
+        return Rejection("no_identifier",
+                         "the event carries no identifier; send at least anonymous_id or device_id")
+    attrs = event.get(channel)
+    for other in CHANNELS:
+        if other != channel and event.get(other) is not None:
+            return Rejection("attributes_mismatch",
+                             f"a {channel} event carries {other} attributes; "
+                             f"put them under '{channel}'")
+    del attrs  # a channel's attributes are optional: every attribute field is nullable
+    return None

@@ -1,0 +1,65 @@
+"""Start and stop cem roles as child processes (demo, bench, tests): each role is its own
+process, exactly as in production; embedded ClickHouse is owned by the sink process alone."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from .settings import Settings
+
+
+def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CEM_")}
+    env.update({
+        "CEM_DATA_DIR": str(settings.data_dir),
+        "CEM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "CEM_CLICKHOUSE_DSN": settings.clickhouse,
+        "CEM_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "CEM_APP_ID": settings.app_id,
+        "CEM_SINK_MAX_ROWS": str(settings.sink_max_rows),
+        "CEM_SINK_MAX_SECONDS": str(settings.sink_max_seconds),
+        "CEM_LOG_LEVEL": settings.log_level,
+    })
+    env.update(overrides)
+    return env
+
+
+def start_role(role: str, settings: Settings, log_path: Path, *args: str, **env: str) -> subprocess.Popen:
+    """`cem <role> <args>` in a child process, output to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    out = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "cem.cli", role, *args], stdout=out,
+                            stderr=subprocess.STDOUT, env=settings_env(settings, **env),
+                            start_new_session=True)
+
+
+def stop_role(proc: subprocess.Popen, timeout: float = 30.0) -> int:
+    """SIGTERM, wait, then SIGKILL; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.5,
+               what: str = "condition", procs: tuple[subprocess.Popen, ...] = ()) -> None:
+    """Poll `predicate` until true; raise TimeoutError naming `what`, or RuntimeError if one of
+    `procs` died meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{' '.join(map(str, p.args[-2:]))} exited with {p.returncode} "
+                                   f"while waiting for {what}; see its log")
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -1,0 +1,53 @@
+"""Typed settings for every cem process: env prefix `CEM_`, `.env` support, secrets as
+SecretStr, unknown keys rejected (a typo in a deployment must fail loudly, not be ignored)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# CEM_* variables read by shell scripts, not by the Python settings.
+_SCRIPT_ONLY = {"CEM_KAFKA_PORT", "CEM_KAFKA_HOME", "CEM_KAFKA_CONTROLLER_PORT"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CEM_", env_file=".env", extra="forbid",
+                                      frozen=True)
+
+    data_dir: Path = Field(Path("var"), description="Where embedded ClickHouse and run files live.")
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    clickhouse_dsn: str = Field("", description="chdb:///path (embedded) or http(s)://user:pw@host:port/db; "
+                                "empty means chdb:///<data_dir>/clickhouse.")
+    topic_partitions: int = Field(4, ge=1, description="Partitions for every cem topic.")
+    app_id: str = Field("cem", description="Faust app id and consumer-group prefix.")
+    pseudonymization_key: SecretStr = Field(SecretStr("dev-only-change-me"),
+                                            description="HMAC key for email/phone hashes.")
+    accept_horizon_days: int = Field(400, ge=1, description="Events older than this are rejected.")
+    publisher_max_events: int = Field(500, ge=1)
+    publisher_max_bytes: int = Field(256 * 1024, ge=1024)
+    publisher_linger_ms: int = Field(20, ge=0)
+    sink_max_rows: int = Field(100_000, ge=1, description="Rows per ClickHouse insert at most.")
+    sink_max_seconds: float = Field(1.0, gt=0, description="Longest a row waits for its insert.")
+    worker_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem worker` (0 = off).")
+    sink_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem sink` (0 = off).")
+    log_level: str = Field("info", pattern="^(crit|error|warn|info|debug)$")
+
+    @model_validator(mode="after")
+    def _reject_unknown_env(self) -> "Settings":
+        known = {f"CEM_{name.upper()}" for name in type(self).model_fields} | _SCRIPT_ONLY
+        unknown = sorted(k for k in os.environ if k.startswith("CEM_") and k not in known)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return self
+
+    @property
+    def clickhouse(self) -> str:
+        return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+
+RAW_TOPICS = {ch: f"cem.raw.{ch}" for ch in ("store", "web", "phone", "returns", "feedback")}
+TOUCHPOINTS_TOPIC = "cem.touchpoints"
+DLQ_TOPIC = "cem.dlq"
+ALL_TOPICS = (*RAW_TOPICS.values(), TOUCHPOINTS_TOPIC, DLQ_TOPIC)

@@ -1,0 +1,70 @@
+"""Topic administration: every cem topic is pre-created with its partition count (DESIGN.md:
+Faust must not auto-create them)."""
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def ensure_topics(bootstrap: str, topics: dict[str, int], *, config: dict[str, str] | None = None,
+                  timeout: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. Idempotent."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    new = [NewTopic(name, num_partitions=n, replication_factor=1, config=config or {})
+           for name, n in topics.items() if name not in existing]
+    if not new:
+        return []
+    for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            fut.result()
+        except KafkaException as err:
+            if "TOPIC_ALREADY_EXISTS" not in str(err):
+                raise RuntimeError(f"creating topic {name} failed: {err}") from err
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # metadata propagates asynchronously
+        md = admin.list_topics(timeout=timeout).topics
+        if all(t.topic in md and not md[t.topic].error for t in new):
+            break
+        time.sleep(0.1)
+    return [t.topic for t in new]
+
+
+def partitions_of(bootstrap: str, topics: list[str], timeout: float = 10.0) -> dict[str, int]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    md = admin.list_topics(timeout=timeout).topics
+    missing = [t for t in topics if t not in md]
+    if missing:
+        raise RuntimeError(f"topics {missing} do not exist; run `cem topics create` first")
+    return {t: len(md[t].partitions) for t in topics}
+
+
+def delete_topics(bootstrap: str, topics: list[str], timeout: float = 30.0) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    todo = [t for t in topics if t in existing]
+    if todo:
+        for fut in admin.delete_topics(todo, operation_timeout=timeout).values():
+            fut.result()
+
+
+def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10.0) -> int:
+    """Records in `topics` not yet committed by consumer group `group` (0 = caught up)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        md = consumer.list_topics(timeout=timeout).topics
+        tps = [TopicPartition(t, p) for t in topics for p in md[t].partitions]
+        committed = consumer.committed(tps, timeout=timeout)
+        lag = 0
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            pos = tp.offset if tp.offset >= 0 else low
+            lag += max(0, high - pos)
+        return lag
+    finally:
+        consumer.close()

@@ -1,0 +1,152 @@
+"""Batch publisher: packs each destination partition's events into one Avro container-file
+record (DESIGN.md "Throughput").
+
+Contract:
+* events for one key keep their order: one key maps to one partition, a partition has one
+  buffer, buffers are produced in order and the producer is idempotent (acks=all);
+* a buffer is flushed at `max_events`, `max_bytes` or `linger_ms`, whichever comes first;
+  `poll()` must be called regularly to honour `linger_ms`;
+* `flush()` returns only when every record handed to Kafka so far is acknowledged, and raises
+  `DeliveryFailed` if any was not — the caller acks its input only after that (acks after the sink);
+* when librdkafka's local queue is full, `publish` blocks on delivery progress instead of
+  buffering without bound (backpressure to the caller).
+"""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from confluent_kafka import KafkaException, Producer
+from fastavro.write import Writer
+
+from .partitioning import partition_for
+
+
+class DeliveryFailed(RuntimeError):
+    """Kafka did not acknowledge one or more records; the input must not be acked."""
+
+
+@dataclass
+class PublisherStats:
+    records: int = 0
+    events: int = 0
+    bytes: int = 0
+    delivered: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class _Buffer:
+    __slots__ = ("out", "writer", "count", "opened")
+
+    def __init__(self, schema: Any, max_bytes: int):
+        self.out = io.BytesIO()
+        self.writer = Writer(self.out, schema, codec="null", sync_interval=max_bytes * 4)
+        self.count = 0
+        self.opened = time.monotonic()
+
+
+def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """The confluent-kafka producer config every cem publisher uses."""
+    cfg = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "zstd",
+        "linger.ms": 5,
+        "batch.size": 1_000_000,
+        "message.max.bytes": 8_000_000,
+        "queue.buffering.max.kbytes": 256 * 1024,
+        "partitioner": "murmur2_random",
+    }
+    cfg.update(extra)
+    return cfg
+
+
+class BatchPublisher:
+    def __init__(self, producer: Producer, schema: Any, partitions: dict[str, int], *,
+                 max_events: int = 500, max_bytes: int = 256 * 1024, linger_ms: int = 20,
+                 on_delivery: Callable[[str, int, int], None] | None = None):
+        self._producer = producer
+        self._schema = schema
+        self._partitions = dict(partitions)
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._linger = linger_ms / 1000.0
+        self._buffers: dict[tuple[str, int], _Buffer] = {}
+        self._on_delivery = on_delivery
+        self.stats = PublisherStats()
+
+    def publish(self, topic: str, key: bytes, event: dict[str, Any]) -> None:
+        """Buffer `event` for `topic` in the partition of `key`."""
+        tp = (topic, partition_for(key, self._partitions[topic]))
+        buf = self._buffers.get(tp)
+        if buf is None:
+            buf = self._buffers[tp] = _Buffer(self._schema, self._max_bytes)
+        buf.writer.write(event)
+        buf.count += 1
+        if buf.count >= self._max_events or buf.writer.io.tell() >= self._max_bytes:
+            self._send(tp)
+
+    def publish_to_partition(self, topic: str, partition: int, events: list[dict[str, Any]]) -> None:
+        """Send `events` as one batch record to an explicit partition (already grouped)."""
+        buf = _Buffer(self._schema, self._max_bytes)
+        for ev in events:
+            buf.writer.write(ev)
+        buf.count = len(events)
+        self._produce(topic, partition, buf)
+
+    def poll(self) -> None:
+        """Flush buffers older than linger_ms and serve delivery callbacks."""
+        if self._buffers:
+            now = time.monotonic()
+            for tp in [tp for tp, b in self._buffers.items() if now - b.opened >= self._linger]:
+                self._send(tp)
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Send every buffer and wait for all deliveries; raise DeliveryFailed on any failure."""
+        for tp in list(self._buffers):
+            self._send(tp)
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise DeliveryFailed(f"{remaining} record(s) not acknowledged by Kafka within {timeout:.0f} s; "
+                                 "is the broker up (cem infra status)?")
+        if self.stats.failed:
+            errors, self.stats.errors = self.stats.errors, []
+            failed, self.stats.failed = self.stats.failed, 0
+            raise DeliveryFailed(f"{failed} record(s) failed: {'; '.join(errors[:3])}")
+
+    def _send(self, tp: tuple[str, int]) -> None:
+        buf = self._buffers.pop(tp)
+        self._produce(tp[0], tp[1], buf)
+
+    def _produce(self, topic: str, partition: int, buf: _Buffer) -> None:
+        buf.writer.flush()
+        value = buf.out.getvalue()
+        count = buf.count
+        stats = self.stats
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                stats.failed += 1
+                if len(stats.errors) < 20:
+                    stats.errors.append(str(err))
+            else:
+                stats.delivered += 1
+                if self._on_delivery is not None:
+                    self._on_delivery(topic, partition, count)
+
+        while True:
+            try:
+                self._producer.produce(topic, value=value, partition=partition, on_delivery=delivered)
+                break
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: wait for deliveries (backpressure)
+            except KafkaException as err:
+                raise DeliveryFailed(f"produce to {topic}[{partition}] failed: {err}") from err
+        stats.records += 1
+        stats.events += count
+        stats.bytes += len(value)

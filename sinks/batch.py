@@ -1,0 +1,122 @@
+"""Per-partition insert batches that keep Avro undecoded (DESIGN.md "Landing never decodes
+what ClickHouse can decode").
+
+A `PartitionBatch` collects one partition's records between two offsets. Container-file records
+contribute their blocks as they are (no per-event Python); single-event records contribute a
+decoded event that is re-encoded once at build time. `build()` returns one Avro container file
+per writer schema, ready for `raw_insert(..., fmt="Avro")`, each with a dedup token derived
+from (topic, partition, first offset, last offset, group index): the same offsets always give
+the same inserts, so a replay after a crash is dropped by ClickHouse's insert deduplication.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import fastavro
+from fastavro.write import Writer
+
+from cem.schemas.serde import OCF_MAGIC, DecodeError
+
+
+@dataclass(frozen=True)
+class Insert:
+    token: str
+    columns: list[str]
+    data: bytes
+    rows: int
+
+
+@dataclass
+class _Group:
+    schema_json: str
+    blocks: list[Any] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+    rows: int = 0
+
+
+class PartitionBatch:
+    def __init__(self, topic: str, partition: int, single_schema: Any, single_schema_json: str):
+        self.topic = topic
+        self.partition = partition
+        self.first: int | None = None
+        self.last: int | None = None
+        self.rows = 0
+        self.records = 0
+        self._groups: dict[str, _Group] = {}
+        self._single_schema = single_schema
+        self._single_json = single_schema_json
+
+    def add_container(self, offset: int, value: bytes,
+                      check_schema: Callable[[str], None] | None = None) -> int:
+        """Add a container-file record; return its event count. Raises DecodeError if the
+        container is corrupt or `check_schema` refuses its schema (then nothing was added)."""
+        try:
+            reader = fastavro.block_reader(io.BytesIO(value))
+            schema_json = reader.metadata["avro.schema"]
+            if isinstance(schema_json, bytes):
+                schema_json = schema_json.decode()
+            blocks = list(reader)
+        except Exception as err:  # fastavro raises many types on corrupt input
+            raise DecodeError("corrupt_batch", f"Avro container file does not decode "
+                              f"({type(err).__name__}: {err})"[:300]) from None
+        if check_schema is not None:
+            check_schema(schema_json)
+        if any(b.codec != "null" for b in blocks):
+            raise DecodeError("corrupt_batch", "container blocks must use codec null "
+                              "(Kafka compresses); re-publish without an Avro codec")
+        group = self._group(schema_json)
+        n = sum(b.num_records for b in blocks)
+        group.blocks.extend(blocks)
+        group.rows += n
+        self._advance(offset, n)
+        return n
+
+    def add_event(self, offset: int, event: dict) -> None:
+        """Add one decoded event (from a single-event record)."""
+        group = self._group(self._single_json)
+        group.events.append(event)
+        group.rows += 1
+        self._advance(offset, 1)
+
+    def skip(self, offset: int) -> None:
+        """Record an offset that contributes no rows (dead-lettered), so the range stays whole."""
+        self._advance(offset, 0)
+
+    def build(self, table_columns: frozenset[str]) -> list[Insert]:
+        inserts = []
+        for index, group in enumerate(self._groups.values()):
+            if not group.rows:
+                continue
+            schema = json.loads(group.schema_json)
+            parsed = fastavro.parse_schema(schema)
+            out = io.BytesIO()
+            writer = Writer(out, parsed, codec="null", sync_interval=1 << 30)
+            for block in group.blocks:
+                writer.write_block(block)
+            for event in group.events:
+                writer.write(event)
+            writer.flush()
+            columns = [f["name"] for f in schema["fields"] if f["name"] in table_columns]
+            token = f"{self.topic}:{self.partition}:{self.first}-{self.last}:{index}"
+            inserts.append(Insert(token, columns, out.getvalue(), group.rows))
+        return inserts
+
+    def _group(self, schema_json: str) -> _Group:
+        group = self._groups.get(schema_json)
+        if group is None:
+            group = self._groups[schema_json] = _Group(schema_json)
+        return group
+
+    def _advance(self, offset: int, rows: int) -> None:
+        if self.first is None:
+            self.first = offset
+        self.last = offset
+        self.rows += rows
+        self.records += 1
+
+
+def is_container(value: bytes | None) -> bool:
+    return bool(value) and value[:4] == OCF_MAGIC

@@ -1,0 +1,248 @@
+"""`cem sink`: the landing role, the only writer of ClickHouse (DESIGN.md "Embedded ClickHouse
+is single-process"). A plain confluent-kafka consumer loop, not Faust: it never decodes a
+container file, so Faust's per-record cost would dominate.
+
+Guarantees:
+* **at-least-once from Kafka, exactly-once rows**: offsets are committed only after the insert
+  returned; every insert carries a dedup token from (topic, partition, first, last offset);
+* **same batches after a crash**: before inserting a partition's range, its planned last offset
+  is committed as offset metadata (`cem-plan:<last>`) at the range's first offset; after a
+  restart the first batch of that partition is cut at exactly that offset, so the replayed
+  insert carries the same token and ClickHouse drops it;
+* **backpressure**: when ClickHouse refuses inserts the consumer pauses (lag grows, memory does
+  not) and retries with capped backoff until it succeeds;
+* bad records go to cem.dlq with their reason; they never stop the loop.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import avro.schema
+from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from cem import metrics
+from cem.schemas.registry import SchemaRegistry
+from cem.schemas.serde import DecodeError, decode_record
+from .batch import PartitionBatch, is_container
+from .clickhouse.client import ClickHouse
+from .dlq import DeadLetters
+
+log = logging.getLogger(__name__)
+PLAN_PREFIX = "cem-plan:"
+
+
+@dataclass
+class LandingCounts:
+    records: int = 0
+    rows: int = 0
+    inserts: int = 0
+    dead: int = 0
+    retries: int = 0
+
+
+def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
+    cfg = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 16 * 1024 * 1024,
+        "queued.max.messages.kbytes": 128 * 1024,
+        "max.poll.interval.ms": 600_000,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+class Landing:
+    def __init__(self, client: ClickHouse, consumer: Consumer, dead: DeadLetters,
+                 registry: SchemaRegistry, tables: dict[str, str], *, max_rows: int = 100_000,
+                 max_seconds: float = 1.0, on_insert: Callable[[str, int, float], None] | None = None):
+        self._ch = client
+        self._consumer = consumer
+        self._dead = dead
+        self._registry = registry
+        self._tables = tables
+        self._max_rows = max_rows
+        self._max_seconds = max_seconds
+        self._on_insert = on_insert
+        self._latest = registry.latest("touchpoint")
+        self._latest_json = json.dumps(self._latest.raw)
+        self._columns = {t: self._table_columns(t) for t in set(tables.values())}
+        self._batches: dict[tuple[str, int], PartitionBatch] = {}
+        self._plans: dict[tuple[str, int], int] = {}
+        self._opened: float | None = None
+        self._schema_ok: dict[str, str | None] = {}
+        self.counts = LandingCounts()
+
+    # -- consumer group callbacks ---------------------------------------------------------
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in consumer.committed(partitions, timeout=30):
+            meta = tp.metadata or ""
+            if meta.startswith(PLAN_PREFIX):
+                self._plans[(tp.topic, tp.partition)] = int(meta[len(PLAN_PREFIX):])
+                log.info("resuming %s[%d] at %d with planned batch end %s", tp.topic, tp.partition,
+                         tp.offset, meta)
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._flush([k for k in self._batches if k in revoked], final=True)
+        for key in revoked:
+            self._plans.pop(key, None)
+
+    # -- main loop ----------------------------------------------------------------------------
+    def run(self, should_stop: Callable[[], bool], idle_exit: float | None = None) -> LandingCounts:
+        """Consume, batch and insert until `should_stop()`; flush what is pending before return.
+        With `idle_exit`, also return once nothing arrived for that many seconds."""
+        self._consumer.subscribe(list(self._tables), on_assign=self.on_assign,
+                                 on_revoke=self.on_revoke)
+        last_data = time.monotonic()
+        try:
+            while not should_stop():
+                msgs = self._consumer.consume(num_messages=2000, timeout=0.1)
+                if msgs:
+                    last_data = time.monotonic()
+                for msg in msgs:
+                    self._add(msg)
+                if self._due():
+                    self._flush(list(self._batches))
+                if idle_exit is not None and time.monotonic() - last_data > idle_exit and not self._batches:
+                    break
+            self._flush(list(self._batches), final=True)
+        finally:
+            self._consumer.close()
+        return self.counts
+
+    def _add(self, msg: Any) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", err)
+            return
+        key = (msg.topic(), msg.partition())
+        offset = msg.offset()
+        plan = self._plans.get(key)
+        if plan is not None and offset > plan and key in self._batches:
+            self._flush([key])  # cut exactly where the crashed run planned to
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = PartitionBatch(key[0], key[1], self._latest.parsed,
+                                                        self._latest_json)
+            if self._opened is None:
+                self._opened = time.monotonic()
+        value = msg.value()
+        self.counts.records += 1
+        try:
+            if is_container(value):
+                n = batch.add_container(offset, value, self._check_schema)
+            else:
+                decoded = decode_record(value, self._registry, self._latest.parsed)
+                for event in decoded.events:
+                    batch.add_event(offset, event)
+                n = len(decoded.events)
+            metrics.events_in(key[0], n)
+        except DecodeError as err:
+            batch.skip(offset)
+            self.counts.dead += 1
+            self._dead.send(value, err.reason, err.detail, topic=key[0], partition=key[1], offset=offset)
+
+    def _check_schema(self, schema_json: str) -> None:
+        problem = self._schema_ok.get(schema_json, "?")
+        if problem == "?":
+            try:
+                reader = avro.schema.parse(json.dumps(self._latest.raw))
+                writer = avro.schema.parse(schema_json)
+                res = ReaderWriterCompatibilityChecker().get_compatibility(reader, writer)
+                problem = None if res.compatibility is SchemaCompatibilityType.compatible else \
+                    "; ".join(sorted(res.messages))[:200]
+            except Exception as err:  # unparsable schema text
+                problem = f"{type(err).__name__}: {err}"[:200]
+            self._schema_ok[schema_json] = problem
+        if problem is not None:
+            raise DecodeError("schema_mismatch", f"the batch's schema does not resolve to the "
+                              f"touchpoint schema: {problem}")
+
+    def _due(self) -> bool:
+        if not self._batches or self._opened is None:
+            return False
+        rows = sum(b.rows for b in self._batches.values())
+        return rows >= self._max_rows or time.monotonic() - self._opened >= self._max_seconds
+
+    def _flush(self, keys: list[tuple[str, int]], final: bool = False) -> None:
+        commits = []
+        for key in keys:
+            plan = self._plans.get(key)
+            pending = self._batches.get(key)
+            if plan is not None and not final and pending is not None and (pending.last or -1) < plan:
+                continue  # replaying a crashed run's batch: wait until it is whole again
+            batch = self._batches.pop(key, None)
+            if batch is None or batch.first is None:
+                continue
+            table = self._tables[key[0]]
+            inserts = batch.build(self._columns[table])
+            if inserts:
+                # write-ahead: remember where this batch ends before inserting it
+                self._commit([TopicPartition(key[0], key[1], batch.first,
+                                             metadata=f"{PLAN_PREFIX}{batch.last}")])
+            for ins in inserts:
+                self._insert(table, ins)
+            self._plans.pop(key, None)
+            commits.append(TopicPartition(key[0], key[1], batch.last + 1))
+        if commits:
+            self._commit(commits)
+        if not self._batches:
+            self._opened = None
+
+    def _insert(self, table: str, ins: Any) -> None:
+        delay = 0.2
+        paused = False
+        while True:
+            started = time.perf_counter()
+            try:
+                self._ch.raw_insert(table, ins.columns, insert_block=ins.data, fmt="Avro",
+                                    settings={"insert_deduplication_token": ins.token})
+                break
+            except Exception as err:  # noqa: BLE001 - ClickHouse down or refusing: back off
+                self.counts.retries += 1
+                metrics.SINK_ERRORS.labels(table).inc()
+                log.warning("insert into %s (%d rows, token %s) failed, retry in %.1f s: %s",
+                            table, ins.rows, ins.token, delay, str(err)[:300])
+                if not paused:
+                    self._consumer.pause(self._consumer.assignment())
+                    paused = True
+                end = time.monotonic() + delay
+                while time.monotonic() < end:
+                    self._consumer.poll(0.1)  # keeps group membership; paused: returns nothing
+                delay = min(delay * 2, 10.0)
+        if paused:
+            self._consumer.resume(self._consumer.assignment())
+        elapsed = time.perf_counter() - started
+        self.counts.rows += ins.rows
+        self.counts.inserts += 1
+        metrics.SINK_ROWS.labels(table).inc(ins.rows)
+        metrics.SINK_BATCH_ROWS.labels(table).observe(ins.rows)
+        metrics.SINK_INSERT_SECONDS.labels(table).observe(elapsed)
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        for attempt in range(10):
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+                return
+            except Exception as err:  # noqa: BLE001
+                log.warning("offset commit failed (attempt %d/10): %s", attempt + 1, err)
+                time.sleep(min(0.2 * 2 ** attempt, 5))
+        raise RuntimeError("offset commit failed 10 times; the broker is unreachable. Rows inserted "
+                           "so far are safe: a restart replays them and ClickHouse drops the replay")
+
+    def _table_columns(self, table: str) -> frozenset[str]:
+        rows = self._ch.query(f"SELECT name FROM system.columns WHERE database = currentDatabase() "
+                              f"AND table = '{table}' AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')").result_rows
+        if not rows:
+            raise RuntimeError(f"table {table} does not exist; run `cem ddl --apply` first")
+        return frozenset(r[0] for r in rows)

@@ -1,0 +1,47 @@
+"""Entry point of the landing role (`cem sink`): builds the Landing from settings and runs it
+until SIGTERM/SIGINT, flushing what is pending before it exits."""
+from __future__ import annotations
+
+import logging
+import signal
+
+from confluent_kafka import Consumer, Producer
+
+from cem import metrics
+from cem.connectors.publisher import producer_config
+from cem.schemas.registry import default_registry
+from cem.settings import DLQ_TOPIC, TOUCHPOINTS_TOPIC, Settings
+from .clickhouse.client import connect
+from .clickhouse.migrations import apply
+from .dlq import DeadLetters
+from .landing import Landing, LandingCounts, consumer_config
+
+#: Output topic -> ClickHouse table.
+TABLES = {TOUCHPOINTS_TOPIC: "touchpoints"}
+log = logging.getLogger(__name__)
+
+
+def run_sink(settings: Settings, *, group: str | None = None, idle_exit: float | None = None,
+             topics: dict[str, str] | None = None) -> LandingCounts:
+    stop = {"now": False}
+
+    def _stop(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    metrics.serve(settings.sink_metrics_port)
+    client = connect(settings.clickhouse)
+    apply(client)
+    producer = Producer(producer_config(settings.kafka_bootstrap))
+    consumer = Consumer(consumer_config(settings.kafka_bootstrap, group or f"{settings.app_id}-landing"))
+    landing = Landing(client, consumer, DeadLetters(producer, DLQ_TOPIC, "landing", metrics.dead_letter),
+                      default_registry(), topics or TABLES, max_rows=settings.sink_max_rows,
+                      max_seconds=settings.sink_max_seconds)
+    try:
+        counts = landing.run(lambda: stop["now"], idle_exit=idle_exit)
+    finally:
+        if producer.flush(30):
+            log.error("some dead letters were not acknowledged by Kafka")
+        client.close()
+    return counts

@@ -1,0 +1,36 @@
+"""Faust app factory for `cem worker` (no global app: each call builds a fresh one).
+
+Faust as DESIGN.md "Faust, as used here" prescribes: raw bytes in (records of either shape),
+agent concurrency 1, manual acks after the downstream produce succeeded, topics pre-created,
+no GlobalTable, no Faust windows or timers for event time.
+"""
+from __future__ import annotations
+
+import faust
+
+from cem.settings import RAW_TOPICS, Settings
+from .agents.ingest import attach_ingest
+
+
+def create_app(settings: Settings) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=500,
+        stream_buffer_maxsize=256,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        web_enabled=False,
+        producer_acks=-1,
+    )
+    raw = app.topic(*RAW_TOPICS.values(), key_type=bytes, value_type=bytes)
+    attach_ingest(app, raw, settings)
+    return app

@@ -1,0 +1,14 @@
+"""Entry point of `cem worker`: the Faust worker with every agent."""
+from __future__ import annotations
+
+from cem import metrics
+from cem.settings import Settings
+from .app import create_app
+
+
+def run_worker(settings: Settings) -> None:
+    from faust.worker import Worker
+
+    metrics.serve(settings.worker_metrics_port)
+    app = create_app(settings)
+    Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
