@@ -73,7 +73,6 @@ def run_demo(settings: Settings, count: int, malformed: int, console: Console) -
     settings = settings.model_copy(update={"data_dir": run_dir, "clickhouse_dsn": ""})
     console.print(f"topics: recreating {len(ALL_TOPICS)} cem topics; data in {run_dir}")
     delete_topics(settings.kafka_bootstrap, list(ALL_TOPICS))
-    time.sleep(1.0)
     infra.create_topics(settings)
     worker = start_role("worker", settings, run_dir / "worker.log")
     sink = start_role("sink", settings, run_dir / "sink.log")

@@ -45,9 +45,15 @@ def delete_topics(bootstrap: str, topics: list[str], timeout: float = 30.0) -> N
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=timeout).topics)
     todo = [t for t in topics if t in existing]
-    if todo:
-        for fut in admin.delete_topics(todo, operation_timeout=timeout).values():
-            fut.result()
+    if not todo:
+        return
+    for fut in admin.delete_topics(todo, operation_timeout=timeout).values():
+        fut.result()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # deletion completes asynchronously
+        if not set(todo) & set(admin.list_topics(timeout=timeout).topics):
+            return
+        time.sleep(0.1)
 
 
 def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10.0) -> int:

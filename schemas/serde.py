@@ -60,6 +60,15 @@ def encode_batch(events: Iterable[dict[str, Any]], parsed_schema: Any) -> bytes:
     return out.getvalue()
 
 
+def container_schema_json(parsed_schema: Any) -> str:
+    """The schema text fastavro writes into a container header for `parsed_schema` (the key
+    landing groups blocks by)."""
+    out = io.BytesIO()
+    fastavro.writer(out, parsed_schema, [], codec="null")
+    header = fastavro.block_reader(io.BytesIO(out.getvalue())).metadata["avro.schema"]
+    return header.decode() if isinstance(header, bytes) else header
+
+
 def decode_record(value: bytes | None, registry: SchemaRegistry, reader: Any) -> DecodedRecord:
     """Decode a Kafka record value of either shape into events in the `reader` schema.
 

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from cem import metrics
 from cem.schemas.registry import SchemaRegistry
-from cem.schemas.serde import DecodeError, decode_record
+from cem.schemas.serde import DecodeError, container_schema_json, decode_record
 from .batch import PartitionBatch, is_container
 from .clickhouse.client import ClickHouse
 from .dlq import DeadLetters
@@ -73,7 +73,7 @@ class Landing:
         self._max_seconds = max_seconds
         self._on_insert = on_insert
         self._latest = registry.latest("touchpoint")
-        self._latest_json = json.dumps(self._latest.raw)
+        self._latest_json = container_schema_json(self._latest.parsed)
         self._columns = {t: self._table_columns(t) for t in set(tables.values())}
         self._batches: dict[tuple[str, int], PartitionBatch] = {}
         self._plans: dict[tuple[str, int], int] = {}

@@ -1,0 +1,100 @@
+"""Issue 3 on the real broker and chdb: valid events land once, malformed ones reach the DLQ
+with their reason, replays and crashes never duplicate rows."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+
+import pytest
+
+from cem.connectors.generate import MALFORMED_KINDS, malformed, publish_events, publish_raw
+from cem.connectors.kafka_admin import partitions_of
+from cem.demo import dlq_reasons
+from cem.generator import touchpoints
+from cem.schemas.registry import default_registry
+from cem.settings import RAW_TOPICS, TOUCHPOINTS_TOPIC
+from tests.support.ch import clickhouse
+from tests.support.pipeline import end_offsets, start, stop_role, wait_caught_up, wait_until
+
+pytestmark = pytest.mark.integration
+REG = default_registry()
+
+
+def publish(settings, n: int, seed: int = 1) -> list[str]:
+    now = int(time.time() * 1000)
+    events = list(touchpoints(n, customers=max(10, n // 20), seed=seed, start_ms=now - 3_600_000))
+    parts = partitions_of(settings.kafka_bootstrap, list(RAW_TOPICS.values()))
+    publish_events(settings.kafka_bootstrap, events, REG, parts)
+    return [e["event_id"] for e in events]
+
+
+def landed(settings) -> tuple[int, int, int, Counter]:
+    with clickhouse(settings) as c:
+        final = c.query("SELECT count() FROM touchpoints FINAL").result_rows[0][0]
+        distinct = c.query("SELECT uniqExact(event_id) FROM touchpoints").result_rows[0][0]
+        dup = c.query("SELECT count() FROM (SELECT event_id FROM touchpoints FINAL "
+                      "GROUP BY event_id HAVING count() > 1)").result_rows[0][0]
+        per_channel = Counter(dict(c.query("SELECT channel, count() FROM touchpoints FINAL GROUP BY channel").result_rows))
+    return final, distinct, dup, per_channel
+
+
+def test_valid_events_land_once_and_malformed_reach_the_dlq_with_reasons(cem_settings):
+    s = cem_settings
+    ids = publish(s, 10_000)
+    template = next(touchpoints(1, seed=99, start_ms=int(time.time() * 1000) - 60_000))
+    kinds = list(MALFORMED_KINDS)
+    bad = [malformed(kinds[i % 5], dict(template, event_id=f"bad-{i}"), REG) for i in range(100)]
+    publish_raw(s.kafka_bootstrap, RAW_TOPICS["web"], bad[:50])
+    publish_raw(s.kafka_bootstrap, RAW_TOPICS["phone"], bad[50:])
+
+    worker, sink = start("worker", s), start("sink", s)
+    try:
+        wait_caught_up(s, (worker, sink))
+    finally:
+        stop_role(sink), stop_role(worker)
+    final, distinct, dup, per_channel = landed(s)
+    assert (final, distinct, dup) == (10_000, 10_000, 0)
+    assert per_channel == Counter({ch: 2_000 for ch in RAW_TOPICS})
+    with clickhouse(s) as c:
+        got = {r[0] for r in c.query("SELECT event_id FROM touchpoints").result_rows}
+    assert got == set(ids)
+    assert dlq_reasons(s.kafka_bootstrap) == Counter({reason: 20 for reason in MALFORMED_KINDS.values()})
+
+    # Replay: a worker with a fresh consumer group reads every raw record again.
+    replay_group = f"{s.app_id}-replay"
+    worker = start("worker", s, "worker-replay", CEM_APP_ID=replay_group)
+    sink = start("sink", s, "sink-2")
+    try:
+        wait_until(lambda: end_offsets(s.kafka_bootstrap, TOUCHPOINTS_TOPIC) > 0, 30)
+        from cem.connectors.kafka_admin import group_lag
+        wait_until(lambda: group_lag(s.kafka_bootstrap, replay_group, list(RAW_TOPICS.values())) == 0
+                   and group_lag(s.kafka_bootstrap, f"{s.app_id}-landing", [TOUCHPOINTS_TOPIC]) == 0,
+                   240, what="replay to land", procs=(worker, sink))
+    finally:
+        stop_role(sink), stop_role(worker)
+    final, distinct, dup, _ = landed(s)
+    assert (final, distinct, dup) == (10_000, 10_000, 0)
+
+
+def test_sigkill_of_the_worker_mid_landing_loses_and_duplicates_nothing(cem_settings):
+    s = cem_settings
+    ids = publish(s, 50_000, seed=2)
+    worker, sink = start("worker", s), start("sink", s)
+    try:
+        # kill once a part of the output exists, well before all of it
+        wait_until(lambda: end_offsets(s.kafka_bootstrap, TOUCHPOINTS_TOPIC) >= 15, 120,
+                   interval=0.02, what="the worker to start forwarding", procs=(worker,))
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        forwarded_before_kill = end_offsets(s.kafka_bootstrap, TOUCHPOINTS_TOPIC)
+        worker = start("worker", s, "worker-2")
+        wait_caught_up(s, (worker, sink))
+    finally:
+        stop_role(sink), stop_role(worker)
+    assert forwarded_before_kill < 50_000 // 500 + 8  # the kill did land mid-run
+    final, distinct, dup, _ = landed(s)
+    assert (final, distinct, dup) == (50_000, 50_000, 0)
+    with clickhouse(s) as c:
+        assert {r[0] for r in c.query("SELECT event_id FROM touchpoints").result_rows} == set(ids)

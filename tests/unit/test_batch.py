@@ -1,0 +1,65 @@
+import io
+
+import fastavro
+import pytest
+
+from cem.generator import touchpoints
+from cem.schemas.registry import default_registry
+from cem.schemas.serde import DecodeError, container_schema_json, encode_batch
+from cem.sinks.batch import PartitionBatch
+import json
+
+W = default_registry().latest("touchpoint")
+COLUMNS = frozenset(f["name"] for f in W.raw["fields"])
+
+
+def new_batch():
+    return PartitionBatch("cem.touchpoints", 2, W.parsed, container_schema_json(W.parsed))
+
+
+def ids(data: bytes) -> list[str]:
+    return [e["event_id"] for e in fastavro.reader(io.BytesIO(data))]
+
+
+def test_blocks_and_single_events_merge_into_one_container_in_offset_order():
+    events = list(touchpoints(1200, start_ms=1_790_000_000_000))
+    b = new_batch()
+    b.add_container(10, encode_batch(events[:500], W.parsed))
+    b.add_event(11, events[500])
+    b.add_container(12, encode_batch(events[501:], W.parsed))
+    [ins] = b.build(COLUMNS)
+    assert ins.rows == 1200 and b.first == 10 and b.last == 12
+    got = ids(ins.data)
+    assert sorted(got) == sorted(e["event_id"] for e in events)
+    assert ins.token == "cem.touchpoints:2:10-12:0"
+
+
+def test_same_offsets_give_the_same_token_and_bytes():
+    events = list(touchpoints(100, start_ms=1_790_000_000_000))
+    builds = []
+    for _ in range(2):
+        b = new_batch()
+        b.add_container(5, encode_batch(events, W.parsed))
+        builds.append(b.build(COLUMNS))
+    assert builds[0] == builds[1]
+
+
+def test_corrupt_containers_are_refused_and_add_nothing():
+    data = encode_batch(list(touchpoints(50, start_ms=1_790_000_000_000)), W.parsed)
+    sync = data[-16:]
+    wrong_sync = data[:-16] + bytes(16)
+    assert sync != bytes(16)
+    b = new_batch()
+    for bad in (data[:-40], wrong_sync):
+        with pytest.raises(DecodeError) as err:
+            b.add_container(1, bad)
+        assert err.value.reason == "corrupt_batch"
+    assert b.rows == 0 and b.build(COLUMNS) == []
+
+
+def test_skipped_offsets_extend_the_range_without_rows():
+    b = new_batch()
+    b.skip(3)
+    b.add_container(4, encode_batch(list(touchpoints(3, start_ms=1_790_000_000_000)), W.parsed))
+    [ins] = b.build(COLUMNS)
+    assert ins.token.endswith(":3-4:0") and ins.rows == 3

@@ -1,0 +1,51 @@
+import time
+
+import pytest
+
+from cem.events import CHANNELS, EVENT_TYPES, validate
+from cem.generator import touchpoints
+
+NOW = 1_790_000_000_000
+HORIZON = 400 * 86_400_000
+
+
+def good() -> dict:
+    return next(touchpoints(1, start_ms=NOW - 60_000, channels=("web",)))
+
+
+def test_generated_events_of_every_channel_are_valid():
+    events = list(touchpoints(500, start_ms=NOW - 3_600_000))
+    assert {e["channel"] for e in events} == set(CHANNELS)
+    assert all(validate(e, NOW, HORIZON) is None for e in events)
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"event_id": ""}, "missing_field:event_id"),
+    ({"event_id": "   "}, "missing_field:event_id"),
+    ({"event_type": None}, "missing_field:event_type"),
+    ({"channel": ""}, "missing_field:channel"),
+    ({"source": ""}, "missing_field:source"),
+    ({"channel": "fax"}, "unknown_channel"),
+    ({"event_type": "refund_issued"}, "unknown_event_type"),
+    ({"occurred_at": 0}, "missing_field:occurred_at"),
+    ({"occurred_at": NOW + 24 * 3_600_000}, "future_timestamp"),
+    ({"occurred_at": NOW - 401 * 86_400_000}, "too_old"),
+    ({"occurred_at": 1_700_000_000}, "too_old"),  # seconds instead of milliseconds
+    ({"identifiers": {"anonymous_id": None}}, "no_identifier"),
+    ({"identifiers": {}}, "no_identifier"),
+    ({"store": {"wait_seconds": 3}}, "attributes_mismatch"),
+])
+def test_each_bad_input_gets_its_specific_reason(change, reason):
+    rejection = validate({**good(), **change}, NOW, HORIZON)
+    assert rejection is not None
+    assert rejection.reason == reason
+    assert len(rejection.detail) > 20  # says what was wrong to a person
+
+
+def test_clock_skew_within_23_hours_is_accepted():
+    assert validate({**good(), "occurred_at": NOW + 22 * 3_600_000}, NOW, HORIZON) is None
+
+
+def test_every_channel_has_event_types():
+    assert set(EVENT_TYPES) == set(CHANNELS)
+    assert all(EVENT_TYPES[c] for c in CHANNELS)

@@ -1,0 +1,86 @@
+import io
+
+import fastavro
+import pytest
+
+from cem.connectors.generate import MALFORMED_KINDS, malformed
+from cem.events import CHANNELS
+from cem.generator import touchpoints
+from cem.schemas.registry import default_registry
+from cem.schemas.serde import DecodeError, decode_record, encode_batch, encode_single
+
+REG = default_registry()
+W = REG.latest("touchpoint")
+
+
+def normalized(ev: dict) -> dict:
+    """What the decoder returns for an event: every optional field present."""
+    return fastavro.schemaless_reader(io.BytesIO(_body(ev)), W.parsed, None)
+
+
+def _body(ev):
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, W.parsed, ev)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_single_event_round_trip_per_channel(channel):
+    for ev in touchpoints(20, start_ms=1_790_000_000_000, channels=(channel,)):
+        wire = encode_single(ev, W.id, W.parsed)
+        assert wire[0] == 0 and int.from_bytes(wire[1:5], "big") == W.id
+        decoded = decode_record(wire, REG, W.parsed)
+        assert not decoded.is_batch
+        assert decoded.events == [normalized(ev)]
+        assert decoded.events[0][channel] is not None
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_batch_round_trip_per_channel(channel):
+    events = list(touchpoints(300, start_ms=1_790_000_000_000, channels=(channel,)))
+    data = encode_batch(events, W.parsed)
+    assert data[:4] == b"Obj\x01"
+    decoded = decode_record(data, REG, W.parsed)
+    assert decoded.is_batch
+    assert decoded.events == [normalized(e) for e in events]
+
+
+@pytest.mark.parametrize("kind", ["garbage", "wrong_magic", "unknown_schema"])
+def test_undecodable_records_raise_decode_error_with_reason(kind):
+    template = next(touchpoints(1, start_ms=1_790_000_000_000))
+    with pytest.raises(DecodeError) as err:
+        decode_record(malformed(kind, template, REG), REG, W.parsed)
+    assert err.value.reason == MALFORMED_KINDS[kind]
+
+
+@pytest.mark.parametrize("value, reason", [
+    (b"", "empty_record"), (None, "empty_record"), (b"\x00\x00\x00", "undecodable"),
+])
+def test_short_records(value, reason):
+    with pytest.raises(DecodeError) as err:
+        decode_record(value, REG, W.parsed)
+    assert err.value.reason == reason
+
+
+def test_trailing_bytes_are_refused():
+    ev = next(touchpoints(1, start_ms=1_790_000_000_000))
+    with pytest.raises(DecodeError) as err:
+        decode_record(encode_single(ev, W.id, W.parsed) + b"\x00\x01", REG, W.parsed)
+    assert err.value.reason == "undecodable"
+
+
+def test_truncated_container_is_corrupt_batch():
+    data = encode_batch(list(touchpoints(50, start_ms=1_790_000_000_000)), W.parsed)
+    with pytest.raises(DecodeError) as err:
+        decode_record(data[: len(data) // 2], REG, W.parsed)
+    assert err.value.reason == "corrupt_batch"
+
+
+def test_container_with_unresolvable_schema_is_schema_mismatch():
+    other = fastavro.parse_schema({"type": "record", "name": "Touchpoint", "namespace": "io.cem",
+                                   "fields": [{"name": "event_id", "type": "long"}]})
+    buf = io.BytesIO()
+    fastavro.writer(buf, other, [{"event_id": 1}])
+    with pytest.raises(DecodeError) as err:
+        decode_record(buf.getvalue(), REG, W.parsed)
+    assert err.value.reason == "schema_mismatch"
