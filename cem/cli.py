@@ -1,6 +1,7 @@
 """The `cem` command: wires the roles together; no business logic lives here."""
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -22,12 +23,19 @@ app.add_typer(topics_app, name="topics")
 console = Console()
 
 
+_LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING,
+           "info": logging.INFO, "debug": logging.DEBUG}
+
+
 def _settings() -> Settings:
     try:
-        return Settings()
+        settings = Settings()
     except Exception as err:  # pydantic ValidationError: say what is wrong and stop
         console.print(f"[red]invalid settings:[/red] {err}")
         raise typer.Exit(2) from None
+    logging.basicConfig(level=_LEVELS[settings.log_level],
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    return settings
 
 
 @infra_app.command("up")

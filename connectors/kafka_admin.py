@@ -65,7 +65,14 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10
     try:
         md = consumer.list_topics(timeout=timeout).topics
         tps = [TopicPartition(t, p) for t in topics for p in md[t].partitions]
-        committed = consumer.committed(tps, timeout=timeout)
+        for attempt in range(20):  # the group coordinator may still be loading on a fresh broker
+            try:
+                committed = consumer.committed(tps, timeout=timeout)
+                break
+            except KafkaException as err:
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
         lag = 0
         for tp in committed:
             low, high = consumer.get_watermark_offsets(tp, timeout=timeout)

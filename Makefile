@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   run the pipeline end to end on the embedded defaults (local Kafka + chdb)
+#   make test   run the whole test suite (starts its own broker on a test port)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test unit bench install kafka-up kafka-down clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	bash scripts/kafka.sh fetch
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/cem demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
+
+bench: $(STAMP)
+	$(BIN)/cem bench
+
+kafka-up: $(STAMP)
+	bash scripts/kafka.sh up
+
+kafka-down:
+	bash scripts/kafka.sh down
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

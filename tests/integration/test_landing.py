@@ -1,0 +1,121 @@
+"""Landing (`cem sink`) on the real broker and chdb: both record shapes, corrupt containers,
+and a SIGKILL mid-run that must leave exactly one row per event (no FINAL needed)."""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+import time
+from collections import Counter
+
+import fastavro
+import pytest
+from confluent_kafka import Producer
+
+from cem.connectors.kafka_admin import group_lag, partitions_of
+from cem.connectors.partitioning import partition_for
+from cem.connectors.publisher import BatchPublisher, producer_config
+from cem.demo import dlq_reasons
+from cem.generator import touchpoints
+from cem.schemas.registry import default_registry
+from cem.schemas.serde import encode_batch, encode_single
+from cem.settings import TOUCHPOINTS_TOPIC
+from tests.support.ch import clickhouse
+from tests.support.pipeline import start, stop_role, wait_until
+
+pytestmark = pytest.mark.integration
+W = default_registry().latest("touchpoint")
+
+
+def resolved(n: int, seed: int) -> list[dict]:
+    now = int(time.time() * 1000)
+    out = []
+    for e in touchpoints(n, seed=seed, customers=max(10, n // 10), start_ms=now - 3_600_000):
+        e["cem"] = {"customer_id": f"c-{e['event_id'][:6]}", "late": False, "processed_at": now}
+        out.append(e)
+    return out
+
+
+def landing_lag(s) -> int:
+    return group_lag(s.kafka_bootstrap, f"{s.app_id}-landing", [TOUCHPOINTS_TOPIC])
+
+
+def counts(s) -> tuple[int, int]:
+    with clickhouse(s) as c:
+        return tuple(c.query("SELECT count(), uniqExact(event_id) FROM touchpoints").result_rows[0])
+
+
+def test_mixed_batch_and_single_records_land_their_union_once_and_corrupt_ones_go_to_dlq(cem_settings):
+    s = cem_settings
+    batch_events, single_events = resolved(3_000, 1), resolved(300, 2)
+    producer = Producer(producer_config(s.kafka_bootstrap))
+    parts = partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC])
+    pub = BatchPublisher(producer, W.parsed, parts, max_events=200)
+    singles = iter(single_events)
+    for i, e in enumerate(batch_events):
+        pub.publish(TOUCHPOINTS_TOPIC, e["cem"]["customer_id"].encode(), e)
+        if i % 10 == 0:  # interleave single-event records with the batches
+            one = next(singles)
+            key = one["cem"]["customer_id"].encode()
+            producer.produce(TOUCHPOINTS_TOPIC, encode_single(one, W.id, W.parsed), key,
+                             partition=partition_for(key, parts[TOUCHPOINTS_TOPIC]))
+    good = encode_batch(resolved(40, 3), W.parsed)
+    other = fastavro.parse_schema({"type": "record", "name": "Other", "fields": [{"name": "n", "type": "long"}]})
+    foreign = io.BytesIO()
+    fastavro.writer(foreign, other, [{"n": 1}])
+    corrupt = [good[: len(good) - 100], good[:-16] + bytes(16), foreign.getvalue()]
+    for value in corrupt:
+        producer.produce(TOUCHPOINTS_TOPIC, value, partition=0)
+    pub.flush()
+
+    sink = start("sink", s)
+    try:
+        wait_until(lambda: landing_lag(s) == 0, 120, what="landing", procs=(sink,))
+    finally:
+        stop_role(sink)
+    expected = {e["event_id"] for e in batch_events} | {e["event_id"] for e in single_events}
+    with clickhouse(s) as c:
+        got = [r[0] for r in c.query("SELECT event_id FROM touchpoints").result_rows]
+    assert len(got) == len(set(got)) == len(expected) == 3_300
+    assert set(got) == expected
+    assert dlq_reasons(s.kafka_bootstrap) == Counter({"corrupt_batch": 2, "schema_mismatch": 1})
+
+
+@pytest.mark.slow
+def test_sigkill_of_landing_during_200k_events_then_restart_lands_each_once(cem_settings):
+    s = cem_settings
+    events = resolved(200_000, 4)
+    producer = Producer(producer_config(s.kafka_bootstrap))
+    pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]))
+
+    def produce_in_waves() -> None:  # traffic keeps arriving while the sink runs and dies
+        for start_at in range(0, len(events), 10_000):
+            for e in events[start_at:start_at + 10_000]:
+                pub.publish(TOUCHPOINTS_TOPIC, e["cem"]["customer_id"].encode(), e)
+            pub.flush()
+            time.sleep(0.2)
+
+    feeder = threading.Thread(target=produce_in_waves)
+    sink = start("sink", s, "sink-1", CEM_SINK_MAX_ROWS="7000")
+    feeder.start()
+    try:
+        wait_until(lambda: 0 < landing_committed(s) < len(events) // 2, 120, interval=0.05,
+                   what="landing to make progress", procs=(sink,))
+        os.killpg(sink.pid, signal.SIGKILL)
+        sink.wait()
+        committed_at_kill = landing_committed(s)
+        feeder.join()
+        sink = start("sink", s, "sink-2", CEM_SINK_MAX_ROWS="7000")
+        wait_until(lambda: landing_lag(s) == 0, 180, what="landing after restart", procs=(sink,))
+    finally:
+        feeder.join()
+        stop_role(sink)
+    assert 0 < committed_at_kill  # the kill fell mid-run, after some inserts were committed
+    assert counts(s) == (len(events), len(events))
+
+
+def landing_committed(s) -> int:
+    """Events' records committed by the landing group so far (in records)."""
+    from tests.support.pipeline import end_offsets
+    return end_offsets(s.kafka_bootstrap, TOUCHPOINTS_TOPIC) - landing_lag(s)
