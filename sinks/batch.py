@@ -2,11 +2,12 @@
 what ClickHouse can decode").
 
 A `PartitionBatch` collects one partition's records between two offsets. Container-file records
-contribute their blocks as they are (no per-event Python); single-event records contribute a
-decoded event that is re-encoded once at build time. `build()` returns one Avro container file
-per writer schema, ready for `raw_insert(..., fmt="Avro")`, each with a dedup token derived
-from (topic, partition, first offset, last offset, group index): the same offsets always give
-the same inserts, so a replay after a crash is dropped by ClickHouse's insert deduplication.
+contribute their blocks as they are (`schemas/ocf.scan`: no schema parse, no per-event Python);
+single-event records contribute their one encoded event as a one-record block. `build()` returns
+one container file per writer schema, ready for `raw_insert(..., fmt="Avro")`, each with a dedup
+token from (topic, partition, first offset, last offset, group index) and a sync marker derived
+from that token: the same offsets always give byte-identical inserts, so a replay after a crash
+is dropped by ClickHouse's insert deduplication.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import fastavro
-from fastavro.write import Writer
 
+from cem.schemas.ocf import CorruptContainer, assemble, scan
 from cem.schemas.serde import OCF_MAGIC, DecodeError
 
 
@@ -33,8 +34,7 @@ class Insert:
 @dataclass
 class _Group:
     schema_json: str
-    blocks: list[Any] = field(default_factory=list)
-    events: list[dict] = field(default_factory=list)
+    blocks: list[tuple[int, bytes]] = field(default_factory=list)
     rows: int = 0
 
 
@@ -55,30 +55,27 @@ class PartitionBatch:
         """Add a container-file record; return its event count. Raises DecodeError if the
         container is corrupt or `check_schema` refuses its schema (then nothing was added)."""
         try:
-            reader = fastavro.block_reader(io.BytesIO(value))
-            schema_json = reader.metadata["avro.schema"]
-            if isinstance(schema_json, bytes):
-                schema_json = schema_json.decode()
-            blocks = list(reader)
-        except Exception as err:  # fastavro raises many types on corrupt input
-            raise DecodeError("corrupt_batch", f"Avro container file does not decode "
-                              f"({type(err).__name__}: {err})"[:300]) from None
+            container = scan(value)
+        except CorruptContainer as err:
+            raise DecodeError("corrupt_batch", f"Avro container file does not decode: {err}") from None
+        if container.codec != "null":
+            raise DecodeError("corrupt_batch", f"container codec is {container.codec!r}; cem expects "
+                              "codec null (Kafka compresses) — re-publish without an Avro codec")
         if check_schema is not None:
-            check_schema(schema_json)
-        if any(b.codec != "null" for b in blocks):
-            raise DecodeError("corrupt_batch", "container blocks must use codec null "
-                              "(Kafka compresses); re-publish without an Avro codec")
-        group = self._group(schema_json)
-        n = sum(b.num_records for b in blocks)
-        group.blocks.extend(blocks)
+            check_schema(container.schema_json)
+        group = self._group(container.schema_json)
+        n = container.records
+        group.blocks.extend(container.blocks)
         group.rows += n
         self._advance(offset, n)
         return n
 
     def add_event(self, offset: int, event: dict) -> None:
-        """Add one decoded event (from a single-event record)."""
+        """Add one decoded event (from a single-event record), encoded in the single schema."""
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, self._single_schema, event)
         group = self._group(self._single_json)
-        group.events.append(event)
+        group.blocks.append((1, out.getvalue()))
         group.rows += 1
         self._advance(offset, 1)
 
@@ -91,20 +88,12 @@ class PartitionBatch:
         for index, group in enumerate(self._groups.values()):
             if not group.rows:
                 continue
-            schema = json.loads(group.schema_json)
-            parsed = fastavro.parse_schema(schema)
-            out = io.BytesIO()
             token = f"{self.topic}:{self.partition}:{self.first}-{self.last}:{index}"
-            # a sync marker derived from the token makes a rebuilt insert byte-identical
             marker = hashlib.blake2b(token.encode(), digest_size=16).digest()
-            writer = Writer(out, parsed, codec="null", sync_interval=1 << 30, sync_marker=marker)
-            for block in group.blocks:
-                writer.write_block(block)
-            for event in group.events:
-                writer.write(event)
-            writer.flush()
+            data = assemble(group.schema_json, group.blocks, marker)
+            schema = json.loads(group.schema_json)
             columns = [f["name"] for f in schema["fields"] if f["name"] in table_columns]
-            inserts.append(Insert(token, columns, out.getvalue(), group.rows))
+            inserts.append(Insert(token, columns, data, group.rows))
         return inserts
 
     def _group(self, schema_json: str) -> _Group:

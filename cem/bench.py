@@ -1,0 +1,270 @@
+"""`cem bench`: one run, one local broker, the same generated traffic over all five channels.
+
+Stages (issue 9): (a) raw ceiling — confluent-kafka consume + fastavro decode of the raw topics;
+(b) naive baseline — a minimal Faust agent, one event per record, Python-row inserts;
+(c) cem landing alone — `Landing` over cem.touchpoints into a fresh chdb;
+(d) full pipeline — worker + sink processes, first produce to last row committed;
+(e) latency at a steady rate — produce time (`received_at`) to row visible (`landed_at`);
+(f) peak RSS per process; (g) ratios. Figures are measured in this run only: compare, don't time.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from .settings import ALL_TOPICS, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
+
+SINGLE_TOPIC = "cem.bench.single"
+
+
+def _rss_peak_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _rss_now_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _raw_ceiling(settings: Settings, expected: int) -> tuple[int, float]:
+    from confluent_kafka import Consumer, TopicPartition
+    from .schemas.registry import default_registry
+    from .schemas.serde import decode_record
+    reg = default_registry()
+    reader = reg.latest("touchpoint").parsed
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "cem-bench-raw",
+                  "enable.auto.commit": False, "fetch.max.bytes": 64 << 20,
+                  "max.partition.fetch.bytes": 16 << 20})
+    tps = []
+    for t in RAW_TOPICS.values():
+        for p in c.list_topics(t, timeout=10).topics[t].partitions:
+            tps.append(TopicPartition(t, p, 0))
+    c.assign(tps)
+    n = 0
+    started = None
+    while n < expected:
+        msgs = c.consume(5000, 1.0)
+        if not msgs and started is not None and time.perf_counter() - started > 30:
+            break
+        if started is None and msgs:
+            started = time.perf_counter()
+        for m in msgs:
+            if m.error() is None:
+                n += len(decode_record(m.value(), reg, reader).events)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    c.close()
+    return n, elapsed
+
+
+def _landing_alone(settings: Settings, data_dir: Path) -> tuple[int, float]:
+    from confluent_kafka import Consumer, Producer
+    from .connectors.publisher import producer_config
+    from .schemas.registry import default_registry
+    from .sinks.clickhouse.client import connect
+    from .sinks.clickhouse.migrations import apply
+    from .sinks.dlq import DeadLetters
+    from .sinks.landing import Landing, consumer_config
+    client = connect(f"chdb://{(data_dir / 'landing-ch').resolve()}")
+    apply(client)
+    consumer = Consumer(consumer_config(settings.kafka_bootstrap, f"{settings.app_id}-bench-landing"))
+    landing = Landing(client, consumer, DeadLetters(Producer(producer_config(settings.kafka_bootstrap)),
+                                                    "cem.dlq", "bench"),
+                      default_registry(), {TOUCHPOINTS_TOPIC: "touchpoints"},
+                      max_rows=settings.sink_max_rows, max_seconds=settings.sink_max_seconds)
+    counts = landing.run(lambda: False, idle_exit=2.0)
+    rows = client.query("SELECT count() FROM touchpoints").result_rows[0][0]
+    client.close()
+    return rows, counts.busy_seconds
+
+
+def _naive(settings: Settings, data_dir: Path, n: int, progress: Any) -> tuple[int, float]:
+    from confluent_kafka import Producer
+    from .connectors.publisher import producer_config
+    from .generator import touchpoints
+    from .schemas.registry import default_registry
+    from .schemas.serde import encode_single
+    w = default_registry().latest("touchpoint")
+    p = Producer(producer_config(settings.kafka_bootstrap, **{"linger.ms": 20}))
+    now = int(time.time() * 1000)
+    for ev in touchpoints(n, seed=11, start_ms=now - 3_600_000):
+        while True:
+            try:
+                p.produce(SINGLE_TOPIC, encode_single(ev, w.id, w.parsed))
+                break
+            except BufferError:
+                p.poll(0.05)
+    p.flush(60)
+    out = data_dir / "naive.json"
+    log = open(data_dir / "naive.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "cem.streams.naive", SINGLE_TOPIC, str(n), str(out),
+                             f"chdb://{(data_dir / 'naive-ch').resolve()}", settings.kafka_bootstrap],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        proc.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    if not out.exists():
+        raise RuntimeError(f"naive baseline produced no result; see {data_dir / 'naive.log'}")
+    res = json.loads(out.read_text())
+    return res["events"], res["seconds"]
+
+
+def run_bench(settings: Settings, events: int, as_json: bool, console: Console) -> int:
+    from . import infra
+    from .connectors.generate import publish_events
+    from .connectors.kafka_admin import delete_topics, ensure_topics, group_lag, partitions_of
+    from .generator import touchpoints
+    from .procs import start_role, stop_role, wait_until
+    from .schemas.registry import default_registry
+
+    started_broker = infra.kafka("status") != 0
+    if started_broker and infra.kafka("up") != 0:
+        console.print("[red]could not start the local Kafka broker[/red]")
+        return 1
+    data_dir = settings.data_dir / "bench"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    settings = settings.model_copy(update={"data_dir": data_dir, "clickhouse_dsn": "",
+                                           "app_id": f"cem-bench-{int(time.time())}"})
+    delete_topics(settings.kafka_bootstrap, [*ALL_TOPICS, SINGLE_TOPIC])
+    infra.create_topics(settings)
+    ensure_topics(settings.kafka_bootstrap, {SINGLE_TOPIC: settings.topic_partitions})
+    reg = default_registry()
+    parts = partitions_of(settings.kafka_bootstrap, list(RAW_TOPICS.values()))
+    raw_groups = list(RAW_TOPICS.values())
+    r: dict[str, Any] = {"events": events, "machine": _machine()}
+
+    def caught_up() -> bool:
+        return (group_lag(settings.kafka_bootstrap, settings.app_id, raw_groups) == 0 and
+                group_lag(settings.kafka_bootstrap, f"{settings.app_id}-landing", [TOUCHPOINTS_TOPIC]) == 0)
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("bench", total=6)
+        # (d) full pipeline, with a warm-up so process start-up is not measured
+        worker = start_role("worker", settings, data_dir / "worker.log")
+        sink = start_role("sink", settings, data_dir / "sink.log")
+        now = int(time.time() * 1000)
+        publish_events(settings.kafka_bootstrap, touchpoints(500, seed=1, start_ms=now - 3_600_000), reg, parts)
+        wait_until(caught_up, 120, 0.2, "warm-up to land", (worker, sink))
+        progress.update(task, advance=1, description="(d) full pipeline")
+        t0 = time.perf_counter()
+        publish_events(settings.kafka_bootstrap, touchpoints(events, seed=2, start_ms=now - 3_600_000), reg, parts)
+        wait_until(caught_up, 600, 0.05, "pipeline to land", (worker, sink))
+        r["pipeline_eps"] = events / (time.perf_counter() - t0)
+        # (e) steady rate: produce time -> row visible
+        progress.update(task, advance=1, description="(e) steady 5,000 events/s for 10 s")
+        rss_before = {"worker": _rss_now_mb(worker.pid), "sink": _rss_now_mb(sink.pid)}
+        _steady(settings, reg, parts, rate=5_000, seconds=10)
+        wait_until(caught_up, 120, 0.1, "steady traffic to land", (worker, sink))
+        r["rss_peak_mb"] = {"worker": _rss_peak_mb(worker.pid), "sink": _rss_peak_mb(sink.pid)}
+        r["rss_growth_steady_mb"] = {k: _rss_now_mb(p.pid) - rss_before[k]
+                                     for k, p in (("worker", worker), ("sink", sink))}
+        stop_role(sink), stop_role(worker)
+        r["latency_row_ms"] = _latency(settings)
+        # (a) raw ceiling over the same raw topics
+        progress.update(task, advance=1, description="(a) raw ceiling")
+        n, secs = _raw_ceiling(settings, events + 500 + 50_000)
+        r["raw_eps"] = n / secs
+        # (c) landing alone over the touchpoints the pipeline produced
+        progress.update(task, advance=1, description="(c) cem landing alone")
+        n, secs = _landing_alone(settings, data_dir)
+        r["landing_eps"] = n / secs
+        r["landing_rows"] = n
+        # (b) naive baseline
+        progress.update(task, advance=1, description="(b) naive Faust baseline")
+        nb = min(events, 20_000)
+        n, secs = _naive(settings, data_dir, nb, progress)
+        r["naive_eps"] = n / secs
+        progress.update(task, advance=1)
+    r["ratios"] = {"landing/naive": r["landing_eps"] / r["naive_eps"],
+                   "landing/raw": r["landing_eps"] / r["raw_eps"],
+                   "pipeline/raw": r["pipeline_eps"] / r["raw_eps"]}
+    if started_broker:
+        infra.kafka("down")
+    if as_json:
+        print(json.dumps(r, indent=2))
+    else:
+        _print(r, console)
+    return 0
+
+
+def _steady(settings: Settings, reg: Any, parts: dict[str, int], rate: int, seconds: float) -> None:
+    from confluent_kafka import Producer
+    from .connectors.publisher import BatchPublisher, producer_config
+    from .generator import touchpoints
+    from .identity import customer_key
+    w = reg.latest("touchpoint")
+    pub = BatchPublisher(Producer(producer_config(settings.kafka_bootstrap)), w.parsed, parts,
+                         max_events=settings.publisher_max_events, linger_ms=settings.publisher_linger_ms)
+    gen = touchpoints(int(rate * seconds), seed=3, start_ms=int(time.time() * 1000) - 600_000)
+    tick = 0.01
+    per_tick = max(1, int(rate * tick))
+    start = time.perf_counter()
+    sent = 0
+    for ev in gen:
+        ev["received_at"] = int(time.time() * 1000)
+        ev["source"] = "bench-steady"
+        pub.publish(RAW_TOPICS[ev["channel"]], customer_key(ev["identifiers"]).encode(), ev)
+        sent += 1
+        if sent % per_tick == 0:
+            pub.poll()
+            delay = start + sent / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+    pub.flush()
+
+
+def _latency(settings: Settings) -> dict[str, float]:
+    from .sinks.clickhouse.client import connect
+    c = connect(settings.clickhouse)
+    q = c.query("SELECT quantiles(0.5, 0.99)(dateDiff('millisecond', received_at, landed_at)) "
+                "FROM touchpoints WHERE source = 'bench-steady'").result_rows[0][0]
+    c.close()
+    return {"p50": float(q[0]), "p99": float(q[1])}
+
+
+def _machine() -> str:
+    import os
+    import platform
+    return f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+
+
+def _print(r: dict[str, Any], console: Console) -> None:
+    t = Table(title=f"cem bench — {r['events']:,} events per stage, {r['machine']}")
+    t.add_column("stage")
+    t.add_column("result", justify="right")
+    t.add_row("(a) raw ceiling: confluent-kafka consume + fastavro decode", f"{r['raw_eps']:,.0f} events/s")
+    t.add_row("(b) naive: Faust, one event per record, Python rows", f"{r['naive_eps']:,.0f} events/s")
+    t.add_row("(c) cem landing alone (blocks → FORMAT Avro)", f"{r['landing_eps']:,.0f} events/s")
+    t.add_row("(d) cem full pipeline (worker + landing), produce → committed row", f"{r['pipeline_eps']:,.0f} events/s")
+    lat = r["latency_row_ms"]
+    t.add_row("(e) produce → row visible at 5,000 events/s (p50 / p99)", f"{lat['p50']:.0f} / {lat['p99']:.0f} ms")
+    t.add_row("(e) event → alert", "n/a: no detectors yet (issue 6)")
+    rss = r["rss_peak_mb"]
+    g = r["rss_growth_steady_mb"]
+    t.add_row("(f) peak RSS worker / sink", f"{rss['worker']:.0f} / {rss['sink']:.0f} MB")
+    t.add_row("(f) RSS growth over the steady phase worker / sink", f"{g['worker']:+.1f} / {g['sink']:+.1f} MB")
+    t.add_row("(f) state bytes per active customer", "n/a: no per-customer state yet (issue 5)")
+    for k, v in r["ratios"].items():
+        t.add_row(f"(g) {k}", f"{v:.2f}×")
+    console.print(t)

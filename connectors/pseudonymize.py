@@ -1,0 +1,58 @@
+"""Pseudonymization at the edge: raw emails and phone numbers never reach Kafka.
+
+Emails are trimmed and lowercased, phones normalized to E.164 (a leading 00 becomes +; a
+national number gets the configured default country code), then hashed with HMAC-SHA256 under
+the deployment's key. Same input + same key → same hash, so identities still join across
+channels; without the key the hash cannot be reversed by guessing common addresses.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_NON_DIGITS = re.compile(r"[^\d+]")
+
+
+class PseudonymizationError(ValueError):
+    """The value cannot be normalized (not an email / not a phone number)."""
+
+
+def normalize_email(raw: str) -> str:
+    email = raw.strip().lower()
+    if not _EMAIL.match(email):
+        raise PseudonymizationError("not an email address (expected name@domain.tld)")
+    return email
+
+
+def normalize_phone(raw: str, default_country_code: str = "49") -> str:
+    """E.164: '+' and 8–15 digits. '0049 30 1234567' and '030 1234567' (default DE) → '+49301234567'."""
+    s = _NON_DIGITS.sub("", raw.strip())
+    if s.startswith("00"):
+        s = "+" + s[2:]
+    elif s.startswith("0"):
+        s = f"+{default_country_code}{s[1:]}"
+    elif not s.startswith("+"):
+        s = "+" + s
+    digits = s[1:]
+    if not digits.isdigit() or not 8 <= len(digits) <= 15:
+        raise PseudonymizationError("not a phone number (expected 8–15 digits, E.164)")
+    return s
+
+
+class Pseudonymizer:
+    def __init__(self, key: bytes, default_country_code: str = "49"):
+        if not key:
+            raise ValueError("the pseudonymization key is empty; set CEM_PSEUDONYMIZATION_KEY")
+        self._key = key
+        self._cc = default_country_code
+
+    def _hash(self, kind: str, value: str) -> str:
+        return hmac.new(self._key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+    def email_hash(self, raw: str) -> str:
+        return self._hash("email", normalize_email(raw))
+
+    def phone_hash(self, raw: str) -> str:
+        return self._hash("phone", normalize_phone(raw, self._cc))
