@@ -119,6 +119,37 @@ def sink(idle_exit: Optional[float] = typer.Option(None, help="Exit after this m
 
 
 @app.command()
+def collector() -> None:
+    """Run the HTTP collector (POST /v1/events, /healthz, /metrics)."""
+    from .connectors.collector import run_collector
+    s = _settings()
+    console.print(f"collector on http://{s.collector_host}:{s.collector_port}")
+    run_collector(s)
+
+
+@app.command("import")
+def import_(channel: str = typer.Argument(..., help="store | web | phone | returns | feedback"),
+            file: Path = typer.Argument(..., exists=True, dir_okay=False, help=".csv or .jsonl export"),
+            mapping: Optional[Path] = typer.Option(None, help="JSON column mapping overriding the default")) -> None:
+    """Import a channel export (CSV/JSONL) into cem.raw.<channel>; bad rows go to cem.dlq."""
+    from rich.progress import Progress
+    from .connectors.importers import import_file
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"importing {file.name}", total=None)
+            rep = import_file(_settings(), channel, file, mapping, lambda n: progress.advance(task, n))
+    except ValueError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"{file.name}: {rep.rows} rows → {rep.published} touchpoints on cem.raw.{channel}, "
+                  f"{rep.dead} to cem.dlq in {rep.seconds:.1f} s")
+    for reason, n in sorted(rep.reasons.items()):
+        console.print(f"  {n:6d}  {reason}")
+    if rep.ignored_columns:
+        console.print(f"  ignored columns (no mapping): {', '.join(sorted(rep.ignored_columns))}")
+
+
+@app.command()
 def generate(count: int = typer.Option(5000), customers: int = typer.Option(1000),
              seed: int = typer.Option(7), malformed: int = typer.Option(0),
              single: bool = typer.Option(False, help="One event per record (wire format).")) -> None:

@@ -76,11 +76,26 @@ def validate(event: Mapping[str, Any], now_ms: int, horizon_ms: int) -> Rejectio
     if not any(ids.get(kind) for kind in IDENTIFIER_KINDS):
         return Rejection("no_identifier",
                          "the event carries no identifier; send at least anonymous_id or device_id")
-    attrs = event.get(channel)
     for other in CHANNELS:
         if other != channel and event.get(other) is not None:
             return Rejection("attributes_mismatch",
                              f"a {channel} event carries {other} attributes; "
                              f"put them under '{channel}'")
-    del attrs  # a channel's attributes are optional: every attribute field is nullable
+    attrs = event.get(channel)
+    if isinstance(attrs, tuple):  # (record name, value) as the encoder takes it
+        attrs = attrs[1]
+    if attrs:  # every attribute is optional; those present must be in range
+        for name, (low, high) in _RANGES.get(channel, {}).items():
+            value = attrs.get(name)
+            if value is not None and not low <= value <= high:
+                return Rejection(f"bad_value:{channel}.{name}",
+                                 f"{channel}.{name} = {value} is outside {low}..{high}")
     return None
+
+
+_RANGES: Mapping[str, Mapping[str, tuple[int, int]]] = {
+    "feedback": {"nps": (0, 10), "csat": (1, 5), "rating": (1, 5)},
+    "store": {"wait_seconds": (0, 86_400), "items": (0, 100_000)},
+    "phone": {"hold_seconds": (0, 86_400), "duration_seconds": (0, 86_400)},
+    "web": {"results_count": (0, 2 ** 31 - 1)},
+}

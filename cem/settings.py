@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem worker` (0 = off).")
     sink_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem sink` (0 = off).")
     log_level: str = Field("info", pattern="^(crit|error|warn|info|debug)$")
+    collector_host: str = Field("127.0.0.1", description="Collector bind address.")
+    collector_port: int = Field(8088, ge=0, description="Collector HTTP port.")
+    collector_api_keys: dict[str, SecretStr] = Field(
+        default_factory=lambda: {"dev": SecretStr("dev-key")},
+        description='Source name -> API key, as JSON: {"web-shop": "k1", "pos-eu": "k2"}.')
+    collector_max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    collector_max_event_bytes: int = Field(32 * 1024, ge=256)
+    collector_max_batch_events: int = Field(500, ge=1)
 
     @model_validator(mode="after")
     def _reject_unknown_env(self) -> "Settings":

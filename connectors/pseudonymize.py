@@ -56,3 +56,31 @@ class Pseudonymizer:
 
     def phone_hash(self, raw: str) -> str:
         return self._hash("phone", normalize_phone(raw, self._cc))
+
+
+_EMAIL_IN_TEXT = re.compile(rb"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+_PHONE_IN_TEXT = re.compile(rb"(?<![\w.])(?:\+|00|0)\d[\d \-/().]{6,}\d")
+_PII_KEYS = ("email", "phone", "caller", "mobile", "tel")
+
+
+def redact_pii(raw: bytes) -> bytes:
+    """Raw input kept for the DLQ, minus emails and phone numbers: values of keys that name
+    them are replaced, then anything shaped like an email or a phone number anywhere else."""
+    import json
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        obj = None
+
+    def scrub(o):
+        if isinstance(o, dict):
+            return {k: ("<redacted>" if any(t in str(k).lower() for t in _PII_KEYS) and not str(k).endswith("_hash")
+                        else scrub(v)) for k, v in o.items()}
+        if isinstance(o, list):
+            return [scrub(v) for v in o]
+        return o
+
+    if obj is not None:
+        raw = json.dumps(scrub(obj), separators=(",", ":")).encode()
+    raw = _EMAIL_IN_TEXT.sub(b"<email>", raw)
+    return _PHONE_IN_TEXT.sub(b"<phone>", raw)
