@@ -198,10 +198,11 @@ def simulate(customers: int = typer.Option(10_000), days: int = typer.Option(7),
 
 
 @app.command()
-def demo(count: int = typer.Option(5000), malformed: int = typer.Option(50)) -> None:
-    """Start everything locally, push touchpoints through, print what landed, shut down."""
+def demo(customers: int = typer.Option(2000), days: int = typer.Option(3),
+         malformed: int = typer.Option(50)) -> None:
+    """Start everything locally, simulate customers into Kafka, print what landed, shut down."""
     from .demo import run_demo
-    raise typer.Exit(run_demo(_settings(), count, malformed, console))
+    raise typer.Exit(run_demo(_settings(), customers, days, malformed, console))
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """`cem demo`: the whole path on the embedded defaults, start to finish.
 
 Starts the local broker (if not running), recreates the cem topics, starts a worker and the
-landing process, publishes generated touchpoints over all five channels plus malformed records,
+landing process, runs the simulator (all five channels) into Kafka plus malformed records,
 waits until both consumer groups have caught up, stops the roles, and prints rows per channel
 read back from ClickHouse and the DLQ by reason. Stops the broker again if it started it.
 """
@@ -59,7 +59,7 @@ def dlq_reasons(bootstrap: str, timeout: float = 5.0) -> Counter:
         c.close()
 
 
-def run_demo(settings: Settings, count: int, malformed: int, console: Console) -> int:
+def run_demo(settings: Settings, customers: int, days: int, malformed: int, console: Console) -> int:
     from . import infra
     from .connectors.kafka_admin import delete_topics, group_lag
     from .procs import start_role, stop_role, wait_until
@@ -79,9 +79,15 @@ def run_demo(settings: Settings, count: int, malformed: int, console: Console) -
     code = 0
     try:
         t0 = time.monotonic()
-        n, bad = publish_generated(settings, count, customers=max(10, count // 10), seed=7,
-                                   malformed=malformed)
-        console.print(f"published {n} touchpoints over 5 channels and {bad} malformed records")
+        from .connectors.simulate import simulate
+        from .simulator import DAY, SimConfig
+        start_ms = (int(time.time() * 1000) // DAY - days) * DAY
+        sim = simulate(settings, SimConfig(customers=customers, days=days, seed=7, start_ms=start_ms,
+                                           out_of_order_rate=0.05), run_dir / "sim")
+        _, bad = publish_generated(settings, 0, customers=1, seed=7, malformed=malformed)
+        console.print(f"simulated {customers:,} customers over {days} days: {sim.events:,} touchpoints "
+                      f"({sim.events / sim.seconds:,.0f} events/s) and {bad} malformed records; "
+                      f"ground truth in {run_dir / 'sim'}")
         wait_until(lambda: group_lag(settings.kafka_bootstrap, settings.app_id, list(RAW_TOPICS.values())) == 0
                    and group_lag(settings.kafka_bootstrap, f"{settings.app_id}-landing", [TOUCHPOINTS_TOPIC]) == 0,
                    timeout=180, what="worker and landing to catch up", procs=(worker, sink))
@@ -93,13 +99,13 @@ def run_demo(settings: Settings, count: int, malformed: int, console: Console) -
         stop_role(sink)
         stop_role(worker)
     if code == 0:
-        _report(settings, console)
+        _report(settings, console, sim.per_channel)
     if started_broker:
         infra.kafka("down")
     return code
 
 
-def _report(settings: Settings, console: Console) -> None:
+def _report(settings: Settings, console: Console, sent: Counter) -> None:
     from .sinks.clickhouse.client import connect
     client = connect(settings.clickhouse)
     rows = client.query("SELECT channel, count() AS rows, uniqExact(customer_id) AS customers, "
@@ -107,11 +113,12 @@ def _report(settings: Settings, console: Console) -> None:
                         "GROUP BY channel ORDER BY channel").result_rows
     client.close()
     t = Table(title="touchpoints in ClickHouse, by channel")
-    for col in ("channel", "rows", "customers", "first event", "last event"):
+    for col in ("channel", "simulated", "rows", "customer keys", "first event", "last event"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r[0], str(r[1]), str(r[2]), str(r[3])[:19], str(r[4])[:19])
-    t.add_row("[b]total[/b]", f"[b]{sum(r[1] for r in rows)}[/b]", "", "", "")
+        mark = "" if sent.get(r[0]) == r[1] else " [red]≠[/red]"
+        t.add_row(r[0], str(sent.get(r[0], 0)), f"{r[1]}{mark}", str(r[2]), str(r[3])[:19], str(r[4])[:19])
+    t.add_row("[b]total[/b]", f"[b]{sum(sent.values())}[/b]", f"[b]{sum(r[1] for r in rows)}[/b]", "", "", "")
     console.print(t)
     d = Table(title="cem.dlq by reason")
     d.add_column("reason")

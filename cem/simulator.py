@@ -364,7 +364,10 @@ class Simulator:
             for c in self.population:
                 todays += self._day(c, day_start)
             todays += self._recover(todays)
+            end = cfg.start_ms + cfg.days * DAY
             for ev in todays:
+                if ev["occurred_at"] >= end:
+                    continue  # the simulated period is over: later follow-ups never happen
                 delay = 0
                 x = r.random()
                 if x < cfg.late_rate:
@@ -386,7 +389,16 @@ class Simulator:
             yield ev
         for m in self.truth.moments:
             m.pop("_done", None)
+        self._trim_to_period()
         self._settle_recovery()
+
+    def _trim_to_period(self) -> None:
+        """Keep truth only for what happened inside the simulated period."""
+        emitted = {ev["event_id"] for ev in self._all_events}
+        end = self.cfg.start_ms + self.cfg.days * DAY
+        self.truth.events = [t for t in self.truth.events if t["event_id"] in emitted]
+        self.truth.moments = [m for m in self.truth.moments
+                              if m["at"] < end and all(e in emitted for e in m["evidence"])]
 
     def _settle_recovery(self) -> None:
         """A moment is recovered iff its true customer gave a positive signal inside the rule's
@@ -395,6 +407,9 @@ class Simulator:
         for ev in self._all_events:
             if is_positive_signal(ev):
                 signals.setdefault(self._customer_of[ev["event_id"]], []).append(ev["occurred_at"])
+        end = self.cfg.start_ms + self.cfg.days * DAY
         for m in self.truth.moments:
             window = RECOVERY_WINDOW[m["rule"]]
             m["recovered"] = any(m["at"] < t <= m["at"] + window for t in signals.get(m["customer"], ()))
+            m["status"] = "recovered" if m["recovered"] else (
+                "unrecovered" if m["at"] + window <= end else "open")

@@ -33,3 +33,35 @@ def end_offsets(bootstrap: str, topic: str) -> int:
 
 
 __all__ = ["start", "stop_role", "caught_up", "wait_caught_up", "end_offsets", "wait_until"]
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list:
+    """Every record currently in `topic` (confluent-kafka Message objects), from offset 0."""
+    import time as _time
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cem-test-reader", "enable.auto.commit": False})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        tps = [TopicPartition(topic, p, 0) for p in parts]
+        total = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+        c.assign(tps)
+        out: list = []
+        deadline = _time.monotonic() + timeout
+        while len(out) < total and _time.monotonic() < deadline:
+            out.extend(m for m in c.consume(1000, 0.5) if m.error() is None)
+        return out
+    finally:
+        c.close()
+
+
+def raw_events(bootstrap: str, topic: str) -> list[dict]:
+    from cem.schemas.registry import default_registry
+    from cem.schemas.serde import decode_record
+    reg = default_registry()
+    reader = reg.latest("touchpoint").parsed
+    return [e for m in read_topic(bootstrap, topic) for e in decode_record(m.value(), reg, reader).events]
+
+
+def dlq_records(bootstrap: str) -> list[tuple[dict, bytes]]:
+    from cem.settings import DLQ_TOPIC
+    from cem.sinks.dlq import headers_dict
+    return [(headers_dict(m.headers()), m.value()) for m in read_topic(bootstrap, DLQ_TOPIC)]
