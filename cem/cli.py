@@ -206,6 +206,24 @@ def demo(customers: int = typer.Option(2000), days: int = typer.Option(3),
 
 
 @app.command()
+def report(truth: Path = typer.Option(..., exists=True, file_okay=False, help="A simulator run's folder."),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Score what landed in ClickHouse against simulator ground truth (run after the sink stopped)."""
+    import json as _json
+    from .report import truth_report
+    r = truth_report(_settings(), truth)
+    if as_json:
+        print(_json.dumps(r, indent=2))
+        return
+    t = Table(title=f"cem vs ground truth in {truth}")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for k, v in r.items():
+        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else f"{v:,}")
+    console.print(t)
+
+
+@app.command()
 def bench(events: int = typer.Option(200_000, help="Events per stage."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON for comparing commits.")) -> None:
     """Measure raw ceiling, naive baseline, landing and pipeline throughput in one run."""

@@ -72,7 +72,8 @@ def run_demo(settings: Settings, customers: int, days: int, malformed: int, cons
     shutil.rmtree(run_dir, ignore_errors=True)
     settings = settings.model_copy(update={"data_dir": run_dir, "clickhouse_dsn": ""})
     console.print(f"topics: recreating {len(ALL_TOPICS)} cem topics; data in {run_dir}")
-    delete_topics(settings.kafka_bootstrap, list(ALL_TOPICS))
+    # the worker's table changelog too: a demo starts from a clean slate
+    delete_topics(settings.kafka_bootstrap, [*ALL_TOPICS, f"{settings.app_id}-customers-changelog"])
     infra.create_topics(settings)
     worker = start_role("worker", settings, run_dir / "worker.log")
     sink = start_role("sink", settings, run_dir / "sink.log")

@@ -22,6 +22,11 @@ def kafka(action: str, port: int | None = None) -> int:
 
 def create_topics(settings: Settings) -> list[str]:
     from cem.connectors.kafka_admin import ensure_topics
+    from .settings import FIXED_PARTITIONS, TOPIC_CONFIGS
 
-    return ensure_topics(settings.kafka_bootstrap,
-                         {t: settings.topic_partitions for t in ALL_TOPICS})
+    created = []
+    plain = {t: FIXED_PARTITIONS.get(t, settings.topic_partitions) for t in ALL_TOPICS if t not in TOPIC_CONFIGS}
+    created += ensure_topics(settings.kafka_bootstrap, plain)
+    for topic, config in TOPIC_CONFIGS.items():
+        created += ensure_topics(settings.kafka_bootstrap, {topic: settings.topic_partitions}, config=config)
+    return created

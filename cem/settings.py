@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem worker` (0 = off).")
     sink_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem sink` (0 = off).")
     log_level: str = Field("info", pattern="^(crit|error|warn|info|debug)$")
+    allowed_lateness_ms: int = Field(10 * 60_000, ge=0, description="Event-time lateness before an event is late.")
+    idle_timeout_seconds: float = Field(10.0, gt=0, description="A quiet partition's watermark follows the wall clock after this.")
+    tick_seconds: float = Field(2.0, gt=0, description="How often the worker ticks quiet partitions.")
+    identity_shared_devices: list[str] = Field(default_factory=list,
+                                               description="Device/terminal ids that never link (JSON list).")
     collector_host: str = Field("127.0.0.1", description="Collector bind address.")
     collector_port: int = Field(8088, ge=0, description="Collector HTTP port.")
     collector_api_keys: dict[str, SecretStr] = Field(
@@ -58,4 +63,20 @@ class Settings(BaseSettings):
 RAW_TOPICS = {ch: f"cem.raw.{ch}" for ch in ("store", "web", "phone", "returns", "feedback")}
 TOUCHPOINTS_TOPIC = "cem.touchpoints"
 DLQ_TOPIC = "cem.dlq"
-ALL_TOPICS = (*RAW_TOPICS.values(), TOUCHPOINTS_TOPIC, DLQ_TOPIC)
+#: Events that need the identity coordinator (new identifiers, links between profiles). One
+#: partition: the coordinator is the single writer of the identifier graph.
+IDENTITY_LINKS_TOPIC = "cem.identity.links"
+#: Compacted changelog of the graph (identifier -> profile); every worker replays it.
+IDENTITY_MAP_TOPIC = "cem.identity.map"
+IDENTITY_MERGES_TOPIC = "cem.identity.merges"
+SESSIONS_TOPIC = "cem.sessions"
+JOURNEYS_TOPIC = "cem.journeys"
+MOMENTS_TOPIC = "cem.moments"
+ALERTS_TOPIC = "cem.alerts"
+CUSTOMERS_TOPIC = "cem.customers"
+ALL_TOPICS = (*RAW_TOPICS.values(), TOUCHPOINTS_TOPIC, DLQ_TOPIC, IDENTITY_LINKS_TOPIC, IDENTITY_MAP_TOPIC,
+              IDENTITY_MERGES_TOPIC, SESSIONS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, ALERTS_TOPIC,
+              CUSTOMERS_TOPIC)
+#: Topics whose partition count is fixed regardless of CEM_TOPIC_PARTITIONS.
+FIXED_PARTITIONS = {IDENTITY_LINKS_TOPIC: 1}
+TOPIC_CONFIGS = {IDENTITY_MAP_TOPIC: {"cleanup.policy": "compact"}}

@@ -123,7 +123,8 @@ class Simulator:
         self._customer_of[ev["event_id"]] = c.customer_id
         self.truth.events.append({"event_id": ev["event_id"], "customer": c.customer_id,
                                   "session": self._sessions[key][0], "channel": channel,
-                                  "persona": c.persona})
+                                  "persona": c.persona, "at": at, "event_type": event_type,
+                                  "resolved": bool((attrs or {}).get("resolved"))})
         return ev
 
     def _moment(self, rule: str, c: Customer, at: int, evidence: list[dict], channel: str) -> dict:

@@ -98,6 +98,24 @@ class BatchPublisher:
         buf.count = len(events)
         self._produce(topic, partition, buf)
 
+    def flush_partition(self, topic: str, partition: int) -> None:
+        """Send the buffer of one partition now (to order a control record after it)."""
+        if (topic, partition) in self._buffers:
+            self._send((topic, partition))
+
+    def send_control(self, topic: str, partition: int, body: dict) -> None:
+        """A control record (JSON, header cem-control) after everything buffered for that
+        partition: records of one producer to one partition keep their order."""
+        import json
+        self.flush_partition(topic, partition)
+        while True:
+            try:
+                self._producer.produce(topic, value=json.dumps(body).encode(), partition=partition,
+                                       headers=[("cem-control", body["control"].encode())])
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
     def poll(self) -> None:
         """Flush buffers older than linger_ms and serve delivery callbacks."""
         if self._buffers:

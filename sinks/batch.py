@@ -26,9 +26,10 @@ from cem.schemas.serde import OCF_MAGIC, DecodeError
 @dataclass(frozen=True)
 class Insert:
     token: str
-    columns: list[str]
+    columns: list[str] | None
     data: bytes
     rows: int
+    fmt: str = "Avro"
 
 
 @dataclass
@@ -79,6 +80,16 @@ class PartitionBatch:
         group.rows += 1
         self._advance(offset, 1)
 
+    def add_json(self, offset: int, value: bytes) -> int:
+        """Add a JSONEachRow record (newline-separated rows); returns its row count."""
+        group = self._group("JSONEachRow")
+        n = value.count(b"\n") + 1 if value else 0
+        if value:
+            group.blocks.append((n, value))
+        group.rows += n
+        self._advance(offset, n)
+        return n
+
     def skip(self, offset: int) -> None:
         """Record an offset that contributes no rows (dead-lettered), so the range stays whole."""
         self._advance(offset, 0)
@@ -89,6 +100,10 @@ class PartitionBatch:
             if not group.rows:
                 continue
             token = f"{self.topic}:{self.partition}:{self.first}-{self.last}:{index}"
+            if group.schema_json == "JSONEachRow":
+                data = b"\n".join(block for _, block in group.blocks)
+                inserts.append(Insert(token, None, data, group.rows, "JSONEachRow"))
+                continue
             marker = hashlib.blake2b(token.encode(), digest_size=16).digest()
             data = assemble(group.schema_json, group.blocks, marker)
             schema = json.loads(group.schema_json)

@@ -34,6 +34,8 @@ from .dlq import DeadLetters
 
 log = logging.getLogger(__name__)
 PLAN_PREFIX = "cem-plan:"
+#: Tables fed by JSONEachRow records (cem's low-volume derived topics).
+JSON_TABLES = {"sessions", "journeys", "identity_merges", "negative_moments", "alerts", "customers"}
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Landing:
         self._latest = registry.latest("touchpoint")
         self._latest_json = container_schema_json(self._latest.parsed)
         self._columns = {t: self._table_columns(t) for t in set(tables.values())}
+        self._json_topics = {t for t, table in tables.items() if table in JSON_TABLES}
         self._batches: dict[tuple[str, int], PartitionBatch] = {}
         self._plans: dict[tuple[str, int], int] = {}
         self._opened: float | None = None
@@ -146,7 +149,15 @@ class Landing:
                 self._opened = time.monotonic()
         value = msg.value()
         self.counts.records += 1
+        headers = msg.headers()
+        if headers and any(k == "cem-control" for k, _ in headers):
+            batch.skip(offset)  # control records steer stream state; they are not rows
+            return
         try:
+            if key[0] in self._json_topics:
+                n = batch.add_json(offset, value or b"")
+                metrics.events_in(key[0], n)
+                return
             if is_container(value):
                 n = batch.add_container(offset, value, self._check_schema)
             else:
@@ -213,13 +224,21 @@ class Landing:
         while True:
             started = time.perf_counter()
             try:
-                self._ch.raw_insert(table, ins.columns, insert_block=ins.data, fmt="Avro",
+                self._ch.raw_insert(table, ins.columns, insert_block=ins.data, fmt=ins.fmt,
                                     settings={"insert_deduplication_token": ins.token,
                                               # replacing happens at merge/FINAL; sorting out
                                               # duplicates inside each insert halves throughput
                                               "optimize_on_insert": 0})
                 break
             except Exception as err:  # noqa: BLE001 - ClickHouse down or refusing: back off
+                if _permanent(err):
+                    # the data itself is refused: retrying cannot help; park it with its reason
+                    log.error("insert into %s refused its data (token %s): %s", table, ins.token, str(err)[:300])
+                    topic, partition, rng = ins.token.split(":")[:3]
+                    self._dead.send(ins.data, "insert_rejected", f"{table}: {str(err)[:500]}", topic=topic,
+                                    partition=int(partition), offset=int(rng.split("-")[0]))
+                    self.counts.dead += 1
+                    return
                 self.counts.retries += 1
                 metrics.SINK_ERRORS.labels(table).inc()
                 log.warning("insert into %s (%d rows, token %s) failed, retry in %.1f s: %s",
@@ -257,3 +276,13 @@ class Landing:
         if not rows:
             raise RuntimeError(f"table {table} does not exist; run `cem ddl --apply` first")
         return frozenset(r[0] for r in rows)
+
+
+_PERMANENT = ("CANNOT_PARSE", "Cannot parse", "INCORRECT_DATA", "TYPE_MISMATCH", "THERE_IS_NO_COLUMN",
+              "ILLEGAL_COLUMN", "CANNOT_READ_ALL_DATA")
+
+
+def _permanent(err: Exception) -> bool:
+    """True when ClickHouse refused the data itself (not an outage)."""
+    text = str(err)
+    return any(code in text for code in _PERMANENT)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import faust
 
-from cem.settings import RAW_TOPICS, Settings
+from cem.settings import IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
+from .agents.customers import attach_customers
+from .agents.identity import attach_identity
 from .agents.ingest import attach_ingest
 
 
@@ -21,7 +23,7 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
-        topic_allow_declare=False,
+        topic_allow_declare=True,  # Faust creates its table changelog; cem topics exist already
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=500,
@@ -33,4 +35,6 @@ def create_app(settings: Settings) -> faust.App:
     )
     raw = app.topic(*RAW_TOPICS.values(), key_type=bytes, value_type=bytes)
     attach_ingest(app, raw, settings)
+    attach_identity(app, app.topic(IDENTITY_LINKS_TOPIC, key_type=bytes, value_type=bytes), settings)
+    attach_customers(app, app.topic(TOUCHPOINTS_TOPIC, key_type=bytes, value_type=bytes), settings)
     return app

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from typing import Any, Callable
 
 import faust
 from confluent_kafka import Producer
@@ -17,9 +19,10 @@ from confluent_kafka import Producer
 from cem.connectors.kafka_admin import partitions_of
 from cem.connectors.publisher import BatchPublisher, DeliveryFailed, producer_config
 from cem.schemas.registry import default_registry
-from cem.settings import DLQ_TOPIC, TOUCHPOINTS_TOPIC, Settings
+from cem.settings import DLQ_TOPIC, IDENTITY_LINKS_TOPIC, TOUCHPOINTS_TOPIC, Settings
 from cem.sinks.dlq import DeadLetters
 from cem import metrics
+from cem.streams.identity_log import Replica
 from cem.streams.ingest import Ingest
 
 log = logging.getLogger(__name__)
@@ -35,49 +38,88 @@ def attach_ingest(app: faust.App, raw: faust.TopicT, settings: Settings) -> None
         registry = default_registry()
         publisher = BatchPublisher(
             producer, registry.latest("touchpoint").parsed,
-            partitions_of(settings.kafka_bootstrap, [TOUCHPOINTS_TOPIC]),
+            partitions_of(settings.kafka_bootstrap, [TOUCHPOINTS_TOPIC, IDENTITY_LINKS_TOPIC]),
             max_events=settings.publisher_max_events, max_bytes=settings.publisher_max_bytes,
             linger_ms=settings.publisher_linger_ms)
         dead = DeadLetters(producer, DLQ_TOPIC, "ingest", on_dead=metrics.dead_letter)
+        replica = Replica(settings.kafka_bootstrap)
+        replica.start()
         return Ingest(registry, publisher, dead, TOUCHPOINTS_TOPIC,
-                      settings.accept_horizon_days * 86_400_000, on_events=metrics.events_in)
+                      settings.accept_horizon_days * 86_400_000, on_events=metrics.events_in,
+                      lookup=replica.graph.lookup, links_topic=IDENTITY_LINKS_TOPIC,
+                      lateness_ms=settings.allowed_lateness_ms)
 
     @app.agent(raw, concurrency=1, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        if "ingest" not in state:
-            state["ingest"] = build()
-        proc: Ingest = state["ingest"]  # type: ignore[assignment]
-        loop = asyncio.get_running_loop()
-        manual = stream.noack()
-        queue = manual.channel.queue
-        pending: list = []
-        opened = 0.0
-        async for event in manual.events():
-            msg = event.message
-            proc.process(msg.value, msg.topic, msg.partition, msg.offset)
-            if not pending:
-                opened = loop.time()
-            pending.append(event)
-            # Group commit: keep going while records are queued, so output records fill up and
-            # one produce round trip covers many input records; bounded in count and time.
-            if len(pending) < MAX_PENDING_RECORDS and loop.time() - opened < MAX_PENDING_SECONDS:
-                if queue.empty():
-                    await asyncio.sleep(0.002)  # let the fetcher deliver what is in flight
-                if not queue.empty():
-                    continue
-            while True:
-                try:
-                    await loop.run_in_executor(None, proc.flush)
-                    break
-                except DeliveryFailed as err:
-                    # Broker trouble: process the records again (landing dedups by event id);
-                    # never ack a record whose output Kafka did not acknowledge.
-                    log.warning("forward of %d record(s) not acknowledged, retrying in 1 s: %s",
-                                len(pending), err)
-                    await asyncio.sleep(1.0)
-                    for ev in pending:
-                        m = ev.message
-                        proc.process(m.value, m.topic, m.partition, m.offset)
-            for ev in pending:
-                await manual.ack(ev)
-            pending.clear()
+        def make() -> Ingest:
+            if "ingest" not in state:
+                state["ingest"] = build()
+            return state["ingest"]  # type: ignore[return-value]
+        await run_agent(stream, make)
+
+
+async def group_commit(stream: faust.StreamT, proc: object) -> None:
+    await run_agent(stream, lambda: proc)
+
+
+async def run_agent(stream: faust.StreamT, make: Callable[[], Any]) -> None:
+    """Run `_group_commit`; a bug or an unrecoverable error stops the whole worker (exit 70)
+    instead of leaving it running without this agent — the supervisor restarts it and the
+    unacked records are redelivered. Bad *input* never gets here: it is dead-lettered."""
+    try:
+        proc = await asyncio.get_running_loop().run_in_executor(None, make)
+        await _group_commit(stream, proc)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001
+        log.exception("agent crashed; stopping the worker so it restarts cleanly")
+        logging.shutdown()
+        os._exit(70)
+
+
+async def _group_commit(stream: faust.StreamT, proc: object) -> None:
+    """Drive `proc.process(value, topic, partition, offset)` over the stream's records, then
+    `proc.flush()` (in a thread) and ack — at most MAX_PENDING_RECORDS or MAX_PENDING_SECONDS
+    of records per flush. On DeliveryFailed the pending records are processed again."""
+    loop = asyncio.get_running_loop()
+    manual = stream.noack()
+    queue = manual.channel.queue
+    pending: list = []
+    opened = 0.0
+    async for event in manual.events():
+        msg = event.message
+        proc.process(msg.value, msg.topic, msg.partition, msg.offset, _headers(msg))  # type: ignore[attr-defined]
+        if not pending:
+            opened = loop.time()
+        pending.append(event)
+        # keep going while records are queued, so output records fill up and one produce
+        # round trip covers many input records; bounded in count and time
+        if len(pending) < MAX_PENDING_RECORDS and loop.time() - opened < MAX_PENDING_SECONDS:
+            if queue.empty():
+                await asyncio.sleep(0.002)  # let the fetcher deliver what is in flight
+            if not queue.empty():
+                continue
+        while True:
+            try:
+                await loop.run_in_executor(None, proc.flush)  # type: ignore[attr-defined]
+                break
+            except DeliveryFailed as err:
+                # Broker trouble: process the records again (landing dedups by event id);
+                # never ack a record whose output Kafka did not acknowledge.
+                log.warning("forward of %d record(s) not acknowledged, retrying in 1 s: %s",
+                            len(pending), err)
+                await asyncio.sleep(1.0)
+                for ev in pending:
+                    m = ev.message
+                    proc.process(m.value, m.topic, m.partition, m.offset, _headers(m))  # type: ignore[attr-defined]
+        for ev in pending:
+            await manual.ack(ev)
+        pending.clear()
+
+
+def _headers(msg: Any) -> list[tuple[str, bytes]] | None:
+    h = msg.headers
+    if not h:
+        return None
+    items = h.items() if isinstance(h, dict) else h
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in items]

@@ -1,0 +1,136 @@
+"""One customer's live timeline (pure): open sessions per subject and the open journey, with
+event-time deadlines, serializable to plain JSON for a changelogged table.
+
+`Timeline.add` takes a touch, `Timeline.advance(watermark)` finalizes what the watermark passed,
+`Timeline.absorb` takes over another timeline (identity merge). Each returns the sessions and
+journeys to publish; open sessions are published as `open` versions, final ones as `closed`,
+and a session whose id changed (an earlier event arrived) as a deleted version of the old id.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .journeys import Journey, add_session, expire
+from .sessions import Session, SubjectState, Touch, split
+
+
+@dataclass
+class Changes:
+    # (session, open|closed|deleted, customer id)
+    sessions: list[tuple[Session, str, str]] = field(default_factory=list)
+    journeys: list[Journey] = field(default_factory=list)
+
+    def extend(self, other: "Changes") -> None:
+        self.sessions += other.sessions
+        self.journeys += other.journeys
+
+
+@dataclass
+class Timeline:
+    customer_id: str
+    subjects: dict[str, SubjectState] = field(default_factory=dict)
+    journey: Journey | None = None
+
+    @staticmethod
+    def key(channel: str, subject: str) -> str:
+        return f"{channel}|{subject}"
+
+    def add(self, t: Touch, watermark: int) -> Changes:
+        ch = Changes()
+        if t.at < watermark:  # late beyond the allowed lateness: a session of its own
+            s = split(t.channel, f"late:{t.subject}", [t])[0]
+            s.late = True
+            ch.sessions.append((s, "closed", self.customer_id))
+            return ch
+        k = self.key(t.channel, t.subject)
+        state = self.subjects.get(k)
+        if state is None:
+            state = self.subjects[k] = SubjectState(t.channel, t.subject)
+        if state.add(t):
+            ch.extend(self._publish_open(state))
+        return ch
+
+    def _publish_open(self, state: SubjectState, final_ids: frozenset[str] = frozenset()) -> Changes:
+        ch = Changes()
+        now = {s.session_id: s for s in state.sessions()}
+        for sid in sorted(state.emitted - set(now) - final_ids):
+            ch.sessions.append((Session(sid, state.channel, state.subject, []), "deleted", self.customer_id))
+        for s in now.values():
+            ch.sessions.append((s, "open", self.customer_id))
+        state.emitted = set(now)
+        return ch
+
+    def advance(self, watermark: int) -> Changes:
+        ch = Changes()
+        finals: list[Session] = []
+        for k in sorted(self.subjects):
+            state = self.subjects[k]
+            final = state.take_final(watermark)
+            if not final:
+                continue
+            state.emitted -= {s.session_id for s in final}
+            finals += final
+            if not state.touches:
+                del self.subjects[k]
+        for s in sorted(finals, key=lambda s: (s.started_at, s.session_id)):  # journeys in time order
+            ch.sessions.append((s, "closed", self.customer_id))
+            self.journey, closed = add_session(self.journey, self.customer_id, s)
+            ch.journeys += closed
+        expired = expire(self.journey, watermark)
+        if expired is not None:
+            ch.journeys.append(expired)
+            self.journey = None
+        elif self.journey is not None and ch.sessions:
+            ch.journeys.append(self.journey)
+        return ch
+
+    def next_deadline(self) -> int | None:
+        ds = [d for s in self.subjects.values() if (d := s.next_deadline()) is not None]
+        if self.journey is not None:
+            ds.append(self.journey.last_at + 7 * 24 * 3_600_000)
+        return min(ds) if ds else None
+
+    def absorb(self, other: "Timeline") -> Changes:
+        """Take over `other`'s open state (it merged into this customer)."""
+        ch = Changes()
+        for k, state in other.subjects.items():
+            mine = self.subjects.get(k)
+            if mine is None:
+                self.subjects[k] = state
+                mine = state
+            else:
+                mine.absorb(state)
+            ch.extend(self._publish_open(mine))
+        if other.journey is not None:
+            if self.journey is None or other.journey.started_at < self.journey.started_at:
+                j = other.journey
+                j.customer_id = self.customer_id
+                if self.journey is not None:
+                    for sid in self.journey.session_ids:
+                        if sid not in j.session_ids:
+                            j.session_ids.append(sid)
+                self.journey = j
+        return ch
+
+    # -- JSON for the changelogged table ------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {"c": self.customer_id,
+                "s": {k: [st.channel, st.subject, [[t.at, t.event_id, t.event_type, t.store_id, dict(t.attrs)]
+                                                    for t in st.touches], sorted(st.emitted)]
+                      for k, st in self.subjects.items()},
+                "j": None if self.journey is None else {
+                    "id": self.journey.journey_id, "start": self.journey.started_at, "last": self.journey.last_at,
+                    "ch": self.journey.channels, "ss": self.journey.session_ids, "m": self.journey.moments}}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Timeline":
+        tl = cls(d["c"])
+        for k, (channel, subject, touches, emitted) in d["s"].items():
+            tl.subjects[k] = SubjectState(channel, subject,
+                                          [Touch(at, eid, et, channel, subject, sid, attrs)
+                                           for at, eid, et, sid, attrs in touches], set(emitted))
+        j = d.get("j")
+        if j:
+            tl.journey = Journey(j["id"], tl.customer_id, j["start"], j["last"], j["ch"], j["ss"], None, j["m"])
+        return tl

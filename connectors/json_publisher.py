@@ -1,0 +1,61 @@
+"""Batches of JSON rows (JSONEachRow) for cem's low-volume derived topics — sessions, journeys,
+merges, moments, alerts, customers — which landing hands to ClickHouse undecoded
+(`FORMAT JSONEachRow`). One record carries the rows of one partition, newline-separated.
+Same contract as the Avro BatchPublisher: key order kept, flush() waits for every ack."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from confluent_kafka import Producer
+
+from .partitioning import partition_for
+from .publisher import DeliveryFailed
+
+
+class JsonRowPublisher:
+    def __init__(self, producer: Producer, partitions: dict[str, int], max_rows: int = 1000):
+        self._producer = producer
+        self._partitions = partitions
+        self._max = max_rows
+        self._buffers: dict[tuple[str, int], list[bytes]] = {}
+        self._failed: list[str] = []
+        self.rows = 0
+
+    def publish(self, topic: str, key: str, row: dict[str, Any]) -> None:
+        tp = (topic, partition_for(key.encode(), self._partitions[topic]))
+        buf = self._buffers.setdefault(tp, [])
+        buf.append(json.dumps(row, separators=(",", ":"), default=_default).encode())
+        self.rows += 1
+        if len(buf) >= self._max:
+            self._send(tp)
+
+    def _send(self, tp: tuple[str, int]) -> None:
+        lines = self._buffers.pop(tp)
+        value = b"\n".join(lines)
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                self._failed.append(str(err))
+
+        while True:
+            try:
+                self._producer.produce(tp[0], value=value, partition=tp[1], on_delivery=delivered)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        for tp in list(self._buffers):
+            self._send(tp)
+        if self._producer.flush(timeout):
+            raise DeliveryFailed("derived rows not acknowledged by Kafka; is the broker up?")
+        if self._failed:
+            errors, self._failed = self._failed, []
+            raise DeliveryFailed(f"{len(errors)} derived record(s) failed: {errors[0]}")
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")

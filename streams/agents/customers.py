@@ -1,0 +1,66 @@
+"""The customer agent: cem.touchpoints → sessions and journeys (and, later, negative moments).
+
+State: one Faust Table (`customers`, memory store, changelogged) holding a Timeline per
+customer plus each partition's watermark; written from the stream, so every write lands in the
+changelog partition of the record being processed. Event time arrives as `watermark` control
+records from the coordinator; a ticker thread sends it wall-clock `tick`s every `tick_seconds`
+so idleness is noticed even when no records come.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import faust
+from confluent_kafka import Producer
+
+from cem.connectors.json_publisher import JsonRowPublisher
+from cem.connectors.kafka_admin import partitions_of
+from cem.connectors.partitioning import partition_for
+from cem.connectors.publisher import producer_config
+from cem.schemas.registry import default_registry
+from cem.settings import IDENTITY_LINKS_TOPIC, JOURNEYS_TOPIC, SESSIONS_TOPIC, TOUCHPOINTS_TOPIC, Settings
+from cem.streams.customers import CONTROL, CustomerStage
+from .ingest import run_agent
+
+
+def ticker(bootstrap: str, every: float, stop: threading.Event) -> None:
+    """Wall-clock ticks to the coordinator, so idleness is noticed when no records come."""
+    producer = Producer(producer_config(bootstrap))
+    while not stop.wait(every):
+        body = json.dumps({"control": "tick", "wall": int(time.time() * 1000)}).encode()
+        producer.produce(IDENTITY_LINKS_TOPIC, value=body, partition=0, headers=[(CONTROL, b"tick")])
+        producer.poll(0)
+    producer.flush(5)
+
+
+def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settings) -> None:
+    table = app.Table("customers", default=None, partitions=settings.topic_partitions,
+                      schema=faust.Schema(key_serializer="json", value_serializer="json"))
+    state: dict[str, object] = {}
+
+    def build() -> CustomerStage:
+        producer = Producer(producer_config(settings.kafka_bootstrap))
+        parts = partitions_of(settings.kafka_bootstrap, [SESSIONS_TOPIC, JOURNEYS_TOPIC, TOUCHPOINTS_TOPIC])
+        rows = JsonRowPublisher(producer, parts)
+
+        def send_control(key: str, body: dict) -> None:
+            producer.produce(TOUCHPOINTS_TOPIC, key=key.encode(), value=json.dumps(body).encode(),
+                             partition=partition_for(key.encode(), parts[TOUCHPOINTS_TOPIC]),
+                             headers=[(CONTROL, body["control"].encode())])
+
+        stage = CustomerStage(table, default_registry(), rows, send_control,
+                              lateness_ms=settings.allowed_lateness_ms, idle_ms=int(settings.idle_timeout_seconds * 1000))
+        stop = threading.Event()
+        threading.Thread(target=ticker, args=(settings.kafka_bootstrap, settings.tick_seconds, stop),
+                         daemon=True, name="cem-ticker").start()
+        return stage
+
+    @app.agent(touchpoints, concurrency=1, name="customers")
+    async def customers(stream: faust.StreamT) -> None:
+        def make() -> CustomerStage:
+            if "p" not in state:
+                state["p"] = build()
+            return state["p"]  # type: ignore[return-value]
+        await run_agent(stream, make)

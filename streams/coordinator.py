@@ -1,0 +1,132 @@
+"""The identity coordinator (single writer of the identifier graph), free of Faust.
+
+Consumes cem.identity.links — the events whose identifiers the replicas could not resolve —
+decides each with `IdentityGraph.resolve`, appends the decision to the changelog and merge log,
+stamps the canonical customer id on the event and forwards it to cem.touchpoints. For every
+merge it also sends a control record (header `cem-control: merge`) to the loser's partition of
+cem.touchpoints, so the customer agent there hands the loser's open state to the winner.
+Nothing is acked here; the agent acks after `flush()` (acks after the sink).
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from confluent_kafka import Producer
+
+from cem.identity import IdentityGraph
+from cem.schemas.registry import SchemaRegistry
+from cem.schemas.serde import DecodeError, decode_record
+from cem.sinks.dlq import DeadLetters
+from cem.connectors.partitioning import partition_for
+from cem.connectors.publisher import BatchPublisher
+from .identity_log import publish_resolution
+from .ingest import ATTRIBUTE_RECORDS, RESOLUTION
+
+CONTROL_HEADER = "cem-control"
+
+
+class Coordinator:
+    def __init__(self, graph: IdentityGraph, registry: SchemaRegistry, producer: Producer,
+                 publisher: BatchPublisher, dead: DeadLetters, out_topic: str, out_partitions: int,
+                 lateness_ms: int = 600_000, idle_ms: int = 10_000, clock: Any = time.time):
+        self.graph = graph
+        self._registry = registry
+        self._reader = registry.latest("touchpoint").parsed
+        self._producer = producer
+        self._publisher = publisher
+        self._dead = dead
+        self._out = out_topic
+        self._parts = out_partitions
+        self.merges = 0
+        self.refusals = 0
+        self._lateness = lateness_ms
+        self._idle = idle_ms
+        self._clock = clock
+        self._started = int(clock() * 1000)
+        self.sources = SourceWatermarks(idle_ms)
+        self.watermark = -(1 << 62)
+        self._pending_wm: int | None = None
+
+    def process(self, value: bytes | None, topic: str, partition: int, offset: int,
+                headers: list | None = None) -> None:
+        control = next((v.decode() for k, v in (headers or []) if k == CONTROL_HEADER), None)
+        if control is not None:
+            body = json.loads(value or b"{}")
+            now = int(self._clock() * 1000)
+            if control == "watermark":
+                for source, wm in body.get("sources", {}).items():
+                    self.sources.update(source, wm, now)
+            self._advance(now)
+            return
+        try:
+            events = decode_record(value, self._registry, self._reader).events
+        except DecodeError as err:
+            self._dead.send(value, err.reason, err.detail, topic=topic, partition=partition, offset=offset)
+            return
+        now = int(time.time() * 1000)
+        for event in events:
+            r = self.graph.resolve(event["event_id"], event["identifiers"], event["occurred_at"])
+            if r.changed:
+                publish_resolution(self._producer, r, now)
+            for m in r.merges:
+                if m.status == "merged":
+                    self.merges += 1
+                    self._control(m.loser, {"control": "merge", "merge_id": m.merge_id, "winner": m.winner,
+                                            "loser": m.loser, "at": m.occurred_at})
+                else:
+                    self.refusals += 1
+            ch = event["channel"]
+            if event[ch] is not None and not isinstance(event[ch], tuple):
+                event[ch] = (ATTRIBUTE_RECORDS[ch], event[ch])
+            event["cem"] = (RESOLUTION, {"customer_id": r.customer_id, "late": False, "processed_at": now})
+            self._publisher.publish(self._out, r.customer_id.encode(), event)
+
+    def _control(self, key: str, body: dict[str, Any]) -> None:
+        # through the batch publisher's partition so it queues behind the loser's forwarded events
+        self._publisher.flush_partition(self._out, partition_for(key.encode(), self._parts))
+        while True:
+            try:
+                self._producer.produce(self._out, key=key.encode(), value=json.dumps(body).encode(),
+                                       partition=partition_for(key.encode(), self._parts),
+                                       headers=[(CONTROL_HEADER, body["control"].encode())])
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def _advance(self, now: int) -> None:
+        wm = self.sources.combined(now)
+        if wm is None and now - self._started >= self._idle:
+            wm = now - self._lateness  # every source idle: event time follows the wall clock
+        if wm is not None and wm > self.watermark:
+            self.watermark = wm
+            self._pending_wm = wm
+
+    def flush(self) -> None:
+        """Forwarded events first, then the new watermark behind them on every partition."""
+        self._publisher.flush()
+        if self._pending_wm is not None:
+            body = {"control": "watermark", "wm": self._pending_wm}
+            for p in range(self._parts):
+                self._publisher.send_control(self._out, p, body)
+            self._publisher.flush()
+            self._pending_wm = None
+
+
+class SourceWatermarks:
+    """Watermarks of the raw partitions (sources), combined Flink-style: the minimum over the
+    sources that are not idle. A source is idle when it reported nothing for `idle_ms` of wall
+    time (a quiet raw partition must not hold event time back); None when all are idle."""
+
+    def __init__(self, idle_ms: int):
+        self._idle = idle_ms
+        self._marks: dict[str, tuple[int, int]] = {}
+
+    def update(self, source: str, wm: int, wall: int) -> None:
+        old = self._marks.get(source)
+        self._marks[source] = (max(wm, old[0]) if old else wm, wall)
+
+    def combined(self, now: int) -> int | None:
+        active = [wm for wm, wall in self._marks.values() if now - wall < self._idle]
+        return min(active) if active else None

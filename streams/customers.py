@@ -1,0 +1,183 @@
+"""The customer stage (free of Faust): cem.touchpoints (keyed by canonical customer) → open
+sessions and journeys per customer on event time → cem.sessions, cem.journeys.
+
+State is one `Timeline` per customer in a changelogged table (a plain MutableMapping here; a
+Faust Table in the worker), written once per changed customer per record. Event time comes from
+`watermark` control records: the coordinator combines the raw partitions' watermarks (min over
+the non-idle ones, the wall clock when all are idle) and appends them behind the events they
+cover, so a watermark never overtakes an event still in flight, however fast a replay runs.
+Each partition's watermark is persisted under `__wm__:<p>`; an event-time deadline heap fires
+session and journey closes as it passes them. Control records `merge` hand a loser's timeline
+to the winner's partition (`transfer`), where it is absorbed.
+"""
+from __future__ import annotations
+
+import heapq
+import json
+import time
+from typing import Any, Callable, MutableMapping
+
+from cem.schemas.registry import SchemaRegistry
+from cem.schemas.serde import DecodeError, decode_record
+from cem.sessions import Session, touch_of
+from cem.timeline import Changes, Timeline
+from cem.settings import JOURNEYS_TOPIC, SESSIONS_TOPIC
+
+CONTROL = "cem-control"
+
+
+class CustomerStage:
+    def __init__(self, table: MutableMapping[str, Any], registry: SchemaRegistry, rows: Any,
+                 send_control: Callable[[str, dict], None], lateness_ms: int, idle_ms: int,
+                 clock: Callable[[], float] = time.time, on_late: Callable[[], None] | None = None):
+        self.table = table
+        self._registry = registry
+        self._reader = registry.latest("touchpoint").parsed
+        self._rows = rows
+        self._send_control = send_control
+        self._lateness = lateness_ms
+        self._idle = idle_ms
+        self._clock = clock
+        self._on_late = on_late
+        self._wm: dict[int, dict[str, int]] = {}
+        self._heaps: dict[int, list[tuple[int, str]]] = {}
+        self._seq = 0
+        self._heap_built = False
+        self.late = 0
+
+    # -- partition watermark ---------------------------------------------------------------
+    def _part(self, p: int) -> dict[str, int]:
+        w = self._wm.get(p)
+        if w is None:
+            w = self.table.get(f"__wm__:{p}") or {"wm": -(1 << 62), "max": -(1 << 62), "wall": 0}
+            self._wm[p] = dict(w)
+        return self._wm[p]
+
+    def _build_heap(self) -> None:
+        # after a restart the table is restored from its changelog: re-arm every deadline
+        for key, value in list(self.table.items()):
+            if isinstance(key, str) and not key.startswith("__") and value:
+                d = Timeline.from_json(value).next_deadline()
+                if d is not None:
+                    heapq.heappush(self._heaps.setdefault(value.get("p", 0), []), (d, key))
+        self._heap_built = True
+
+    # -- records ----------------------------------------------------------------------------------
+    def process(self, value: bytes | None, topic: str, partition: int, offset: int,
+                headers: list | None = None) -> None:
+        if not self._heap_built:
+            self._build_heap()
+        control = next((v.decode() for k, v in (headers or []) if k == CONTROL), None)
+        if control is not None:
+            self._control(control, json.loads(value or b"{}"), partition)
+            return
+        try:
+            events = decode_record(value, self._registry, self._reader).events
+        except DecodeError:
+            return  # landing dead-letters it; the stage has nothing to learn from it
+        part = self._part(partition)
+        dirty: dict[str, Timeline] = {}
+        changes = Changes()
+        for ev in events:
+            res = ev.get("cem") or {}
+            customer = res.get("customer_id") or "unidentified"
+            tl = dirty.get(customer) or self._load(customer)
+            dirty[customer] = tl
+            touch = touch_of(ev)
+            if touch.at < part["wm"]:
+                self.late += 1
+                if self._on_late:
+                    self._on_late()
+            changes.extend(tl.add(touch, part["wm"]))
+            if touch.at > part["max"]:
+                part["max"] = touch.at
+        self._finish(partition, dirty, changes)
+
+    def _control(self, kind: str, body: dict, partition: int) -> None:
+        part = self._part(partition)
+        if kind == "watermark":
+            part["wm"] = max(part["wm"], int(body["wm"]))
+            self._finish(partition, {}, Changes())
+        elif kind == "merge":
+            loser, winner = body["loser"], body["winner"]
+            value = self.table.get(loser)
+            if value:
+                self._drop(loser)
+                self._send_control(winner, {"control": "transfer", "winner": winner, "loser": loser,
+                                            "timeline": value})
+        elif kind == "transfer":
+            winner = body["winner"]
+            tl = self._load(winner)
+            changes = tl.absorb(Timeline.from_json(body["timeline"]))
+            self._finish(partition, {winner: tl}, changes)
+
+    def _load(self, customer: str) -> Timeline:
+        value = self.table.get(customer)
+        return Timeline.from_json(value) if value else Timeline(customer)
+
+    def _drop(self, customer: str) -> None:
+        try:
+            del self.table[customer]
+        except KeyError:
+            pass
+
+    def _finish(self, partition: int, dirty: dict[str, Timeline], changes: Changes) -> None:
+        part = self._part(partition)
+        wm = part["wm"]
+        for customer, tl in dirty.items():  # fire what this record itself made final
+            changes.extend(tl.advance(wm))
+        heap = self._heaps.setdefault(partition, [])
+        while heap and heap[0][0] <= wm:
+            _, customer = heapq.heappop(heap)
+            tl = dirty.get(customer)
+            if tl is None:
+                value = self.table.get(customer)
+                if not value:
+                    continue
+                tl = Timeline.from_json(value)
+            changes.extend(tl.advance(wm))
+            dirty[customer] = tl
+        for customer, tl in dirty.items():  # one table write per changed customer
+            if tl.subjects or tl.journey is not None:
+                value = tl.to_json()
+                value["p"] = partition
+                self.table[customer] = value
+                d = tl.next_deadline()
+                if d is not None:
+                    heapq.heappush(heap, (d, customer))
+            else:
+                self._drop(customer)
+        self.table[f"__wm__:{partition}"] = dict(part)
+        self._emit(changes, dirty)
+
+    def _emit(self, changes: Changes, dirty: dict[str, Timeline]) -> None:
+        latest: dict[str, tuple[Session, str, str]] = {}
+        for s, status, customer in changes.sessions:  # the last status in this record wins
+            latest[s.session_id] = (s, status, customer)
+        for s, status, customer in latest.values():
+            self._rows.publish(SESSIONS_TOPIC, customer, session_row(s, customer, status, self._version()))
+        seen = set()
+        for j in reversed(changes.journeys):
+            if j.journey_id in seen:
+                continue
+            seen.add(j.journey_id)
+            self._rows.publish(JOURNEYS_TOPIC, j.customer_id, j.as_row(self._version()))
+
+    def _version(self) -> int:
+        self._seq += 1
+        return int(self._clock() * 1000) * 1000 + self._seq % 1000
+
+    def flush(self) -> None:
+        self._rows.flush()
+
+
+def session_row(s: Session, customer: str, status: str, version: int) -> dict[str, Any]:
+    types: dict[str, int] = {}
+    for t in s.touches:
+        types[t.event_type] = types.get(t.event_type, 0) + 1
+    return {"session_id": s.session_id, "customer_id": customer, "channel": s.channel, "subject": s.subject,
+            "started_at": (s.touches[0].at if s.touches else 0) / 1000,
+            "ended_at": (s.touches[-1].at if s.touches else 0) / 1000,
+            "events": len(s.touches), "event_ids": [t.event_id for t in s.touches], "event_types": types,
+            "store_id": next((t.store_id for t in s.touches if t.store_id), None), "status": status,
+            "late": int(s.late), "is_deleted": int(status == "deleted"), "version": version}

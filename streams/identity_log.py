@@ -1,0 +1,123 @@
+"""The identity graph's Kafka side: its compacted changelog (cem.identity.map), the merge log
+(cem.identity.merges) and the replica every worker keeps for the fast path.
+
+Changelog records: key `kind:value` → value profile id (tombstone = released); key `~p:<profile>`
+→ first-seen event time in ms (tombstone = profile merged away). Replaying all of them in offset
+order rebuilds the coordinator's graph exactly (`IdentityGraph.apply`/`apply_profile`).
+Merge records are JSON, keyed by merge id, one per decision (merged, refused or unmerged).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from cem.identity import IdentityGraph, Merge, Resolution
+from cem.settings import IDENTITY_MAP_TOPIC, IDENTITY_MERGES_TOPIC
+
+log = logging.getLogger(__name__)
+PROFILE_PREFIX = "~p:"
+
+
+def merge_json(m: Merge, decided_at: int) -> bytes:
+    return json.dumps({"merge_id": m.merge_id, "winner": m.winner, "loser": m.loser, "event_id": m.event_id,
+                       "reason": m.reason, "status": m.status, "moved": list(m.moved),
+                       "occurred_at": m.occurred_at / 1000, "decided_at": decided_at / 1000}, separators=(",", ":")).encode()
+
+
+def publish_resolution(producer: Producer, r: Resolution, decided_at: int) -> None:
+    """Append a resolution's changes to the changelog and merge log (delivery awaited by the
+    caller's flush, before it acks its input)."""
+    for profile, first_seen in r.created:
+        _produce(producer, IDENTITY_MAP_TOPIC, (PROFILE_PREFIX + profile).encode(), str(first_seen).encode())
+    for m in r.mappings:
+        _produce(producer, IDENTITY_MAP_TOPIC, m.identifier.encode(),
+                 m.profile.encode() if m.profile is not None else None)
+    for m in r.merges:
+        if m.status == "merged":
+            _produce(producer, IDENTITY_MAP_TOPIC, (PROFILE_PREFIX + m.loser).encode(), None)
+        _produce(producer, IDENTITY_MERGES_TOPIC, m.merge_id.encode(), merge_json(m, decided_at))
+
+
+def _produce(producer: Producer, topic: str, key: bytes, value: bytes | None) -> None:
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def _apply(graph: IdentityGraph, key: bytes, value: bytes | None) -> None:
+    k = key.decode()
+    if k.startswith(PROFILE_PREFIX):
+        graph.apply_profile(k[len(PROFILE_PREFIX):], int(value) if value is not None else None)
+    else:
+        graph.apply(k, value.decode() if value is not None else None)
+
+
+def _consumer(bootstrap: str) -> tuple[Consumer, list[TopicPartition], dict[int, int]]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cem-identity-replica",
+                  "enable.auto.commit": False, "enable.partition.eof": False})
+    parts = c.list_topics(IDENTITY_MAP_TOPIC, timeout=30).topics[IDENTITY_MAP_TOPIC].partitions
+    tps = [TopicPartition(IDENTITY_MAP_TOPIC, p, 0) for p in parts]
+    ends = {tp.partition: c.get_watermark_offsets(tp, timeout=30)[1] for tp in tps}
+    c.assign(tps)
+    return c, tps, ends
+
+
+def load_graph(bootstrap: str, graph: IdentityGraph, timeout: float = 300.0) -> int:
+    """Replay the changelog up to its current end into `graph`; returns records applied.
+    The coordinator calls this before deciding anything."""
+    c, _, ends = _consumer(bootstrap)
+    positions = {p: 0 for p in ends}
+    n = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while any(positions[p] < ends[p] for p in ends):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"identity changelog not replayed within {timeout:.0f} s")
+            for m in c.consume(5000, 0.5):
+                if m.error():
+                    continue
+                _apply(graph, m.key(), m.value())
+                positions[m.partition()] = m.offset() + 1
+                n += 1
+    finally:
+        c.close()
+    return n
+
+
+class Replica(threading.Thread):
+    """Follows the changelog forever and keeps `graph.owner` current for lookups. Lookups are
+    only a fast path: a stale or half-applied merge makes `lookup` disagree and the event goes
+    to the coordinator, which is always right."""
+
+    def __init__(self, bootstrap: str):
+        super().__init__(name="identity-replica", daemon=True)
+        self.graph = IdentityGraph()
+        self._servers = bootstrap
+        self._halt = threading.Event()
+        self.applied = 0
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                c, _, _ = _consumer(self._servers)
+                try:
+                    while not self._halt.is_set():
+                        for m in c.consume(5000, 0.2):
+                            if m.error() is None:
+                                _apply(self.graph, m.key(), m.value())
+                                self.applied += 1
+                finally:
+                    c.close()
+            except Exception as err:  # noqa: BLE001 - broker away: retry, lookups just miss meanwhile
+                log.warning("identity replica lost the changelog, retrying in 2 s: %s", err)
+                self._halt.wait(2.0)
+
+    def stop(self) -> None:
+        self._halt.set()
