@@ -155,8 +155,8 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console) 
     r: dict[str, Any] = {"events": events, "machine": _machine()}
 
     def caught_up() -> bool:
-        return (group_lag(settings.kafka_bootstrap, settings.app_id, raw_groups) == 0 and
-                group_lag(settings.kafka_bootstrap, f"{settings.app_id}-landing", [TOUCHPOINTS_TOPIC]) == 0)
+        from .procs import pipeline_lag
+        return pipeline_lag(settings) == 0
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("bench", total=6)

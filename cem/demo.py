@@ -61,8 +61,8 @@ def dlq_reasons(bootstrap: str, timeout: float = 5.0) -> Counter:
 
 def run_demo(settings: Settings, customers: int, days: int, malformed: int, console: Console) -> int:
     from . import infra
-    from .connectors.kafka_admin import delete_topics, group_lag
-    from .procs import start_role, stop_role, wait_until
+    from .connectors.kafka_admin import delete_topics
+    from .procs import pipeline_lag, start_role, stop_role, wait_until
 
     started_broker = infra.kafka("status") != 0
     if started_broker and infra.kafka("up") != 0:
@@ -89,10 +89,15 @@ def run_demo(settings: Settings, customers: int, days: int, malformed: int, cons
         console.print(f"simulated {customers:,} customers over {days} days: {sim.events:,} touchpoints "
                       f"({sim.events / sim.seconds:,.0f} events/s) and {bad} malformed records; "
                       f"ground truth in {run_dir / 'sim'}")
-        wait_until(lambda: group_lag(settings.kafka_bootstrap, settings.app_id, list(RAW_TOPICS.values())) == 0
-                   and group_lag(settings.kafka_bootstrap, f"{settings.app_id}-landing", [TOUCHPOINTS_TOPIC]) == 0,
-                   timeout=180, what="worker and landing to catch up", procs=(worker, sink))
-        console.print(f"landed in {time.monotonic() - t0:.1f} s")
+        wait_until(lambda: pipeline_lag(settings) == 0, timeout=300, what="worker and landing to catch up",
+                   procs=(worker, sink))
+        landed = time.monotonic() - t0
+        # quiet now: once the idle timeout passes, event time follows the wall clock and the
+        # open sessions and journeys close; wait for those to land too
+        time.sleep(settings.idle_timeout_seconds + 2 * settings.tick_seconds + 1)
+        wait_until(lambda: pipeline_lag(settings) == 0, timeout=120, what="closing sessions to land",
+                   procs=(worker, sink))
+        console.print(f"landed in {landed:.1f} s; sessions and journeys closed after the idle timeout")
     except Exception as err:  # noqa: BLE001 - report, then shut down cleanly
         console.print(f"[red]demo failed:[/red] {err} (logs: {run_dir}/worker.log, {run_dir}/sink.log)")
         code = 1

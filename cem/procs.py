@@ -63,3 +63,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
                                    f"while waiting for {what}; see its log")
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def pipeline_lag(settings: Settings, worker_group: str | None = None) -> int:
+    """Records not yet committed anywhere in the pipeline: the worker group on the raw topics,
+    the identity links and the touchpoints; the landing group on every topic it lands."""
+    from .connectors.kafka_admin import group_lag
+    from .settings import IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC
+    from .sinks.run import TABLES
+    b = settings.kafka_bootstrap
+    lag = group_lag(b, worker_group or settings.app_id, [*RAW_TOPICS.values(), IDENTITY_LINKS_TOPIC, TOUCHPOINTS_TOPIC])
+    if lag:
+        return lag
+    return group_lag(b, f"{settings.app_id}-landing", list(TABLES))

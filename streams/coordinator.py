@@ -21,7 +21,8 @@ from cem.schemas.serde import DecodeError, decode_record
 from cem.sinks.dlq import DeadLetters
 from cem.connectors.partitioning import partition_for
 from cem.connectors.publisher import BatchPublisher
-from .identity_log import publish_resolution
+from cem.settings import IDENTITY_MAP_TOPIC
+from .identity_log import WM_PREFIX, publish_resolution
 from .ingest import ATTRIBUTE_RECORDS, RESOLUTION
 
 CONTROL_HEADER = "cem-control"
@@ -30,7 +31,8 @@ CONTROL_HEADER = "cem-control"
 class Coordinator:
     def __init__(self, graph: IdentityGraph, registry: SchemaRegistry, producer: Producer,
                  publisher: BatchPublisher, dead: DeadLetters, out_topic: str, out_partitions: int,
-                 lateness_ms: int = 600_000, idle_ms: int = 10_000, clock: Any = time.time):
+                 lateness_ms: int = 600_000, idle_ms: int = 10_000, clock: Any = time.time,
+                 sources: dict[str, tuple[int, int]] | None = None, expected_sources: list[str] = ()):
         self.graph = graph
         self._registry = registry
         self._reader = registry.latest("touchpoint").parsed
@@ -46,6 +48,10 @@ class Coordinator:
         self._clock = clock
         self._started = int(clock() * 1000)
         self.sources = SourceWatermarks(idle_ms)
+        for source in expected_sources:  # every raw partition holds event time back until it
+            self.sources.update(source, -(1 << 62), self._started)  # reports or goes idle
+        for source, (wm, wall) in (sources or {}).items():
+            self.sources.update(source, wm, wall)
         self.watermark = -(1 << 62)
         self._pending_wm: int | None = None
 
@@ -58,6 +64,9 @@ class Coordinator:
             if control == "watermark":
                 for source, wm in body.get("sources", {}).items():
                     self.sources.update(source, wm, now)
+                    # persisted beside the graph, so a restarted coordinator knows its sources
+                    self._producer.produce(IDENTITY_MAP_TOPIC, key=(WM_PREFIX + source).encode(),
+                                           value=f"{wm}:{now}".encode())
             self._advance(now)
             return
         try:
@@ -73,8 +82,11 @@ class Coordinator:
             for m in r.merges:
                 if m.status == "merged":
                     self.merges += 1
-                    self._control(m.loser, {"control": "merge", "merge_id": m.merge_id, "winner": m.winner,
-                                            "loser": m.loser, "at": m.occurred_at})
+                    # the winner's partition holds the winner's sessions open until the loser's
+                    # partition has handed its state over (transfer), however far time moves
+                    body = {"merge_id": m.merge_id, "winner": m.winner, "loser": m.loser, "at": m.occurred_at}
+                    self._control(m.winner, {"control": "await", **body})
+                    self._control(m.loser, {"control": "merge", **body})
                 else:
                     self.refusals += 1
             ch = event["channel"]
@@ -97,7 +109,7 @@ class Coordinator:
 
     def _advance(self, now: int) -> None:
         wm = self.sources.combined(now)
-        if wm is None and now - self._started >= self._idle:
+        if wm is None and self.sources.seen:
             wm = now - self._lateness  # every source idle: event time follows the wall clock
         if wm is not None and wm > self.watermark:
             self.watermark = wm
@@ -123,9 +135,13 @@ class SourceWatermarks:
         self._idle = idle_ms
         self._marks: dict[str, tuple[int, int]] = {}
 
+    @property
+    def seen(self) -> bool:
+        return any(wm > -(1 << 62) for wm, _ in self._marks.values())
+
     def update(self, source: str, wm: int, wall: int) -> None:
         old = self._marks.get(source)
-        self._marks[source] = (max(wm, old[0]) if old else wm, wall)
+        self._marks[source] = (max(wm, old[0]) if old else wm, max(wall, old[1]) if old else wall)
 
     def combined(self, now: int) -> int | None:
         active = [wm for wm, wall in self._marks.values() if now - wall < self._idle]

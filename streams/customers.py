@@ -24,6 +24,8 @@ from cem.timeline import Changes, Timeline
 from cem.settings import JOURNEYS_TOPIC, SESSIONS_TOPIC
 
 CONTROL = "cem-control"
+ALIAS = "__alias__:"
+AWAIT = "__await__:"
 
 
 class CustomerStage:
@@ -56,7 +58,7 @@ class CustomerStage:
     def _build_heap(self) -> None:
         # after a restart the table is restored from its changelog: re-arm every deadline
         for key, value in list(self.table.items()):
-            if isinstance(key, str) and not key.startswith("__") and value:
+            if isinstance(key, str) and not key.startswith("__") and isinstance(value, dict) and value:
                 d = Timeline.from_json(value).next_deadline()
                 if d is not None:
                     heapq.heappush(self._heaps.setdefault(value.get("p", 0), []), (d, key))
@@ -77,10 +79,18 @@ class CustomerStage:
             return  # landing dead-letters it; the stage has nothing to learn from it
         part = self._part(partition)
         dirty: dict[str, Timeline] = {}
+        forwarded: dict[str, Timeline] = {}
         changes = Changes()
         for ev in events:
             res = ev.get("cem") or {}
             customer = res.get("customer_id") or "unidentified"
+            winner = self.table.get(ALIAS + customer)
+            if winner:
+                # resolved by a replica that had not seen the merge yet: its timeline lives
+                # with the winner now, so the touch follows it there
+                fwd = forwarded.setdefault(winner, Timeline(winner))
+                fwd.add(touch_of(ev), -(1 << 62))
+                continue
             tl = dirty.get(customer) or self._load(customer)
             dirty[customer] = tl
             touch = touch_of(ev)
@@ -91,6 +101,9 @@ class CustomerStage:
             changes.extend(tl.add(touch, part["wm"]))
             if touch.at > part["max"]:
                 part["max"] = touch.at
+        for winner, tl in forwarded.items():
+            self._send_control(winner, {"control": "transfer", "winner": winner, "loser": "",
+                                        "timeline": tl.to_json()})
         self._finish(partition, dirty, changes)
 
     def _control(self, kind: str, body: dict, partition: int) -> None:
@@ -100,15 +113,28 @@ class CustomerStage:
             self._finish(partition, {}, Changes())
         elif kind == "merge":
             loser, winner = body["loser"], body["winner"]
+            self.table[ALIAS + loser] = winner
             value = self.table.get(loser)
             if value:
                 self._drop(loser)
-                self._send_control(winner, {"control": "transfer", "winner": winner, "loser": loser,
-                                            "timeline": value})
+            # always answer, even with nothing: the winner waits for this
+            self._send_control(winner, {"control": "transfer", "winner": winner, "loser": loser,
+                                        "timeline": value or None})
+        elif kind == "await":
+            waiting = list(self.table.get(AWAIT + body["winner"]) or [])
+            if body["loser"] not in waiting:
+                waiting.append(body["loser"])
+            self.table[AWAIT + body["winner"]] = waiting
         elif kind == "transfer":
             winner = body["winner"]
+            if body.get("loser"):
+                waiting = [x for x in (self.table.get(AWAIT + winner) or []) if x != body["loser"]]
+                if waiting:
+                    self.table[AWAIT + winner] = waiting
+                else:
+                    self._drop(AWAIT + winner)
             tl = self._load(winner)
-            changes = tl.absorb(Timeline.from_json(body["timeline"]))
+            changes = tl.absorb(Timeline.from_json(body["timeline"])) if body.get("timeline") else Changes()
             self._finish(partition, {winner: tl}, changes)
 
     def _load(self, customer: str) -> Timeline:
@@ -125,10 +151,15 @@ class CustomerStage:
         part = self._part(partition)
         wm = part["wm"]
         for customer, tl in dirty.items():  # fire what this record itself made final
-            changes.extend(tl.advance(wm))
+            if not self.table.get(AWAIT + customer):
+                changes.extend(tl.advance(wm))
         heap = self._heaps.setdefault(partition, [])
+        held: list[tuple[int, str]] = []
         while heap and heap[0][0] <= wm:
-            _, customer = heapq.heappop(heap)
+            deadline, customer = heapq.heappop(heap)
+            if self.table.get(AWAIT + customer):
+                held.append((deadline, customer))  # a merge is handing state over: not yet
+                continue
             tl = dirty.get(customer)
             if tl is None:
                 value = self.table.get(customer)
@@ -137,6 +168,8 @@ class CustomerStage:
                 tl = Timeline.from_json(value)
             changes.extend(tl.advance(wm))
             dirty[customer] = tl
+        for item in held:
+            heapq.heappush(heap, item)
         for customer, tl in dirty.items():  # one table write per changed customer
             if tl.subjects or tl.journey is not None:
                 value = tl.to_json()

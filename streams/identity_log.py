@@ -20,6 +20,7 @@ from cem.settings import IDENTITY_MAP_TOPIC, IDENTITY_MERGES_TOPIC
 
 log = logging.getLogger(__name__)
 PROFILE_PREFIX = "~p:"
+WM_PREFIX = "~wm:"  # source watermark: value "<wm>:<wall ms>" (the coordinator's, not the graph's)
 
 
 def merge_json(m: Merge, decided_at: int) -> bytes:
@@ -53,6 +54,11 @@ def _produce(producer: Producer, topic: str, key: bytes, value: bytes | None) ->
 
 def _apply(graph: IdentityGraph, key: bytes, value: bytes | None) -> None:
     k = key.decode()
+    if k.startswith(WM_PREFIX):
+        if value is not None:
+            wm, wall = value.decode().split(":")
+            graph.__dict__.setdefault("source_marks", {})[k[len(WM_PREFIX):]] = (int(wm), int(wall))
+        return
     if k.startswith(PROFILE_PREFIX):
         graph.apply_profile(k[len(PROFILE_PREFIX):], int(value) if value is not None else None)
     else:

@@ -16,7 +16,7 @@ from cem.connectors.kafka_admin import partitions_of
 from cem.connectors.publisher import BatchPublisher, producer_config
 from cem.identity import IdentityGraph
 from cem.schemas.registry import default_registry
-from cem.settings import DLQ_TOPIC, TOUCHPOINTS_TOPIC, Settings
+from cem.settings import DLQ_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
 from cem.sinks.dlq import DeadLetters
 from cem.streams.coordinator import Coordinator
 from cem.streams.identity_log import load_graph
@@ -35,12 +35,15 @@ def attach_identity(app: faust.App, links: faust.TopicT, settings: Settings) -> 
         producer = Producer(producer_config(settings.kafka_bootstrap))
         registry = default_registry()
         parts = partitions_of(settings.kafka_bootstrap, [TOUCHPOINTS_TOPIC])
+        raw_parts = partitions_of(settings.kafka_bootstrap, list(RAW_TOPICS.values()))
         publisher = BatchPublisher(producer, registry.latest("touchpoint").parsed, parts,
                                    max_events=settings.publisher_max_events, linger_ms=settings.publisher_linger_ms)
         dead = DeadLetters(producer, DLQ_TOPIC, "identity", on_dead=metrics.dead_letter)
         return Coordinator(graph, registry, producer, publisher, dead, TOUCHPOINTS_TOPIC, parts[TOUCHPOINTS_TOPIC],
                            lateness_ms=settings.allowed_lateness_ms,
-                           idle_ms=int(settings.idle_timeout_seconds * 1000))
+                           idle_ms=int(settings.idle_timeout_seconds * 1000),
+                           sources=graph.__dict__.get("source_marks"),
+                           expected_sources=[f"{t}:{p}" for t, n in raw_parts.items() for p in range(n)])
 
     @app.agent(links, concurrency=1, name="identity")
     async def identity(stream: faust.StreamT) -> None:

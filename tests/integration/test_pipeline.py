@@ -68,10 +68,7 @@ def test_valid_events_land_once_and_malformed_reach_the_dlq_with_reasons(cem_set
     sink = start("sink", s, "sink-2")
     try:
         wait_until(lambda: end_offsets(s.kafka_bootstrap, TOUCHPOINTS_TOPIC) > 0, 30)
-        from cem.connectors.kafka_admin import group_lag
-        wait_until(lambda: group_lag(s.kafka_bootstrap, replay_group, list(RAW_TOPICS.values())) == 0
-                   and group_lag(s.kafka_bootstrap, f"{s.app_id}-landing", [TOUCHPOINTS_TOPIC]) == 0,
-                   240, what="replay to land", procs=(worker, sink))
+        wait_caught_up(s, (worker, sink), worker_group=replay_group)
     finally:
         stop_role(sink), stop_role(worker)
     final, distinct, dup, _ = landed(s)

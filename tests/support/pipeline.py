@@ -13,9 +13,8 @@ def start(role: str, settings, name: str | None = None, *args: str, **env: str):
 
 
 def caught_up(settings, worker_group: str | None = None) -> bool:
-    b = settings.kafka_bootstrap
-    return (group_lag(b, worker_group or settings.app_id, list(RAW_TOPICS.values())) == 0
-            and group_lag(b, f"{settings.app_id}-landing", [TOUCHPOINTS_TOPIC]) == 0)
+    from cem.procs import pipeline_lag
+    return pipeline_lag(settings, worker_group) == 0
 
 
 def wait_caught_up(settings, procs=(), timeout: float = 240, worker_group: str | None = None) -> None:
