@@ -155,7 +155,8 @@ class Simulator:
         out = [self._event(c, "web", "page_view", t, ids, {"url": "/"}, new_session=True)]
         t += r.randrange(20, 90) * 1000
         c.__dict__["web_sessions"] = c.__dict__.get("web_sessions", 0) + 1
-        if c.persona == "anonymous_then_login" and not c.logged_in and c.__dict__["web_sessions"] >= 2:
+        if c.persona == "anonymous_then_login" and not c.logged_in and (
+                c.__dict__["web_sessions"] >= 2 or r.random() < 0.5):
             c.logged_in = True
             ids = self._web_ids(c)
             out.append(self._event(c, "web", "login", t, self._profile_ids(c), {"url": "/login"}))
@@ -227,7 +228,8 @@ class Simulator:
             self._moment(moment, c, q["occurred_at"], [q], "store")
         t += wait * 1000
         if moment != "item_unavailable" or r.random() < 0.5:
-            out.append(self._event(c, "store", "purchase", t, ids, {"amount_cents": r.randrange(500, 9000),
+            receipt = dict(ids, email_hash=c.email_hash) if c.email_hash else ids  # e-receipt
+            out.append(self._event(c, "store", "purchase", t, receipt, {"amount_cents": r.randrange(500, 9000),
                                                                   "currency": "EUR", "items": r.randrange(1, 5),
                                                                   "terminal_id": f"pos-{r.randrange(6)}"}, store))
             t += r.randrange(1, 4) * MIN
@@ -292,7 +294,12 @@ class Simulator:
 
     def _survey(self, c: Customer, t: int, moment: str | None) -> list[dict]:
         r = self.rng
-        ids = {"email_hash": c.email_hash} if c.email_hash else {"loyalty_id": c.loyalty_id or c.customer_id}
+        # the survey tool sends to the account: it knows the customer id and the address
+        ids = {"customer_id": c.customer_id}
+        if c.email_hash:
+            ids["email_hash"] = c.email_hash
+        elif c.loyalty_id:
+            ids["loyalty_id"] = c.loyalty_id
         nps = r.randrange(0, 7) if moment == "detractor_nps" else r.randrange(7, 11)
         csat = r.randrange(1, 3) if moment == "low_csat" else r.randrange(3, 6)
         ev = self._event(c, "feedback", "survey_response", t, ids, {"survey_id": "post-purchase", "nps": nps,
@@ -348,7 +355,9 @@ class Simulator:
             m["_done"] = True
             c = self.population[int(m["customer"].split("-")[1])]
             at = m["at"] + self.rng.randrange(HOUR, RECOVERY_WINDOW[m["rule"]] // 2)
-            ids = {"email_hash": c.email_hash} if c.email_hash else {"loyalty_id": c.loyalty_id or c.customer_id}
+            ids = {"customer_id": c.customer_id}
+            if c.email_hash:
+                ids["email_hash"] = c.email_hash
             extra += [self._event(c, "feedback", "survey_response", at, ids,
                                   {"survey_id": "recovery", "nps": 10, "csat": 5, "comment": "sorted, thanks"},
                                   new_session=True)]
