@@ -26,11 +26,17 @@ class Changes:
         self.journeys += other.journeys
 
 
+#: How long (event time) a finalized event's id is remembered, so an input replay after a
+#: crash does not turn it into a second session.
+REMEMBER_MS = 3 * 24 * 3_600_000
+
+
 @dataclass
 class Timeline:
     customer_id: str
     subjects: dict[str, SubjectState] = field(default_factory=dict)
     journey: Journey | None = None
+    recent: dict[str, int] = field(default_factory=dict)  # finalized event id -> its session's end
 
     @staticmethod
     def key(channel: str, subject: str) -> str:
@@ -38,6 +44,11 @@ class Timeline:
 
     def add(self, t: Touch, watermark: int) -> Changes:
         ch = Changes()
+        if t.event_id in self.recent:
+            return ch  # replayed after a restart: its session is already final and published
+        known = self.subjects.get(self.key(t.channel, t.subject))
+        if known is not None and any(x.event_id == t.event_id for x in known.touches):
+            return ch  # replayed, still in its open session
         if t.at < watermark:  # late beyond the allowed lateness: a session of its own
             s = split(t.channel, f"late:{t.subject}", [t])[0]
             s.late = True
@@ -71,12 +82,18 @@ class Timeline:
                 continue
             state.emitted -= {s.session_id for s in final}
             finals += final
+            for s in final:
+                for t in s.touches:
+                    self.recent[t.event_id] = s.last_at
             if not state.touches:
                 del self.subjects[k]
         for s in sorted(finals, key=lambda s: (s.started_at, s.session_id)):  # journeys in time order
             ch.sessions.append((s, "closed", self.customer_id))
             self.journey, closed = add_session(self.journey, self.customer_id, s)
             ch.journeys += closed
+        if self.recent:
+            horizon = watermark - REMEMBER_MS
+            self.recent = {e: at for e, at in self.recent.items() if at >= horizon}
         expired = expire(self.journey, watermark)
         if expired is not None:
             ch.journeys.append(expired)
@@ -94,6 +111,9 @@ class Timeline:
     def absorb(self, other: "Timeline") -> Changes:
         """Take over `other`'s open state (it merged into this customer)."""
         ch = Changes()
+        self.recent.update(other.recent)
+        for state in other.subjects.values():  # what this side finalized already stays final
+            state.touches = [t for t in state.touches if t.event_id not in self.recent]
         for k, state in other.subjects.items():
             mine = self.subjects.get(k)
             if mine is None:
@@ -121,7 +141,8 @@ class Timeline:
                       for k, st in self.subjects.items()},
                 "j": None if self.journey is None else {
                     "id": self.journey.journey_id, "start": self.journey.started_at, "last": self.journey.last_at,
-                    "ch": self.journey.channels, "ss": self.journey.session_ids, "m": self.journey.moments}}
+                    "ch": self.journey.channels, "ss": self.journey.session_ids, "m": self.journey.moments},
+                "r": self.recent}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Timeline":
@@ -130,6 +151,7 @@ class Timeline:
             tl.subjects[k] = SubjectState(channel, subject,
                                           [Touch(at, eid, et, channel, subject, sid, attrs)
                                            for at, eid, et, sid, attrs in touches], set(emitted))
+        tl.recent = dict(d.get("r") or {})
         j = d.get("j")
         if j:
             tl.journey = Journey(j["id"], tl.customer_id, j["start"], j["last"], j["ch"], j["ss"], None, j["m"])

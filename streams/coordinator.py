@@ -32,7 +32,8 @@ class Coordinator:
     def __init__(self, graph: IdentityGraph, registry: SchemaRegistry, producer: Producer,
                  publisher: BatchPublisher, dead: DeadLetters, out_topic: str, out_partitions: int,
                  lateness_ms: int = 600_000, idle_ms: int = 10_000, clock: Any = time.time,
-                 sources: dict[str, tuple[int, int]] | None = None, expected_sources: list[str] = ()):
+                 sources: dict[str, tuple[int, int]] | None = None, expected_sources: list[str] = (),
+                 backlog: Any = None):
         self.graph = graph
         self._registry = registry
         self._reader = registry.latest("touchpoint").parsed
@@ -51,9 +52,14 @@ class Coordinator:
         for source in expected_sources:  # every raw partition holds event time back until it
             self.sources.update(source, -(1 << 62), self._started)  # reports or goes idle
         for source, (wm, wall) in (sources or {}).items():
-            self.sources.update(source, wm, wall)
+            # a previous life saw this source; its watermark may be ahead of the offsets the
+            # restart replays from, so it starts over (only the fact it existed is kept)
+            self.sources.update(source, -(1 << 62), wall)
+            self.sources.restored = True
         self.watermark = -(1 << 62)
         self._pending_wm: int | None = None
+        self._backlog = backlog  # () -> set of sources with unread input (never idle)
+        self._busy: set[str] = set()
 
     def process(self, value: bytes | None, topic: str, partition: int, offset: int,
                 headers: list | None = None) -> None:
@@ -61,6 +67,8 @@ class Coordinator:
         if control is not None:
             body = json.loads(value or b"{}")
             now = int(self._clock() * 1000)
+            if control == "tick" and self._backlog is not None:
+                self._busy = self._backlog()
             if control == "watermark":
                 for source, wm in body.get("sources", {}).items():
                     self.sources.update(source, wm, now)
@@ -108,7 +116,7 @@ class Coordinator:
                 self._producer.poll(0.05)
 
     def _advance(self, now: int) -> None:
-        wm = self.sources.combined(now)
+        wm = self.sources.combined(now, self._busy)
         if wm is None and self.sources.seen:
             wm = now - self._lateness  # every source idle: event time follows the wall clock
         if wm is not None and wm > self.watermark:
@@ -134,15 +142,18 @@ class SourceWatermarks:
     def __init__(self, idle_ms: int):
         self._idle = idle_ms
         self._marks: dict[str, tuple[int, int]] = {}
+        self.restored = False
 
     @property
     def seen(self) -> bool:
-        return any(wm > -(1 << 62) for wm, _ in self._marks.values())
+        return self.restored or any(wm > -(1 << 62) for wm, _ in self._marks.values())
 
     def update(self, source: str, wm: int, wall: int) -> None:
         old = self._marks.get(source)
         self._marks[source] = (max(wm, old[0]) if old else wm, max(wall, old[1]) if old else wall)
 
-    def combined(self, now: int) -> int | None:
-        active = [wm for wm, wall in self._marks.values() if now - wall < self._idle]
+    def combined(self, now: int, busy: set[str] = frozenset()) -> int | None:
+        """`busy` sources still have unread input in Kafka: quiet reports do not make them idle
+        (they are only waiting for the consumer), so they keep holding event time back."""
+        active = [wm for src, (wm, wall) in self._marks.items() if now - wall < self._idle or src in busy]
         return min(active) if active else None

@@ -6,7 +6,9 @@ Faust Table in the worker), written once per changed customer per record. Event 
 `watermark` control records: the coordinator combines the raw partitions' watermarks (min over
 the non-idle ones, the wall clock when all are idle) and appends them behind the events they
 cover, so a watermark never overtakes an event still in flight, however fast a replay runs.
-Each partition's watermark is persisted under `__wm__:<p>`; an event-time deadline heap fires
+Each partition's watermark lives in memory (a restart replays input from committed offsets and
+waits for fresh watermarks; finalized events are remembered per customer so a replay does not
+duplicate their sessions); an event-time deadline heap fires
 session and journey closes as it passes them. Control records `merge` hand a loser's timeline
 to the winner's partition (`transfer`), where it is absorbed.
 """
@@ -51,9 +53,10 @@ class CustomerStage:
     def _part(self, p: int) -> dict[str, int]:
         w = self._wm.get(p)
         if w is None:
-            w = self.table.get(f"__wm__:{p}") or {"wm": -(1 << 62), "max": -(1 << 62), "wall": 0}
-            self._wm[p] = dict(w)
-        return self._wm[p]
+            # not restored after a restart: the input replays from committed offsets, which may
+            # lie behind the last watermark; the coordinator's fresh watermarks take over
+            w = self._wm[p] = {"wm": -(1 << 62), "max": -(1 << 62), "wall": 0}
+        return w
 
     def _build_heap(self) -> None:
         # after a restart the table is restored from its changelog: re-arm every deadline
@@ -94,11 +97,14 @@ class CustomerStage:
             tl = dirty.get(customer) or self._load(customer)
             dirty[customer] = tl
             touch = touch_of(ev)
-            if touch.at < part["wm"]:
+            # while a merge hands state to this customer nothing of it is final, so an event
+            # behind the watermark (a replay resolved straight to the winner) is not late
+            wm = -(1 << 62) if self.table.get(AWAIT + customer) else part["wm"]
+            if touch.at < wm:
                 self.late += 1
                 if self._on_late:
                     self._on_late()
-            changes.extend(tl.add(touch, part["wm"]))
+            changes.extend(tl.add(touch, wm))
             if touch.at > part["max"]:
                 part["max"] = touch.at
         for winner, tl in forwarded.items():
@@ -171,7 +177,7 @@ class CustomerStage:
         for item in held:
             heapq.heappush(heap, item)
         for customer, tl in dirty.items():  # one table write per changed customer
-            if tl.subjects or tl.journey is not None:
+            if tl.subjects or tl.journey is not None or tl.recent:
                 value = tl.to_json()
                 value["p"] = partition
                 self.table[customer] = value
@@ -180,7 +186,6 @@ class CustomerStage:
                     heapq.heappush(heap, (d, customer))
             else:
                 self._drop(customer)
-        self.table[f"__wm__:{partition}"] = dict(part)
         self._emit(changes, dirty)
 
     def _emit(self, changes: Changes, dirty: dict[str, Timeline]) -> None:
