@@ -219,8 +219,15 @@ def report(truth: Path = typer.Option(..., exists=True, file_okay=False, help="A
     t.add_column("measure")
     t.add_column("value", justify="right")
     for k, v in r.items():
-        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else f"{v:,}")
+        if k != "rules":
+            t.add_row(k, f"{v:.4f}" if isinstance(v, float) else f"{v:,}")
     console.print(t)
+    m = Table(title="negative moments per rule")
+    for col in ("rule", "truth", "detected", "precision", "recall"):
+        m.add_column(col, justify="right" if col != "rule" else "left")
+    for rule, sc in r["rules"].items():
+        m.add_row(rule, str(sc["truth"]), str(sc["detected"]), f"{sc['precision']:.3f}", f"{sc['recall']:.3f}")
+    console.print(m)
 
 
 @app.command()

@@ -12,6 +12,9 @@ SINK_BATCH_ROWS = Histogram("cem_sink_batch_rows", "Rows per ClickHouse insert",
                             buckets=(10, 100, 1_000, 10_000, 50_000, 100_000, 200_000))
 SINK_INSERT_SECONDS = Histogram("cem_sink_insert_seconds", "Latency of one ClickHouse insert", ["table"])
 SINK_ERRORS = Counter("cem_sink_insert_errors_total", "ClickHouse inserts that failed and were retried", ["table"])
+MOMENTS = Counter("cem_moments_total", "Negative moments detected", ["rule"])
+ALERT_LATENCY = Histogram("cem_alert_latency_seconds", "From the triggering event's receipt to its alert",
+                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 CONSUMER_LAG = Gauge("cem_consumer_lag_records", "Records behind the log end", ["topic", "partition"])
 
 
@@ -23,6 +26,12 @@ def events_in(topic: str, n: int) -> None:
 def dead_letter(reason: str) -> None:
     # Label by the reason's family (missing_field:event_id -> missing_field) to bound cardinality.
     DEAD_LETTERS.labels(reason.split(":", 1)[0]).inc()
+
+
+def moment(rule: str, latency_seconds: float) -> None:
+    MOMENTS.labels(rule).inc()
+    if latency_seconds >= 0:
+        ALERT_LATENCY.observe(latency_seconds)
 
 
 def serve(port: int) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .settings import Settings
-from .truth import identity_score, resolve_aliases, session_accuracy, true_journeys
+from .truth import identity_score, moment_scores, resolve_aliases, session_accuracy, true_journeys
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -25,6 +25,7 @@ def truth_report(settings: Settings, truth_dir: Path) -> dict[str, Any]:
                                     "WHERE status = 'merged' GROUP BY loser").result_rows)
         sessions = client.query("SELECT event_ids FROM sessions FINAL WHERE is_deleted = 0").result_rows
         journeys = client.query("SELECT count() FROM journeys FINAL").result_rows[0][0]
+        detected = client.query("SELECT rule, evidence, recovery_status FROM negative_moments FINAL").result_rows
     finally:
         client.close()
     predicted = {eid: resolve_aliases(cust, aliases) for eid, cust in rows}
@@ -34,8 +35,13 @@ def truth_report(settings: Settings, truth_dir: Path) -> dict[str, Any]:
         true_sessions[e["session"]].add(e["event_id"])
     acc = session_accuracy({k: frozenset(v) for k, v in true_sessions.items()}, (frozenset(r[0]) for r in sessions))
     tj = true_journeys(events)
+    truth_moments = _jsonl(truth_dir / "truth_moments.jsonl")
+    scores, recovery_acc, compared = moment_scores(truth_moments, detected)
     return {"events_truth": len(events), "events_landed": len(predicted), "identity_precision": ident.precision,
             "identity_recall": ident.recall, "identity_f1": ident.f1, "sessions_truth": len(true_sessions),
             "sessions_landed": len(sessions), "session_accuracy": acc, "journeys_truth": tj,
             "journeys_landed": journeys, "journey_count_error": abs(journeys - tj) / tj if tj else 0.0,
-            "merges": len(aliases)}
+            "merges": len(aliases), "moments_truth": len(truth_moments), "moments_detected": len(detected),
+            "recovery_accuracy": recovery_acc, "recovery_compared": compared,
+            "rules": {r: {"truth": sc.truth, "detected": sc.detected, "precision": sc.precision, "recall": sc.recall}
+                      for r, sc in scores.items()}}

@@ -65,8 +65,12 @@ def touch_of(event: Mapping[str, Any]) -> Touch:
     attrs = event.get(ch) or {}
     if isinstance(attrs, tuple):
         attrs = attrs[1]
+    kept = {k: v for k, v in attrs.items() if v is not None}
+    order = (event.get("identifiers") or {}).get("order_id")
+    if order:
+        kept["_order_id"] = order  # rules may group contacts by the order they are about
     return Touch(event["occurred_at"], event["event_id"], event["event_type"], ch, subject_of(event),
-                 event.get("store_id"), {k: v for k, v in attrs.items() if v is not None})
+                 event.get("store_id"), kept)
 
 
 def session_id(channel: str, subject: str, first_event_id: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,7 @@ class Settings(BaseSettings):
     allowed_lateness_ms: int = Field(10 * 60_000, ge=0, description="Event-time lateness before an event is late.")
     idle_timeout_seconds: float = Field(10.0, gt=0, description="A quiet partition's watermark follows the wall clock after this.")
     tick_seconds: float = Field(2.0, gt=0, description="How often the worker ticks quiet partitions.")
+    rules_file: Optional[Path] = Field(None, description="Negative-moment rules (TOML); default: the shipped catalogue.")
     identity_shared_devices: list[str] = Field(default_factory=list,
                                                description="Device/terminal ids that never link (JSON list).")
     collector_host: str = Field("127.0.0.1", description="Collector bind address.")

@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .detect import Detector
 from .journeys import Journey, add_session, expire
 from .sessions import Session, SubjectState, Touch, split
 
 
 @dataclass
 class Changes:
+    accepted: bool = True  # False for a replayed event already accounted for
     # (session, open|closed|deleted, customer id)
     sessions: list[tuple[Session, str, str]] = field(default_factory=list)
     journeys: list[Journey] = field(default_factory=list)
@@ -37,6 +39,7 @@ class Timeline:
     subjects: dict[str, SubjectState] = field(default_factory=dict)
     journey: Journey | None = None
     recent: dict[str, int] = field(default_factory=dict)  # finalized event id -> its session's end
+    detector: Detector = field(default_factory=Detector)
 
     @staticmethod
     def key(channel: str, subject: str) -> str:
@@ -45,9 +48,11 @@ class Timeline:
     def add(self, t: Touch, watermark: int) -> Changes:
         ch = Changes()
         if t.event_id in self.recent:
+            ch.accepted = False
             return ch  # replayed after a restart: its session is already final and published
         known = self.subjects.get(self.key(t.channel, t.subject))
         if known is not None and any(x.event_id == t.event_id for x in known.touches):
+            ch.accepted = False
             return ch  # replayed, still in its open session
         if t.at < watermark:  # late beyond the allowed lateness: a session of its own
             s = split(t.channel, f"late:{t.subject}", [t])[0]
@@ -106,12 +111,27 @@ class Timeline:
         ds = [d for s in self.subjects.values() if (d := s.next_deadline()) is not None]
         if self.journey is not None:
             ds.append(self.journey.last_at + 7 * 24 * 3_600_000)
+        d = self.detector.next_deadline()
+        if d is not None:
+            ds.append(d)
         return min(ds) if ds else None
 
     def absorb(self, other: "Timeline") -> Changes:
         """Take over `other`'s open state (it merged into this customer)."""
         ch = Changes()
         self.recent.update(other.recent)
+        mine, theirs = self.detector, other.detector  # rule state follows the customer
+        for k, v in theirs.counts.items():
+            mine.counts.setdefault(k, []).extend(e for e in v if e not in mine.counts.get(k, []))
+        for k, v in theirs.seqs.items():
+            mine.seqs.setdefault(k, []).extend(e for e in v if e not in mine.seqs.get(k, []))
+        mine.pending += [p for p in theirs.pending if p not in mine.pending]
+        for k, v in theirs.expected.items():
+            mine.expected.setdefault(k, []).extend(v)
+        mine.open += [m for m in theirs.open if m["id"] not in {x["id"] for x in mine.open}]
+        mine.signals += [x for x in theirs.signals if x not in mine.signals]
+        for k, v in theirs.fired.items():
+            mine.fired[k] = max(v, mine.fired.get(k, v))
         for state in other.subjects.values():  # what this side finalized already stays final
             state.touches = [t for t in state.touches if t.event_id not in self.recent]
         for k, state in other.subjects.items():
@@ -142,7 +162,7 @@ class Timeline:
                 "j": None if self.journey is None else {
                     "id": self.journey.journey_id, "start": self.journey.started_at, "last": self.journey.last_at,
                     "ch": self.journey.channels, "ss": self.journey.session_ids, "m": self.journey.moments},
-                "r": self.recent}
+                "r": self.recent, "d": None if self.detector.empty() else self.detector.to_json()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Timeline":
@@ -152,6 +172,7 @@ class Timeline:
                                           [Touch(at, eid, et, channel, subject, sid, attrs)
                                            for at, eid, et, sid, attrs in touches], set(emitted))
         tl.recent = dict(d.get("r") or {})
+        tl.detector = Detector.from_json(d.get("d"))
         j = d.get("j")
         if j:
             tl.journey = Journey(j["id"], tl.customer_id, j["start"], j["last"], j["ch"], j["ss"], None, j["m"])

@@ -77,3 +77,51 @@ def true_journeys(truth_events: Iterable[Mapping]) -> int:
         if current is not None:
             count += 1
     return count
+
+
+@dataclass(frozen=True)
+class RuleScore:
+    rule: str
+    truth: int
+    detected: int
+    matched_truth: int
+    matched_detected: int
+
+    @property
+    def precision(self) -> float:
+        return self.matched_detected / self.detected if self.detected else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.matched_truth / self.truth if self.truth else 1.0
+
+
+def moment_scores(truth: Iterable[Mapping], detected: Iterable[tuple[str, list[str], str]]
+                  ) -> tuple[dict[str, RuleScore], float, int]:
+    """Per-rule precision/recall (a detection matches a true moment of the same rule when their
+    evidence shares an event) and recovery-status accuracy over matched moments whose true
+    status is settled (recovered or unrecovered). Returns (scores, accuracy, compared)."""
+    truth = list(truth)
+    detected = list(detected)
+    by_event: dict[tuple[str, str], int] = {}
+    for i, m in enumerate(truth):
+        for e in m["evidence"]:
+            by_event[(m["rule"], e)] = i
+    matched_truth: dict[int, int] = {}
+    matched_det = set()
+    for j, (rule, evidence, _status) in enumerate(detected):
+        hit = next((by_event[(rule, e)] for e in evidence if (rule, e) in by_event), None)
+        if hit is not None:
+            matched_det.add(j)
+            matched_truth.setdefault(hit, j)
+    rules = sorted({m["rule"] for m in truth} | {d[0] for d in detected})
+    scores = {}
+    for r in rules:
+        t_idx = [i for i, m in enumerate(truth) if m["rule"] == r]
+        d_idx = [j for j, d in enumerate(detected) if d[0] == r]
+        scores[r] = RuleScore(r, len(t_idx), len(d_idx), sum(1 for i in t_idx if i in matched_truth),
+                              sum(1 for j in d_idx if j in matched_det))
+    settled = [(truth[i], detected[j]) for i, j in matched_truth.items()
+               if truth[i].get("status", "recovered" if truth[i]["recovered"] else "unrecovered") != "open"]
+    right = sum(1 for t, d in settled if (t.get("status") or ("recovered" if t["recovered"] else "unrecovered")) == d[2])
+    return scores, (right / len(settled) if settled else 1.0), len(settled)

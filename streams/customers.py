@@ -23,7 +23,9 @@ from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record
 from cem.sessions import Session, touch_of
 from cem.timeline import Changes, Timeline
-from cem.settings import JOURNEYS_TOPIC, SESSIONS_TOPIC
+from cem.detect import Moment
+from cem.rules import Route, Rule, route
+from cem.settings import ALERTS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC
 
 CONTROL = "cem-control"
 ALIAS = "__alias__:"
@@ -33,7 +35,9 @@ AWAIT = "__await__:"
 class CustomerStage:
     def __init__(self, table: MutableMapping[str, Any], registry: SchemaRegistry, rows: Any,
                  send_control: Callable[[str, dict], None], lateness_ms: int, idle_ms: int,
-                 clock: Callable[[], float] = time.time, on_late: Callable[[], None] | None = None):
+                 clock: Callable[[], float] = time.time, on_late: Callable[[], None] | None = None,
+                 rules: tuple[Rule, ...] = (), routes: tuple[Route, ...] = (),
+                 on_moment: Callable[[str, float], None] | None = None):
         self.table = table
         self._registry = registry
         self._reader = registry.latest("touchpoint").parsed
@@ -48,6 +52,11 @@ class CustomerStage:
         self._seq = 0
         self._heap_built = False
         self.late = 0
+        self._rules = rules
+        self._rules_by_name = {r.name: r for r in rules}
+        self._routes = routes
+        self._on_moment = on_moment
+        self._moments: list[tuple[Moment, bool]] = []  # (moment, is new) to publish
 
     # -- partition watermark ---------------------------------------------------------------
     def _part(self, p: int) -> dict[str, int]:
@@ -104,7 +113,13 @@ class CustomerStage:
                 self.late += 1
                 if self._on_late:
                     self._on_late()
-            changes.extend(tl.add(touch, wm))
+            added = tl.add(touch, wm)
+            changes.extend(added)
+            if added.accepted and self._rules:
+                new, changed = tl.detector.on_touch(self._rules, customer, touch, ev.get("received_at"))
+                self._moments += [(m, True) for m in new] + [(m, False) for m in changed]
+                if new and tl.journey is not None:
+                    tl.journey.moments += [m.rule for m in new]
             if touch.at > part["max"]:
                 part["max"] = touch.at
         for winner, tl in forwarded.items():
@@ -159,6 +174,7 @@ class CustomerStage:
         for customer, tl in dirty.items():  # fire what this record itself made final
             if not self.table.get(AWAIT + customer):
                 changes.extend(tl.advance(wm))
+                self._detect_time(customer, tl, wm)
         heap = self._heaps.setdefault(partition, [])
         held: list[tuple[int, str]] = []
         while heap and heap[0][0] <= wm:
@@ -173,11 +189,12 @@ class CustomerStage:
                     continue
                 tl = Timeline.from_json(value)
             changes.extend(tl.advance(wm))
+            self._detect_time(customer, tl, wm)
             dirty[customer] = tl
         for item in held:
             heapq.heappush(heap, item)
         for customer, tl in dirty.items():  # one table write per changed customer
-            if tl.subjects or tl.journey is not None or tl.recent:
+            if tl.subjects or tl.journey is not None or tl.recent or not tl.detector.empty():
                 value = tl.to_json()
                 value["p"] = partition
                 self.table[customer] = value
@@ -188,7 +205,37 @@ class CustomerStage:
                 self._drop(customer)
         self._emit(changes, dirty)
 
+    def _detect_time(self, customer: str, tl: Timeline, wm: int) -> None:
+        if self._rules:
+            new, changed = tl.detector.on_watermark(self._rules_by_name, customer, wm)
+            self._moments += [(m, True) for m in new] + [(m, False) for m in changed]
+
+    def _emit_moments(self) -> None:
+        now = self._clock()
+        for m, is_new in self._moments:
+            rule = self._rules_by_name.get(m.rule)
+            if rule is None:
+                continue
+            team, severity, delivery = route(rule, m.channel, m.store_id, self._routes)
+            version = self._version()
+            latency = (now * 1000 - m.trigger_received_at) if (is_new and m.trigger_received_at) else None
+            self._rows.publish(MOMENTS_TOPIC, m.customer_id, {
+                "moment_id": m.moment_id, "rule": m.rule, "kind": rule.kind, "severity": severity, "team": team,
+                "customer_id": m.customer_id, "channel": m.channel, "store_id": m.store_id,
+                "evidence": m.evidence, "occurred_at": m.at / 1000, "detected_at": now,
+                "recovery_status": m.status, "recovered_by": m.recovered_by,
+                "recovery_deadline": m.recovery_deadline / 1000, "version": version})
+            self._rows.publish(ALERTS_TOPIC, m.customer_id, {
+                "alert_id": alert_id(m.moment_id), "moment_id": m.moment_id, "rule": m.rule, "team": team,
+                "severity": severity, "customer_id": m.customer_id, "channel": m.channel, "store_id": m.store_id,
+                "status": "resolved" if m.status == "recovered" else "open", "recovery_status": m.status,
+                "delivery": list(delivery), "created_at": now, "latency_ms": latency, "version": version})
+            if is_new and self._on_moment is not None:
+                self._on_moment(m.rule, latency / 1000 if latency is not None else -1.0)
+        self._moments = []
+
     def _emit(self, changes: Changes, dirty: dict[str, Timeline]) -> None:
+        self._emit_moments()
         latest: dict[str, tuple[Session, str, str]] = {}
         for s, status, customer in changes.sessions:  # the last status in this record wins
             latest[s.session_id] = (s, status, customer)
@@ -219,3 +266,9 @@ def session_row(s: Session, customer: str, status: str, version: int) -> dict[st
             "events": len(s.touches), "event_ids": [t.event_id for t in s.touches], "event_types": types,
             "store_id": next((t.store_id for t in s.touches if t.store_id), None), "status": status,
             "late": int(s.late), "is_deleted": int(status == "deleted"), "version": version}
+
+
+def alert_id(moment: str) -> str:
+    """Deterministic: a replay of the same moment never pages twice."""
+    import hashlib
+    return hashlib.sha1(f"alert|{moment}".encode()).hexdigest()[:16]

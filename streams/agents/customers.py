@@ -20,7 +20,10 @@ from cem.connectors.kafka_admin import partitions_of
 from cem.connectors.partitioning import partition_for
 from cem.connectors.publisher import producer_config
 from cem.schemas.registry import default_registry
-from cem.settings import IDENTITY_LINKS_TOPIC, JOURNEYS_TOPIC, SESSIONS_TOPIC, TOUCHPOINTS_TOPIC, Settings
+from cem import metrics
+from cem.rules import load_routes, load_rules
+from cem.settings import (ALERTS_TOPIC, IDENTITY_LINKS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC,
+                          TOUCHPOINTS_TOPIC, Settings)
 from cem.streams.customers import CONTROL, CustomerStage
 from .ingest import run_agent
 
@@ -42,7 +45,8 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
 
     def build() -> CustomerStage:
         producer = Producer(producer_config(settings.kafka_bootstrap))
-        parts = partitions_of(settings.kafka_bootstrap, [SESSIONS_TOPIC, JOURNEYS_TOPIC, TOUCHPOINTS_TOPIC])
+        parts = partitions_of(settings.kafka_bootstrap, [SESSIONS_TOPIC, JOURNEYS_TOPIC, TOUCHPOINTS_TOPIC,
+                                                         MOMENTS_TOPIC, ALERTS_TOPIC])
         rows = JsonRowPublisher(producer, parts)
 
         def send_control(key: str, body: dict) -> None:
@@ -51,7 +55,9 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
                              headers=[(CONTROL, body["control"].encode())])
 
         stage = CustomerStage(table, default_registry(), rows, send_control,
-                              lateness_ms=settings.allowed_lateness_ms, idle_ms=int(settings.idle_timeout_seconds * 1000))
+                              lateness_ms=settings.allowed_lateness_ms, idle_ms=int(settings.idle_timeout_seconds * 1000),
+                              rules=load_rules(settings.rules_file), routes=load_routes(settings.rules_file),
+                              on_moment=metrics.moment)
         stop = threading.Event()
         threading.Thread(target=ticker, args=(settings.kafka_bootstrap, settings.tick_seconds, stop),
                          daemon=True, name="cem-ticker").start()

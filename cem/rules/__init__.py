@@ -1,0 +1,178 @@
+"""The negative-moment rule catalogue (pure): TOML → typed, validated rules.
+
+`load_rules(path)` returns the rules or raises `RuleError` naming the rule and the field that
+is wrong, so a broken catalogue never reaches a running worker.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+DEFAULT_RULES = Path(__file__).resolve().parent / "default.toml"
+KINDS = ("single", "count", "sequence", "absence")
+SEVERITIES = ("low", "medium", "high", "critical")
+OPS = {"eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a is not None and a < b,
+       "le": lambda a, b: a is not None and a <= b, "gt": lambda a, b: a is not None and a > b,
+       "ge": lambda a, b: a is not None and a >= b, "in": lambda a, b: a in b}
+GROUPS = ("subject", "element", "call_id", "order_id", "rma_id", "customer")
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+class RuleError(ValueError):
+    def __init__(self, rule: str, field_: str, message: str):
+        super().__init__(f"rule '{rule}', field '{field_}': {message}")
+        self.rule, self.field = rule, field_
+
+
+def duration_ms(value: Any, rule: str, name: str) -> int:
+    m = _DURATION.match(str(value).strip()) if isinstance(value, str) else None
+    if not m:
+        raise RuleError(rule, name, f"{value!r} is not a duration like '1s', '30m', '24h', '5d'")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass(frozen=True)
+class Match:
+    event_types: frozenset[str]
+    channel: str | None = None
+    where: tuple[tuple[str, str, Any], ...] = ()
+
+    def __call__(self, event_type: str, channel: str, attrs: Mapping[str, Any]) -> bool:
+        if event_type not in self.event_types or (self.channel and channel != self.channel):
+            return False
+        return all(OPS[op](attrs.get(f), v) for f, op, v in self.where)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    kind: str
+    severity: str
+    team: str
+    recovery_ms: int
+    cooldown_ms: int
+    match: Match | None = None
+    threshold: int = 1
+    window_ms: int = 0
+    group_by: str = "customer"
+    steps: tuple[Match, ...] = ()
+    trigger: Match | None = None
+    expected: Match | None = None
+    correlate: str | None = None
+    within_ms: int = 0
+
+
+def _match(spec: Any, rule: str, name: str) -> Match:
+    if not isinstance(spec, dict):
+        raise RuleError(rule, name, "must be a table like { event_type = \"click\" }")
+    unknown = set(spec) - {"event_type", "channel", "where"}
+    if unknown:
+        raise RuleError(rule, f"{name}.{sorted(unknown)[0]}", "unknown key; use event_type, channel, where")
+    et = spec.get("event_type")
+    types = [et] if isinstance(et, str) else et
+    if not types or not all(isinstance(t, str) for t in types):
+        raise RuleError(rule, f"{name}.event_type", "give an event type or a list of them")
+    where = []
+    for f, cond in (spec.get("where") or {}).items():
+        if isinstance(cond, dict):
+            for op, v in cond.items():
+                if op not in OPS:
+                    raise RuleError(rule, f"{name}.where.{f}", f"unknown operator '{op}'; use {', '.join(OPS)}")
+                where.append((f, op, tuple(v) if isinstance(v, list) else v))
+        else:
+            where.append((f, "eq", cond))
+    return Match(frozenset(types), spec.get("channel"), tuple(where))
+
+
+def parse_rule(spec: Mapping[str, Any]) -> Rule:
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise RuleError("?", "name", "every rule needs a name")
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise RuleError(name, "kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+    severity = spec.get("severity", "medium")
+    if severity not in SEVERITIES:
+        raise RuleError(name, "severity", f"{severity!r} is not one of {', '.join(SEVERITIES)}")
+    team = spec.get("team")
+    if not isinstance(team, str) or not team:
+        raise RuleError(name, "team", "name the owner team that receives the alert")
+    recovery = duration_ms(spec.get("recovery", "7d"), name, "recovery")
+    cooldown = duration_ms(spec.get("cooldown", "1h"), name, "cooldown")
+    common = dict(name=name, kind=kind, severity=severity, team=team, recovery_ms=recovery, cooldown_ms=cooldown)
+    if kind == "single":
+        return Rule(**common, match=_match(spec.get("match"), name, "match"))
+    if kind == "count":
+        group = spec.get("group_by", "customer")
+        if group not in GROUPS:
+            raise RuleError(name, "group_by", f"{group!r} is not one of {', '.join(GROUPS)}")
+        threshold = spec.get("threshold")
+        if not isinstance(threshold, int) or threshold < 2:
+            raise RuleError(name, "threshold", "a whole number ≥ 2")
+        return Rule(**common, match=_match(spec.get("match"), name, "match"), threshold=threshold,
+                    window_ms=duration_ms(spec.get("window"), name, "window"), group_by=group)
+    if kind == "sequence":
+        steps = spec.get("steps")
+        if not isinstance(steps, list) or len(steps) < 2:
+            raise RuleError(name, "steps", "a list of at least two matches")
+        return Rule(**common, steps=tuple(_match(s, name, f"steps[{i}]") for i, s in enumerate(steps)),
+                    within_ms=duration_ms(spec.get("within"), name, "within"))
+    correlate = spec.get("correlate")
+    if correlate is not None and not isinstance(correlate, str):
+        raise RuleError(name, "correlate", "an attribute name such as rma_id")
+    return Rule(**common, trigger=_match(spec.get("trigger"), name, "trigger"),
+                expected=_match(spec.get("expected"), name, "expected"), correlate=correlate,
+                within_ms=duration_ms(spec.get("within"), name, "within"))
+
+
+def load_rules(path: Path | None = None) -> tuple[Rule, ...]:
+    path = path or DEFAULT_RULES
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise RuleError("?", "file", f"{path} is not valid TOML: {err}") from None
+    rules = tuple(parse_rule(r) for r in doc.get("rule", []))
+    names = [r.name for r in rules]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise RuleError(sorted(dup)[0], "name", "defined twice")
+    return rules
+
+
+@dataclass(frozen=True)
+class Route:
+    """Routing-table entry: which team gets a rule's alerts for a channel/store ('*' = any)."""
+    rule: str = "*"
+    channel: str = "*"
+    store: str = "*"
+    team: str | None = None
+    severity: str | None = None
+    delivery: tuple[str, ...] = ("topic", "clickhouse")
+
+    def matches(self, rule: str, channel: str, store: str | None) -> bool:
+        return (self.rule in ("*", rule) and self.channel in ("*", channel)
+                and self.store in ("*", store or ""))
+
+
+def load_routes(path: Path | None = None) -> tuple[Route, ...]:
+    doc = tomllib.loads((path or DEFAULT_RULES).read_text())
+    routes = []
+    for i, r in enumerate(doc.get("route", [])):
+        unknown = set(r) - {"rule", "channel", "store", "team", "severity", "delivery"}
+        if unknown:
+            raise RuleError(f"route[{i}]", sorted(unknown)[0], "unknown key")
+        routes.append(Route(r.get("rule", "*"), r.get("channel", "*"), r.get("store", "*"), r.get("team"),
+                            r.get("severity"), tuple(r.get("delivery", ("topic", "clickhouse")))))
+    return tuple(routes)
+
+
+def route(rule: Rule, channel: str, store: str | None, routes: Iterable[Route]) -> tuple[str, str, tuple[str, ...]]:
+    """(team, severity, deliveries) for an alert: the first matching route, else the rule's own."""
+    for r in routes:
+        if r.matches(rule.name, channel, store):
+            return r.team or rule.team, r.severity or rule.severity, r.delivery
+    return rule.team, rule.severity, ("topic", "clickhouse")
