@@ -18,6 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 infra_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, Maven Central jars).")
 schemas_app = typer.Typer(no_args_is_help=True, help="Avro schemas.")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
+rules_app = typer.Typer(no_args_is_help=True, help="The negative-moment rule catalogue.")
+app.add_typer(rules_app, name="rules")
 app.add_typer(infra_app, name="infra")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(topics_app, name="topics")
@@ -65,6 +67,30 @@ def topics_create() -> None:
     from . import infra
     created = infra.create_topics(_settings())
     console.print(f"created: {', '.join(created) or '(all existed)'}")
+
+
+@rules_app.command("list")
+def rules_list(file: Optional[Path] = typer.Argument(None, help="Rules TOML (default: the shipped catalogue).")) -> None:
+    """Show every rule: kind, severity, owner team, recovery window."""
+    from .rules import load_rules
+    t = Table(title=f"rules in {file or 'the default catalogue'}")
+    for col in ("rule", "kind", "severity", "team", "recovery (h)"):
+        t.add_column(col)
+    for r in load_rules(file):
+        t.add_row(r.name, r.kind, r.severity, r.team, f"{r.recovery_ms / 3_600_000:g}")
+    console.print(t)
+
+
+@rules_app.command("validate")
+def rules_validate(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
+    """Validate a rules file; a broken one names the rule and the field."""
+    from .rules import RuleError, load_routes, load_rules
+    try:
+        n, k = len(load_rules(file)), len(load_routes(file))
+    except RuleError as err:
+        console.print(f"[red]invalid:[/red] {err}")
+        raise typer.Exit(1) from None
+    console.print(f"[green]ok[/green]: {n} rules, {k} routes")
 
 
 @schemas_app.command("check")
@@ -175,7 +201,7 @@ def simulate(customers: int = typer.Option(10_000), days: int = typer.Option(7),
     if start:
         start_ms = int(datetime.strptime(start, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp() * 1000)
     else:
-        start_ms = (int(time.time() * 1000) // DAY - days) * DAY
+        start_ms = int(time.time() * 1000) - days * DAY  # the simulated period ends now
     cfg = SimConfig(customers=customers, days=days, seed=seed, start_ms=start_ms,
                     out_of_order_rate=out_of_order_rate, late_rate=late_rate)
     with Progress(console=console, transient=True) as progress:

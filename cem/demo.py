@@ -82,7 +82,7 @@ def run_demo(settings: Settings, customers: int, days: int, malformed: int, cons
         t0 = time.monotonic()
         from .connectors.simulate import simulate
         from .simulator import DAY, SimConfig
-        start_ms = (int(time.time() * 1000) // DAY - days) * DAY
+        start_ms = int(time.time() * 1000) - days * DAY  # the simulated period ends now
         sim = simulate(settings, SimConfig(customers=customers, days=days, seed=7, start_ms=start_ms,
                                            out_of_order_rate=0.05), run_dir / "sim")
         _, bad = publish_generated(settings, 0, customers=1, seed=7, malformed=malformed)

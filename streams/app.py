@@ -29,7 +29,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_max_poll_records=500,
         stream_buffer_maxsize=256,
         broker_commit_every=1000,
-        broker_commit_interval=1.0,
+        broker_commit_interval=0.25,
         web_enabled=False,
         producer_acks=-1,
     )

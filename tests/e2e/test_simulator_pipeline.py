@@ -19,7 +19,7 @@ def test_simulated_customers_land_in_clickhouse_per_channel(cem_settings, tmp_pa
     s = cem_settings
     worker, sink = start("worker", s), start("sink", s)
     try:
-        start_ms = (int(time.time() * 1000) // DAY - 3) * DAY
+        start_ms = int(time.time() * 1000) - 3 * DAY
         res = simulate(s, SimConfig(customers=1000, days=3, seed=3, start_ms=start_ms, out_of_order_rate=0.05),
                        tmp_path / "sim")
         wait_caught_up(s, (worker, sink))
