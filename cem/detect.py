@@ -122,7 +122,7 @@ class Detector:
         seen = self.counts.setdefault(key, [])
         if any(e[1] == t.event_id for e in seen):
             return None
-        seen.append([t.at, t.event_id])
+        seen.append([t.at, t.event_id, t.channel])
         seen.sort()
         newest = seen[-1][0]
         self.counts[key] = seen = [e for e in seen if e[0] >= newest - 2 * rule.window_ms]
@@ -168,6 +168,30 @@ class Detector:
             if not early and not any(p[1] == t.event_id for p in self.pending):
                 self.pending.append([rule.name, t.event_id, t.at, deadline, corr, t.channel, t.store_id])
         return None
+
+    def recheck(self, rules: Iterable[Rule], customer: str) -> list[Moment]:
+        """After a merge joined two customers' counts: fire the windows that only the union
+        fills (the same ids a single customer would have produced)."""
+        new = []
+        for rule in rules:
+            if rule.kind != "count":
+                continue
+            for key, seen in list(self.counts.items()):
+                if not key.startswith(rule.name + "|"):
+                    continue
+                group = key.split("|", 1)[1]
+                seen.sort()
+                for i in range(len(seen) - rule.threshold + 1):
+                    window = seen[i:i + rule.threshold]
+                    if window[-1][0] - window[0][0] <= rule.window_ms:
+                        last = window[-1]
+                        t = Touch(last[0], last[1], "", last[2] if len(last) > 2 else "", group)
+                        m = self._fire(rule, customer, t, group, last[0], [e[1] for e in window])
+                        if m is not None:
+                            self.open.append(self._state(m))
+                            new.append(m)
+                        break
+        return new
 
     # -- event time passes ------------------------------------------------------------------------
     def on_watermark(self, rules_by_name: dict[str, Rule], customer: str, wm: int) -> tuple[list[Moment], list[Moment]]:

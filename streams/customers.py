@@ -156,6 +156,8 @@ class CustomerStage:
                     self._drop(AWAIT + winner)
             tl = self._load(winner)
             changes = tl.absorb(Timeline.from_json(body["timeline"])) if body.get("timeline") else Changes()
+            if body.get("timeline") and self._rules:
+                self._moments += [(m, True) for m in tl.detector.recheck(self._rules, winner)]
             self._finish(partition, {winner: tl}, changes)
 
     def _load(self, customer: str) -> Timeline:
