@@ -10,7 +10,6 @@ Stages (issue 9): (a) raw ceiling — confluent-kafka consume + fastavro decode 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -26,24 +25,23 @@ from .settings import ALL_TOPICS, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
 SINGLE_TOPIC = "cem.bench.single"
 
 
-def _rss_peak_mb(pid: int) -> float:
+def _proc_status_mb(pid: int, field: str) -> float:
+    """A memory figure (VmHWM = peak, VmRSS = now) of a process, in MB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
+
+
+def _rss_peak_mb(pid: int) -> float:
+    return _proc_status_mb(pid, "VmHWM")
 
 
 def _rss_now_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    return _proc_status_mb(pid, "VmRSS")
 
 
 def _raw_ceiling(settings: Settings, expected: int) -> tuple[int, float]:
@@ -132,26 +130,20 @@ def _naive(settings: Settings, data_dir: Path, n: int, progress: Any) -> tuple[i
 def run_bench(settings: Settings, events: int, as_json: bool, console: Console) -> int:
     from . import infra
     from .connectors.generate import publish_events
-    from .connectors.kafka_admin import delete_topics, ensure_topics, group_lag, partitions_of
+    from .connectors.kafka_admin import partitions_of
     from .generator import touchpoints
     from .procs import start_role, stop_role, wait_until
     from .schemas.registry import default_registry
 
-    started_broker = infra.kafka("status") != 0
-    if started_broker and infra.kafka("up") != 0:
-        console.print("[red]could not start the local Kafka broker[/red]")
+    started_broker = infra.ensure_broker()
+    if started_broker is None:
+        console.print("[red]could not start the local Kafka broker; see the messages above[/red]")
         return 1
-    data_dir = settings.data_dir / "bench"
-    shutil.rmtree(data_dir, ignore_errors=True)
-    data_dir.mkdir(parents=True)
-    settings = settings.model_copy(update={"data_dir": data_dir, "clickhouse_dsn": "",
-                                           "app_id": f"cem-bench-{int(time.time())}"})
-    delete_topics(settings.kafka_bootstrap, [*ALL_TOPICS, SINGLE_TOPIC])
-    infra.create_topics(settings)
-    ensure_topics(settings.kafka_bootstrap, {SINGLE_TOPIC: settings.topic_partitions})
+    settings = infra.fresh_run(settings, "bench", extra_topics=[SINGLE_TOPIC],
+                               app_id=f"cem-bench-{int(time.time())}")
+    data_dir = settings.data_dir
     reg = default_registry()
     parts = partitions_of(settings.kafka_bootstrap, list(RAW_TOPICS.values()))
-    raw_groups = list(RAW_TOPICS.values())
     r: dict[str, Any] = {"events": events, "machine": _machine()}
 
     def caught_up() -> bool:
@@ -174,13 +166,15 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console) 
         # (e) steady rate: produce time -> row visible
         progress.update(task, advance=1, description="(e) steady 5,000 events/s for 10 s")
         rss_before = {"worker": _rss_now_mb(worker.pid), "sink": _rss_now_mb(sink.pid)}
+        steady_from = time.time()
         _steady(settings, reg, parts, rate=5_000, seconds=10)
         wait_until(caught_up, 120, 0.1, "steady traffic to land", (worker, sink))
         r["rss_peak_mb"] = {"worker": _rss_peak_mb(worker.pid), "sink": _rss_peak_mb(sink.pid)}
         r["rss_growth_steady_mb"] = {k: _rss_now_mb(p.pid) - rss_before[k]
                                      for k, p in (("worker", worker), ("sink", sink))}
         stop_role(sink), stop_role(worker)
-        r["latency_row_ms"] = _latency(settings)
+        r["state_bytes_per_customer"], r["customers_with_state"] = _state_bytes(settings)
+        r["latency_row_ms"], r["latency_alert_ms"] = _latency(settings, steady_from)
         # (a) raw ceiling over the same raw topics
         progress.update(task, advance=1, description="(a) raw ceiling")
         n, secs = _raw_ceiling(settings, events + 500 + 50_000)
@@ -234,13 +228,45 @@ def _steady(settings: Settings, reg: Any, parts: dict[str, int], rate: int, seco
     pub.flush()
 
 
-def _latency(settings: Settings) -> dict[str, float]:
+def _state_bytes(settings: Settings) -> tuple[float, int]:
+    """Mean bytes of live per-customer state (latest value per key in the worker's table
+    changelog) and the number of customers holding state."""
+    from confluent_kafka import Consumer, TopicPartition
+    topic = f"{settings.app_id}-customers-changelog"
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "cem-bench-state",
+                  "enable.auto.commit": False})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        tps = [TopicPartition(topic, p, 0) for p in parts]
+        total = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+        c.assign(tps)
+        latest: dict[bytes, int] = {}
+        seen = 0
+        while seen < total:
+            msgs = c.consume(5000, 2.0)
+            if not msgs:
+                break
+            for m in msgs:
+                seen += 1
+                if m.error() is None and m.key() and not m.key().startswith(b'"__'):
+                    latest[m.key()] = len(m.value() or b"")
+        live = [v for v in latest.values() if v]
+        return (sum(live) / len(live) if live else 0.0), len(live)
+    finally:
+        c.close()
+
+
+def _latency(settings: Settings, since: float) -> tuple[dict[str, float], dict[str, float]]:
+    """Produce → row visible (touchpoints.landed_at) and receipt → alert raised (alerts.latency_ms)."""
     from .sinks.clickhouse.client import connect
     c = connect(settings.clickhouse)
     q = c.query("SELECT quantiles(0.5, 0.99)(dateDiff('millisecond', received_at, landed_at)) "
                 "FROM touchpoints WHERE source = 'bench-steady'").result_rows[0][0]
+    a = c.query("SELECT quantiles(0.5, 0.99)(latency_ms), count() FROM alerts FINAL "
+                "WHERE latency_ms IS NOT NULL AND created_at >= fromUnixTimestamp64Milli(%(t)s)",
+                parameters={"t": int(since * 1000)}).result_rows[0]
     c.close()
-    return {"p50": float(q[0]), "p99": float(q[1])}
+    return {"p50": float(q[0]), "p99": float(q[1])}, {"p50": float(a[0][0]), "p99": float(a[0][1]), "n": int(a[1])}
 
 
 def _machine() -> str:
@@ -259,12 +285,15 @@ def _print(r: dict[str, Any], console: Console) -> None:
     t.add_row("(d) cem full pipeline (worker + landing), produce → committed row", f"{r['pipeline_eps']:,.0f} events/s")
     lat = r["latency_row_ms"]
     t.add_row("(e) produce → row visible at 5,000 events/s (p50 / p99)", f"{lat['p50']:.0f} / {lat['p99']:.0f} ms")
-    t.add_row("(e) event → alert", "n/a: no detectors yet (issue 6)")
+    al = r["latency_alert_ms"]
+    t.add_row(f"(e) event received → alert raised at 5,000 events/s (p50 / p99, {al['n']} alerts)",
+              f"{al['p50']:.0f} / {al['p99']:.0f} ms")
     rss = r["rss_peak_mb"]
     g = r["rss_growth_steady_mb"]
     t.add_row("(f) peak RSS worker / sink", f"{rss['worker']:.0f} / {rss['sink']:.0f} MB")
     t.add_row("(f) RSS growth over the steady phase worker / sink", f"{g['worker']:+.1f} / {g['sink']:+.1f} MB")
-    t.add_row("(f) state bytes per active customer", "n/a: no per-customer state yet (issue 5)")
+    t.add_row("(f) state bytes per active customer (table changelog, latest value)",
+              f"{r['state_bytes_per_customer']:,.0f} B over {r['customers_with_state']:,} customers")
     for k, v in r["ratios"].items():
         t.add_row(f"(g) {k}", f"{v:.2f}×")
     console.print(t)

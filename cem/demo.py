@@ -7,7 +7,6 @@ read back from ClickHouse and the DLQ by reason. Stops the broker again if it st
 """
 from __future__ import annotations
 
-import shutil
 import time
 from collections import Counter
 
@@ -61,20 +60,15 @@ def dlq_reasons(bootstrap: str, timeout: float = 5.0) -> Counter:
 
 def run_demo(settings: Settings, customers: int, days: int, malformed: int, console: Console) -> int:
     from . import infra
-    from .connectors.kafka_admin import delete_topics
     from .procs import pipeline_lag, start_role, stop_role, wait_until
 
-    started_broker = infra.kafka("status") != 0
-    if started_broker and infra.kafka("up") != 0:
+    started_broker = infra.ensure_broker()
+    if started_broker is None:
         console.print("[red]could not start the local Kafka broker; see the messages above[/red]")
         return 1
-    run_dir = settings.data_dir / "demo"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    settings = settings.model_copy(update={"data_dir": run_dir, "clickhouse_dsn": ""})
-    console.print(f"topics: recreating {len(ALL_TOPICS)} cem topics; data in {run_dir}")
-    # the worker's table changelog too: a demo starts from a clean slate
-    delete_topics(settings.kafka_bootstrap, [*ALL_TOPICS, f"{settings.app_id}-customers-changelog"])
-    infra.create_topics(settings)
+    settings = infra.fresh_run(settings, "demo")
+    run_dir = settings.data_dir
+    console.print(f"topics: recreated {len(ALL_TOPICS)} cem topics; data in {run_dir}")
     worker = start_role("worker", settings, run_dir / "worker.log")
     sink = start_role("sink", settings, run_dir / "sink.log")
     code = 0

@@ -123,9 +123,7 @@ class Detector:
         if any(e[1] == t.event_id for e in seen):
             return None
         seen.append([t.at, t.event_id, t.channel])
-        seen.sort()
-        newest = seen[-1][0]
-        self.counts[key] = seen = [e for e in seen if e[0] >= newest - 2 * rule.window_ms]
+        seen.sort()  # pruned by the watermark only: an event may arrive up to the lateness late
         for i in range(len(seen)):  # a window of `threshold` events that contains the new one
             j = i + rule.threshold - 1
             if j < len(seen) and seen[j][0] - seen[i][0] <= rule.window_ms and \
@@ -141,9 +139,7 @@ class Detector:
         seen = self.seqs.setdefault(rule.name, [])
         for i in steps:
             seen.append([t.at, t.event_id, i])
-        seen.sort()
-        newest = seen[-1][0]
-        self.seqs[rule.name] = seen = [e for e in seen if e[0] >= newest - 2 * rule.within_ms]
+        seen.sort()  # pruned by the watermark only
         chain: list[list[Any]] = []
         for e in seen:  # earliest chain step0 < step1 < ... in event time
             if e[2] == len(chain) and (not chain or (e[0] >= chain[-1][0] and e[0] - chain[0][0] <= rule.within_ms)):

@@ -30,3 +30,28 @@ def create_topics(settings: Settings) -> list[str]:
     for topic, config in TOPIC_CONFIGS.items():
         created += ensure_topics(settings.kafka_bootstrap, {topic: settings.topic_partitions}, config=config)
     return created
+
+
+def ensure_broker() -> bool | None:
+    """Start the local broker unless one runs: True if started here (stop it after), False if it
+    was running already, None if it could not start."""
+    if kafka("status") == 0:
+        return False
+    return True if kafka("up") == 0 else None
+
+
+def fresh_run(settings: Settings, name: str, extra_topics: list[str] = (), **overrides: object) -> Settings:
+    """Settings for a clean run under <data dir>/<name>: its folder emptied, every cem topic and
+    the worker's table changelog recreated (a demo or bench starts from a clean slate)."""
+    import shutil
+    from cem.connectors.kafka_admin import delete_topics, ensure_topics
+
+    run_dir = settings.data_dir / name
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    settings = settings.model_copy(update={"data_dir": run_dir, "clickhouse_dsn": "", **overrides})
+    delete_topics(settings.kafka_bootstrap, [*ALL_TOPICS, *extra_topics, f"{settings.app_id}-customers-changelog"])
+    create_topics(settings)
+    if extra_topics:
+        ensure_topics(settings.kafka_bootstrap, {t: settings.topic_partitions for t in extra_topics})
+    return settings

@@ -157,3 +157,10 @@ def test_shuffled_input_gives_the_same_moments():
         rng.shuffle(shuffled)
         got = sorted((m.rule, tuple(sorted(m.evidence))) for m in feed(shuffled)[1])
         assert {r for r, _ in got} == {r for r, _ in ref}
+
+
+def test_an_event_arriving_minutes_late_still_completes_a_window():
+    # the third click arrives after a click of a later session: within the lateness it counts
+    _, ms = feed([t(0, "c1", "click", element="#pay"), t(300, "c2", "click", element="#pay"),
+                  t(5 * M, "later", "click", element="#pay"), t(600, "c3", "click", element="#pay")])
+    assert names(ms) == ["rage_click"] and sorted(ms[0].evidence) == ["c1", "c2", "c3"]
