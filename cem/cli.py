@@ -19,6 +19,8 @@ infra_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaf
 schemas_app = typer.Typer(no_args_is_help=True, help="Avro schemas.")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
 rules_app = typer.Typer(no_args_is_help=True, help="The negative-moment rule catalogue.")
+identity_app = typer.Typer(no_args_is_help=True, help="Identity resolution.")
+app.add_typer(identity_app, name="identity")
 app.add_typer(rules_app, name="rules")
 app.add_typer(infra_app, name="infra")
 app.add_typer(schemas_app, name="schemas")
@@ -67,6 +69,21 @@ def topics_create() -> None:
     from . import infra
     created = infra.create_topics(_settings())
     console.print(f"created: {', '.join(created) or '(all existed)'}")
+
+
+@identity_app.command("unmerge")
+def identity_unmerge(merge_id: str = typer.Argument(..., help="merge_id from identity_merges")) -> None:
+    """Reverse a merge going forward (its identifiers return to the merged-away profile)."""
+    from .streams.identity_log import find_merge, request_unmerge
+    s = _settings()
+    merge = find_merge(s.kafka_bootstrap, merge_id)
+    if merge is None or merge.get("status") != "merged":
+        console.print(f"[red]no merge {merge_id} with status 'merged' in cem.identity.merges[/red] "
+                      "(see: SELECT merge_id, winner, loser, reason FROM identity_merges FINAL WHERE status = 'merged')")
+        raise typer.Exit(1)
+    request_unmerge(s.kafka_bootstrap, merge)
+    console.print(f"unmerge of {merge_id} requested: {merge['moved']} go back to {merge['loser']}; "
+                  "the coordinator records it in identity_merges with status 'unmerged'")
 
 
 @rules_app.command("list")

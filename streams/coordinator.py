@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from cem.identity import IdentityGraph
+from cem.identity import IdentityGraph, Merge, Resolution
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record
 from cem.sinks.dlq import DeadLetters
@@ -67,6 +67,9 @@ class Coordinator:
         if control is not None:
             body = json.loads(value or b"{}")
             now = int(self._clock() * 1000)
+            if control == "unmerge":
+                self._unmerge(body["merge"], now)
+                return
             if control == "tick" and self._backlog is not None:
                 self._busy = self._backlog()
             if control == "watermark":
@@ -114,6 +117,17 @@ class Coordinator:
                 return
             except BufferError:
                 self._producer.poll(0.05)
+
+    def _unmerge(self, d: dict, now: int) -> None:
+        """Reverse a merge going forward: the identifiers it moved go back to the loser, and the
+        decision is recorded (status `unmerged`, same merge id: it replaces the merge)."""
+        m = Merge(d["merge_id"], d["winner"], d["loser"], d["event_id"], d["reason"], int(d["occurred_at"] * 1000),
+                  tuple(d.get("moved") or ()))
+        mappings = self.graph.unmerge(m)
+        undone = Merge(m.merge_id, m.winner, m.loser, m.event_id, f"unmerged by an operator: {m.reason}",
+                       m.occurred_at, m.moved, "unmerged")
+        publish_resolution(self._producer, Resolution(m.loser, tuple(mappings), ((m.loser, m.occurred_at),),
+                                                      (undone,)), now)
 
     def _advance(self, now: int) -> None:
         wm = self.sources.combined(now, self._busy)

@@ -127,3 +127,34 @@ class Replica(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
+
+
+def find_merge(bootstrap: str, merge_id: str, timeout: float = 30.0) -> dict | None:
+    """The latest record of `merge_id` in cem.identity.merges (None if absent)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cem-identity-admin", "enable.auto.commit": False})
+    try:
+        parts = c.list_topics(IDENTITY_MERGES_TOPIC, timeout=10).topics[IDENTITY_MERGES_TOPIC].partitions
+        tps = [TopicPartition(IDENTITY_MERGES_TOPIC, p, 0) for p in parts]
+        remaining = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+        c.assign(tps)
+        found = None
+        deadline = time.monotonic() + timeout
+        while remaining > 0 and time.monotonic() < deadline:
+            for m in c.consume(2000, 0.5):
+                if m.error() is None:
+                    remaining -= 1
+                    if m.key() == merge_id.encode():
+                        found = json.loads(m.value())
+        return found
+    finally:
+        c.close()
+
+
+def request_unmerge(bootstrap: str, merge: dict) -> None:
+    """Ask the coordinator (through its own input, so it stays the single writer) to undo a merge."""
+    from cem.settings import IDENTITY_LINKS_TOPIC
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    p.produce(IDENTITY_LINKS_TOPIC, value=json.dumps({"control": "unmerge", "merge": merge}).encode(),
+              partition=0, headers=[("cem-control", b"unmerge")])
+    if p.flush(30):
+        raise RuntimeError("the unmerge request was not acknowledged by Kafka")
