@@ -167,7 +167,10 @@ class Detector:
 
     def recheck(self, rules: Iterable[Rule], customer: str) -> list[Moment]:
         """After a merge joined two customers' counts: fire the windows that only the union
-        fills (the same ids a single customer would have produced)."""
+        fills (the same ids a single customer would have produced), and drop absence timers whose
+        expected event the other side had already seen."""
+        self.pending = [p for p in self.pending
+                        if not any(c == p[4] and p[2] <= at <= p[3] for at, c in self.expected.get(p[0], []))]
         new = []
         for rule in rules:
             if rule.kind != "count":

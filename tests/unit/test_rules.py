@@ -164,3 +164,15 @@ def test_an_event_arriving_minutes_late_still_completes_a_window():
     _, ms = feed([t(0, "c1", "click", element="#pay"), t(300, "c2", "click", element="#pay"),
                   t(5 * M, "later", "click", element="#pay"), t(600, "c3", "click", element="#pay")])
     assert names(ms) == ["rage_click"] and sorted(ms[0].evidence) == ["c1", "c2", "c3"]
+
+
+def test_a_merge_brings_the_refund_that_cancels_the_other_sides_timer():
+    winner, loser = Detector(), Detector()
+    winner.on_touch(RULES, "w", t(2 * D, "ri", "refund_issued", "returns", "r1", rma_id="r1"))
+    loser.on_touch(RULES, "l", t(0, "rr", "return_received", "returns", "r1", rma_id="r1"))
+    from cem.timeline import Timeline
+    tw, tl = Timeline("w", detector=winner), Timeline("l", detector=loser)
+    tw.absorb(tl)
+    tw.detector.recheck(RULES, "w")
+    new, _ = tw.detector.on_watermark(BY, "w", 6 * D)
+    assert "no_refund" not in names(new)
