@@ -34,7 +34,7 @@ AWAIT = "__await__:"
 
 class CustomerStage:
     def __init__(self, table: MutableMapping[str, Any], registry: SchemaRegistry, rows: Any,
-                 send_control: Callable[[str, dict], None], lateness_ms: int, idle_ms: int,
+                 send_control: Callable[[str, dict], None],
                  clock: Callable[[], float] = time.time, on_late: Callable[[], None] | None = None,
                  rules: tuple[Rule, ...] = (), routes: tuple[Route, ...] = (),
                  on_moment: Callable[[str, float], None] | None = None):
@@ -43,8 +43,6 @@ class CustomerStage:
         self._reader = registry.latest("touchpoint").parsed
         self._rows = rows
         self._send_control = send_control
-        self._lateness = lateness_ms
-        self._idle = idle_ms
         self._clock = clock
         self._on_late = on_late
         self._wm: dict[int, dict[str, int]] = {}
@@ -64,7 +62,7 @@ class CustomerStage:
         if w is None:
             # not restored after a restart: the input replays from committed offsets, which may
             # lie behind the last watermark; the coordinator's fresh watermarks take over
-            w = self._wm[p] = {"wm": -(1 << 62), "max": -(1 << 62), "wall": 0}
+            w = self._wm[p] = {"wm": -(1 << 62)}
         return w
 
     def _build_heap(self) -> None:
@@ -120,8 +118,6 @@ class CustomerStage:
                 self._moments += [(m, True) for m in new] + [(m, False) for m in changed]
                 if new and tl.journey is not None:
                     tl.journey.moments += [m.rule for m in new]
-            if touch.at > part["max"]:
-                part["max"] = touch.at
         for winner, tl in forwarded.items():
             self._send_control(winner, {"control": "transfer", "winner": winner, "loser": "",
                                         "timeline": tl.to_json()})

@@ -55,7 +55,6 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
                              headers=[(CONTROL, body["control"].encode())])
 
         stage = CustomerStage(table, default_registry(), rows, send_control,
-                              lateness_ms=settings.allowed_lateness_ms, idle_ms=int(settings.idle_timeout_seconds * 1000),
                               rules=load_rules(settings.rules_file), routes=load_routes(settings.rules_file),
                               on_moment=metrics.moment)
         stop = threading.Event()
