@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from .settings import ALL_TOPICS, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
+from .settings import RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings, state_topic
 
 SINGLE_TOPIC = "cem.bench.single"
 
@@ -229,31 +229,15 @@ def _steady(settings: Settings, reg: Any, parts: dict[str, int], rate: int, seco
 
 
 def _state_bytes(settings: Settings) -> tuple[float, int]:
-    """Mean bytes of live per-customer state (latest value per key in the worker's table
+    """Mean bytes of live per-customer state (latest value per key in the worker's state
     changelog) and the number of customers holding state."""
-    from confluent_kafka import Consumer, TopicPartition
-    topic = f"{settings.app_id}-customers-changelog"
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "cem-bench-state",
-                  "enable.auto.commit": False})
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        tps = [TopicPartition(topic, p, 0) for p in parts]
-        total = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
-        c.assign(tps)
-        latest: dict[bytes, int] = {}
-        seen = 0
-        while seen < total:
-            msgs = c.consume(5000, 2.0)
-            if not msgs:
-                break
-            for m in msgs:
-                seen += 1
-                if m.error() is None and m.key() and not m.key().startswith(b'"__'):
-                    latest[m.key()] = len(m.value() or b"")
-        live = [v for v in latest.values() if v]
-        return (sum(live) / len(live) if live else 0.0), len(live)
-    finally:
-        c.close()
+    from .connectors.topic_reader import read_to_end
+    latest: dict[bytes, int] = {}
+    for m in read_to_end(settings.kafka_bootstrap, state_topic(settings.app_id)):
+        if m.key() and not m.key().startswith(b"__"):
+            latest[m.key()] = len(m.value() or b"")
+    live = [v for v in latest.values() if v]
+    return (sum(live) / len(live) if live else 0.0), len(live)
 
 
 def _latency(settings: Settings, since: float) -> tuple[dict[str, float], dict[str, float]]:
@@ -292,7 +276,7 @@ def _print(r: dict[str, Any], console: Console) -> None:
     g = r["rss_growth_steady_mb"]
     t.add_row("(f) peak RSS worker / sink", f"{rss['worker']:.0f} / {rss['sink']:.0f} MB")
     t.add_row("(f) RSS growth over the steady phase worker / sink", f"{g['worker']:+.1f} / {g['sink']:+.1f} MB")
-    t.add_row("(f) state bytes per active customer (table changelog, latest value)",
+    t.add_row("(f) state bytes per active customer (state changelog, latest value)",
               f"{r['state_bytes_per_customer']:,.0f} B over {r['customers_with_state']:,} customers")
     for k, v in r["ratios"].items():
         t.add_row(f"(g) {k}", f"{v:.2f}×")

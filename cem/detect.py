@@ -194,6 +194,8 @@ class Detector:
 
     # -- event time passes ------------------------------------------------------------------------
     def on_watermark(self, rules_by_name: dict[str, Rule], customer: str, wm: int) -> tuple[list[Moment], list[Moment]]:
+        if not (self.pending or self.open or self.signals or self.expected or self.fired or self.counts or self.seqs):
+            return [], []
         new: list[Moment] = []
         keep = []
         for p in self.pending:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from .settings import ALL_TOPICS, Settings
+from .settings import ALL_TOPICS, Settings, state_topic
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_SH = REPO / "scripts" / "kafka.sh"
@@ -42,7 +42,7 @@ def ensure_broker() -> bool | None:
 
 def fresh_run(settings: Settings, name: str, extra_topics: list[str] = (), **overrides: object) -> Settings:
     """Settings for a clean run under <data dir>/<name>: its folder emptied, every cem topic and
-    the worker's table changelog recreated (a demo or bench starts from a clean slate)."""
+    the worker's state changelog recreated (a demo or bench starts from a clean slate)."""
     import shutil
     from cem.connectors.kafka_admin import delete_topics, ensure_topics
 
@@ -50,7 +50,7 @@ def fresh_run(settings: Settings, name: str, extra_topics: list[str] = (), **ove
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     settings = settings.model_copy(update={"data_dir": run_dir, "clickhouse_dsn": "", **overrides})
-    delete_topics(settings.kafka_bootstrap, [*ALL_TOPICS, *extra_topics, f"{settings.app_id}-customers-changelog"])
+    delete_topics(settings.kafka_bootstrap, [*ALL_TOPICS, *extra_topics, state_topic(settings.app_id)])
     create_topics(settings)
     if extra_topics:
         ensure_topics(settings.kafka_bootstrap, {t: settings.topic_partitions for t in extra_topics})

@@ -79,6 +79,13 @@ CUSTOMERS_TOPIC = "cem.customers"
 ALL_TOPICS = (*RAW_TOPICS.values(), TOUCHPOINTS_TOPIC, DLQ_TOPIC, IDENTITY_LINKS_TOPIC, IDENTITY_MAP_TOPIC,
               IDENTITY_MERGES_TOPIC, SESSIONS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, ALERTS_TOPIC,
               CUSTOMERS_TOPIC)
+
+
+def state_topic(app_id: str) -> str:
+    """The customer stage's compacted state changelog (one per app id, created by the worker)."""
+    return f"{app_id}-customer-state"
+
+
 #: Topics whose partition count is fixed regardless of CEM_TOPIC_PARTITIONS.
 FIXED_PARTITIONS = {IDENTITY_LINKS_TOPIC: 1}
 TOPIC_CONFIGS = {IDENTITY_MAP_TOPIC: {"cleanup.policy": "compact"}}

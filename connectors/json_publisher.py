@@ -31,19 +31,21 @@ class JsonRowPublisher:
             self._send(tp)
 
     def _send(self, tp: tuple[str, int]) -> None:
-        lines = self._buffers.pop(tp)
-        value = b"\n".join(lines)
+        self.produce(tp[0], tp[1], None, b"\n".join(self._buffers.pop(tp)))
 
-        def delivered(err: Any, msg: Any) -> None:
-            if err is not None:
-                self._failed.append(str(err))
-
+    def produce(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+        """One record outside the row batches (e.g. a state changelog entry, value None = a
+        tombstone), under the same delivery tracking: `flush` raises if it was not acked."""
         while True:
             try:
-                self._producer.produce(tp[0], value=value, partition=tp[1], on_delivery=delivered)
+                self._producer.produce(topic, key=key, value=value, partition=partition, on_delivery=self._delivered)
                 return
             except BufferError:
                 self._producer.poll(0.05)
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._failed.append(str(err))
 
     def flush(self, timeout: float = 30.0) -> None:
         for tp in list(self._buffers):

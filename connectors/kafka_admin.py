@@ -69,7 +69,7 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10
             try:
                 committed = consumer.committed(tps, timeout=timeout)
                 break
-            except KafkaException as err:
+            except KafkaException:
                 if attempt == 19:
                     raise
                 time.sleep(0.25)

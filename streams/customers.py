@@ -1,8 +1,9 @@
 """The customer stage (free of Faust): cem.touchpoints (keyed by canonical customer) → open
 sessions and journeys per customer on event time → cem.sessions, cem.journeys.
 
-State is one `Timeline` per customer in a changelogged table (a plain MutableMapping here; a
-Faust Table in the worker), written once per changed customer per record. Event time comes from
+State is one `Timeline` per customer in a `KeyedState` (live objects in memory; the worker
+makes it durable through its own changelog topic): a Timeline is decoded only when its partition
+is restored and encoded once per changed customer per flush. Event time comes from
 `watermark` control records: the coordinator combines the raw partitions' watermarks (min over
 the non-idle ones, the wall clock when all are idle) and appends them behind the events they
 cover, so a watermark never overtakes an event still in flight, however fast a replay runs.
@@ -17,15 +18,16 @@ from __future__ import annotations
 import heapq
 import json
 import time
-from typing import Any, Callable, MutableMapping
+from typing import Any, Callable
 
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record
 from cem.sessions import Session, touch_of
 from cem.timeline import Changes, Timeline
 from cem.detect import Moment
-from cem.rules import Route, Rule, route
+from cem.rules import Route, Rule, by_event_type, route
 from cem.settings import ALERTS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC
+from .state import KeyedState
 
 CONTROL = "cem-control"
 ALIAS = "__alias__:"
@@ -33,7 +35,7 @@ AWAIT = "__await__:"
 
 
 class CustomerStage:
-    def __init__(self, table: MutableMapping[str, Any], registry: SchemaRegistry, rows: Any,
+    def __init__(self, table: KeyedState, registry: SchemaRegistry, rows: Any,
                  send_control: Callable[[str, dict], None],
                  clock: Callable[[], float] = time.time, on_late: Callable[[], None] | None = None,
                  rules: tuple[Rule, ...] = (), routes: tuple[Route, ...] = (),
@@ -48,10 +50,11 @@ class CustomerStage:
         self._wm: dict[int, dict[str, int]] = {}
         self._heaps: dict[int, list[tuple[int, str]]] = {}
         self._seq = 0
-        self._heap_built = False
+        self._revoked: set[int] = set()
         self.late = 0
         self._rules = rules
         self._rules_by_name = {r.name: r for r in rules}
+        self._rules_by_type = by_event_type(rules)
         self._routes = routes
         self._on_moment = on_moment
         self._moments: list[tuple[Moment, bool]] = []  # (moment, is new) to publish
@@ -65,20 +68,37 @@ class CustomerStage:
             w = self._wm[p] = {"wm": -(1 << 62)}
         return w
 
-    def _build_heap(self) -> None:
-        # after a restart the table is restored from its changelog: re-arm every deadline
-        for key, value in list(self.table.items()):
-            if isinstance(key, str) and not key.startswith("__") and isinstance(value, dict) and value:
-                d = Timeline.from_json(value).next_deadline()
+    def _open(self, partition: int) -> None:
+        # first record of a partition since it was assigned: restore its state from the
+        # changelog and re-arm every deadline of it
+        heap = self._heaps.setdefault(partition, [])
+        for key in self.table.open(partition):
+            tl = self.table.get(key)
+            if isinstance(tl, Timeline):
+                d = tl.next_deadline()
                 if d is not None:
-                    heapq.heappush(self._heaps.setdefault(value.get("p", 0), []), (d, key))
-        self._heap_built = True
+                    heapq.heappush(heap, (d, key))
+
+    def revoke(self, partitions: set[int]) -> None:
+        """These partitions went to another worker: forget their state, deadlines and watermarks
+        before the next record (called from a rebalance callback, possibly while a flush runs in a
+        thread, so it only takes note; `process` applies it)."""
+        self._revoked |= partitions
+
+    def _apply_revokes(self) -> None:
+        revoked, self._revoked = self._revoked, set()
+        for p in revoked:
+            self.table.close(p)
+            self._heaps.pop(p, None)
+            self._wm.pop(p, None)
 
     # -- records ----------------------------------------------------------------------------------
     def process(self, value: bytes | None, topic: str, partition: int, offset: int,
                 headers: list | None = None) -> None:
-        if not self._heap_built:
-            self._build_heap()
+        if self._revoked:
+            self._apply_revokes()
+        if not self.table.is_open(partition):
+            self._open(partition)
         control = next((v.decode() for k, v in (headers or []) if k == CONTROL), None)
         if control is not None:
             self._control(control, json.loads(value or b"{}"), partition)
@@ -114,7 +134,7 @@ class CustomerStage:
             added = tl.add(touch, wm)
             changes.extend(added)
             if added.accepted and self._rules:
-                new, changed = tl.detector.on_touch(self._rules, customer, touch, ev.get("received_at"))
+                new, changed = tl.detector.on_touch(self._rules_by_type.get(touch.event_type, ()), customer, touch, ev.get("received_at"))
                 self._moments += [(m, True) for m in new] + [(m, False) for m in changed]
                 if new and tl.journey is not None:
                     tl.journey.moments += [m.rule for m in new]
@@ -130,26 +150,26 @@ class CustomerStage:
             self._finish(partition, {}, Changes())
         elif kind == "merge":
             loser, winner = body["loser"], body["winner"]
-            self.table[ALIAS + loser] = winner
-            value = self.table.get(loser)
-            if value:
-                self._drop(loser)
+            self.table.put(ALIAS + loser, winner, partition)
+            tl = self.table.get(loser)
+            if tl is not None:
+                self._drop(loser, partition)
             # always answer, even with nothing: the winner waits for this
             self._send_control(winner, {"control": "transfer", "winner": winner, "loser": loser,
-                                        "timeline": value or None})
+                                        "timeline": tl.to_json() if tl is not None else None})
         elif kind == "await":
             waiting = list(self.table.get(AWAIT + body["winner"]) or [])
             if body["loser"] not in waiting:
                 waiting.append(body["loser"])
-            self.table[AWAIT + body["winner"]] = waiting
+            self.table.put(AWAIT + body["winner"], waiting, partition)
         elif kind == "transfer":
             winner = body["winner"]
             if body.get("loser"):
                 waiting = [x for x in (self.table.get(AWAIT + winner) or []) if x != body["loser"]]
                 if waiting:
-                    self.table[AWAIT + winner] = waiting
+                    self.table.put(AWAIT + winner, waiting, partition)
                 else:
-                    self._drop(AWAIT + winner)
+                    self._drop(AWAIT + winner, partition)
             tl = self._load(winner)
             changes = tl.absorb(Timeline.from_json(body["timeline"])) if body.get("timeline") else Changes()
             if body.get("timeline") and self._rules:
@@ -157,14 +177,10 @@ class CustomerStage:
             self._finish(partition, {winner: tl}, changes)
 
     def _load(self, customer: str) -> Timeline:
-        value = self.table.get(customer)
-        return Timeline.from_json(value) if value else Timeline(customer)
+        return self.table.get(customer) or Timeline(customer)
 
-    def _drop(self, customer: str) -> None:
-        try:
-            del self.table[customer]
-        except KeyError:
-            pass
+    def _drop(self, key: str, partition: int) -> None:
+        self.table.delete(key, partition)
 
     def _finish(self, partition: int, dirty: dict[str, Timeline], changes: Changes) -> None:
         part = self._part(partition)
@@ -180,12 +196,9 @@ class CustomerStage:
             if self.table.get(AWAIT + customer):
                 held.append((deadline, customer))  # a merge is handing state over: not yet
                 continue
-            tl = dirty.get(customer)
+            tl = dirty.get(customer) or self.table.get(customer)
             if tl is None:
-                value = self.table.get(customer)
-                if not value:
-                    continue
-                tl = Timeline.from_json(value)
+                continue
             changes.extend(tl.advance(wm))
             self._detect_time(customer, tl, wm)
             dirty[customer] = tl
@@ -193,14 +206,12 @@ class CustomerStage:
             heapq.heappush(heap, item)
         for customer, tl in dirty.items():  # one table write per changed customer
             if tl.subjects or tl.journey is not None or tl.recent or not tl.detector.empty():
-                value = tl.to_json()
-                value["p"] = partition
-                self.table[customer] = value
+                self.table.put(customer, tl, partition)
                 d = tl.next_deadline()
                 if d is not None:
                     heapq.heappush(heap, (d, customer))
             else:
-                self._drop(customer)
+                self._drop(customer, partition)
         self._emit(changes, dirty)
 
     def _detect_time(self, customer: str, tl: Timeline, wm: int) -> None:
@@ -251,7 +262,18 @@ class CustomerStage:
         return int(self._clock() * 1000) * 1000 + self._seq % 1000
 
     def flush(self) -> None:
+        """State changes first, then everything is flushed: the caller acks after this returns."""
+        self.table.flush()
         self._rows.flush()
+
+
+def encode_state(key: str, value: Any) -> bytes:
+    return json.dumps(value.to_json() if isinstance(value, Timeline) else value, separators=(",", ":")).encode()
+
+
+def decode_state(key: str, raw: bytes) -> Any:
+    d = json.loads(raw)
+    return d if key.startswith("__") else Timeline.from_json(d)
 
 
 def session_row(s: Session, customer: str, status: str, version: int) -> dict[str, Any]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from cem.connectors.topic_reader import read_to_end
 from cem.identity import IdentityGraph, Merge, Resolution
 from cem.settings import IDENTITY_MAP_TOPIC, IDENTITY_MERGES_TOPIC
 
@@ -65,35 +65,22 @@ def _apply(graph: IdentityGraph, key: bytes, value: bytes | None) -> None:
         graph.apply(k, value.decode() if value is not None else None)
 
 
-def _consumer(bootstrap: str) -> tuple[Consumer, list[TopicPartition], dict[int, int]]:
+def _consumer(bootstrap: str) -> Consumer:
+    """Follows every partition of the changelog from its beginning (the Replica's reader)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cem-identity-replica",
                   "enable.auto.commit": False, "enable.partition.eof": False})
     parts = c.list_topics(IDENTITY_MAP_TOPIC, timeout=30).topics[IDENTITY_MAP_TOPIC].partitions
-    tps = [TopicPartition(IDENTITY_MAP_TOPIC, p, 0) for p in parts]
-    ends = {tp.partition: c.get_watermark_offsets(tp, timeout=30)[1] for tp in tps}
-    c.assign(tps)
-    return c, tps, ends
+    c.assign([TopicPartition(IDENTITY_MAP_TOPIC, p, 0) for p in parts])
+    return c
 
 
 def load_graph(bootstrap: str, graph: IdentityGraph, timeout: float = 300.0) -> int:
     """Replay the changelog up to its current end into `graph`; returns records applied.
     The coordinator calls this before deciding anything."""
-    c, _, ends = _consumer(bootstrap)
-    positions = {p: 0 for p in ends}
     n = 0
-    deadline = time.monotonic() + timeout
-    try:
-        while any(positions[p] < ends[p] for p in ends):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"identity changelog not replayed within {timeout:.0f} s")
-            for m in c.consume(5000, 0.5):
-                if m.error():
-                    continue
-                _apply(graph, m.key(), m.value())
-                positions[m.partition()] = m.offset() + 1
-                n += 1
-    finally:
-        c.close()
+    for m in read_to_end(bootstrap, IDENTITY_MAP_TOPIC, timeout=timeout):
+        _apply(graph, m.key(), m.value())
+        n += 1
     return n
 
 
@@ -112,7 +99,7 @@ class Replica(threading.Thread):
     def run(self) -> None:
         while not self._halt.is_set():
             try:
-                c, _, _ = _consumer(self._servers)
+                c = _consumer(self._servers)
                 try:
                     while not self._halt.is_set():
                         for m in c.consume(5000, 0.2):
@@ -131,23 +118,11 @@ class Replica(threading.Thread):
 
 def find_merge(bootstrap: str, merge_id: str, timeout: float = 30.0) -> dict | None:
     """The latest record of `merge_id` in cem.identity.merges (None if absent)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cem-identity-admin", "enable.auto.commit": False})
-    try:
-        parts = c.list_topics(IDENTITY_MERGES_TOPIC, timeout=10).topics[IDENTITY_MERGES_TOPIC].partitions
-        tps = [TopicPartition(IDENTITY_MERGES_TOPIC, p, 0) for p in parts]
-        remaining = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
-        c.assign(tps)
-        found = None
-        deadline = time.monotonic() + timeout
-        while remaining > 0 and time.monotonic() < deadline:
-            for m in c.consume(2000, 0.5):
-                if m.error() is None:
-                    remaining -= 1
-                    if m.key() == merge_id.encode():
-                        found = json.loads(m.value())
-        return found
-    finally:
-        c.close()
+    found = None
+    for m in read_to_end(bootstrap, IDENTITY_MERGES_TOPIC, timeout=timeout):
+        if m.key() == merge_id.encode():
+            found = json.loads(m.value())
+    return found
 
 
 def request_unmerge(bootstrap: str, merge: dict) -> None:

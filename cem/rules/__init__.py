@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -127,6 +127,22 @@ def parse_rule(spec: Mapping[str, Any]) -> Rule:
     return Rule(**common, trigger=_match(spec.get("trigger"), name, "trigger"),
                 expected=_match(spec.get("expected"), name, "expected"), correlate=correlate,
                 within_ms=duration_ms(spec.get("within"), name, "within"))
+
+
+def event_types(rule: Rule) -> frozenset[str]:
+    """Every event type that can change the rule's state (match, steps, trigger, expected)."""
+    matches = [rule.match, rule.trigger, rule.expected, *rule.steps]
+    return frozenset(t for m in matches if m is not None for t in m.event_types)
+
+
+def by_event_type(rules: Iterable[Rule]) -> dict[str, tuple[Rule, ...]]:
+    """Rules indexed by the event types they look at, in catalog order: a touch is offered
+    only to the rules that could fire on it."""
+    index: dict[str, list[Rule]] = {}
+    for rule in rules:
+        for t in event_types(rule):
+            index.setdefault(t, []).append(rule)
+    return {t: tuple(rs) for t, rs in index.items()}
 
 
 def load_rules(path: Path | None = None) -> tuple[Rule, ...]:

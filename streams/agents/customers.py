@@ -1,10 +1,13 @@
-"""The customer agent: cem.touchpoints → sessions and journeys (and, later, negative moments).
+"""The customer agent: cem.touchpoints → sessions, journeys, negative moments and alerts.
 
-State: one Faust Table (`customers`, memory store, changelogged) holding a Timeline per
-customer plus each partition's watermark; written from the stream, so every write lands in the
-changelog partition of the record being processed. Event time arrives as `watermark` control
-records from the coordinator; a ticker thread sends it wall-clock `tick`s every `tick_seconds`
-so idleness is noticed even when no records come.
+State: a `KeyedState` holding a Timeline per customer (live objects in memory), made durable in
+the compacted topic `<app_id>-customer-state` (same partition count as cem.touchpoints; a key
+lives in the partition of the record that wrote it). The changelog records of a group of input
+records are produced with the same confluent-kafka producer as the output rows and flushed with
+them before the input is acked; a partition is restored from its changelog before its first
+record after an assignment and forgotten when it is revoked. Event time arrives as `watermark`
+control records from the coordinator; a ticker thread sends it wall-clock `tick`s every
+`tick_seconds` so idleness is noticed even when no records come.
 """
 from __future__ import annotations
 
@@ -16,15 +19,17 @@ import faust
 from confluent_kafka import Producer
 
 from cem.connectors.json_publisher import JsonRowPublisher
-from cem.connectors.kafka_admin import partitions_of
+from cem.connectors.kafka_admin import ensure_topics, partitions_of
 from cem.connectors.partitioning import partition_for
 from cem.connectors.publisher import producer_config
+from cem.connectors.topic_reader import read_to_end
 from cem.schemas.registry import default_registry
 from cem import metrics
 from cem.rules import load_routes, load_rules
 from cem.settings import (ALERTS_TOPIC, IDENTITY_LINKS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC,
-                          TOUCHPOINTS_TOPIC, Settings)
-from cem.streams.customers import CONTROL, CustomerStage
+                          TOUCHPOINTS_TOPIC, Settings, state_topic)
+from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
+from cem.streams.state import KeyedState
 from .ingest import run_agent
 
 
@@ -39,15 +44,22 @@ def ticker(bootstrap: str, every: float, stop: threading.Event) -> None:
 
 
 def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settings) -> None:
-    table = app.Table("customers", default=None, partitions=settings.topic_partitions,
-                      schema=faust.Schema(key_serializer="json", value_serializer="json"))
     state: dict[str, object] = {}
+    changelog = state_topic(settings.app_id)
 
     def build() -> CustomerStage:
         producer = Producer(producer_config(settings.kafka_bootstrap))
         parts = partitions_of(settings.kafka_bootstrap, [SESSIONS_TOPIC, JOURNEYS_TOPIC, TOUCHPOINTS_TOPIC,
                                                          MOMENTS_TOPIC, ALERTS_TOPIC])
         rows = JsonRowPublisher(producer, parts)
+        ensure_topics(settings.kafka_bootstrap, {changelog: parts[TOUCHPOINTS_TOPIC]},
+                      config={"cleanup.policy": "compact"})
+
+        def load(p: int):  # noqa: ANN202
+            return ((m.key(), m.value()) for m in read_to_end(settings.kafka_bootstrap, changelog, [p], 600))
+
+        table = KeyedState(encode_state, decode_state, load,
+                           lambda p, key, value: rows.produce(changelog, p, key, value))
 
         def send_control(key: str, body: dict) -> None:
             producer.produce(TOUCHPOINTS_TOPIC, key=key.encode(), value=json.dumps(body).encode(),
@@ -61,6 +73,12 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
         threading.Thread(target=ticker, args=(settings.kafka_bootstrap, settings.tick_seconds, stop),
                          daemon=True, name="cem-ticker").start()
         return stage
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: object, revoked: set, **kwargs: object) -> None:
+        stage = state.get("p")
+        if isinstance(stage, CustomerStage):
+            stage.revoke({tp.partition for tp in revoked if tp.topic == TOUCHPOINTS_TOPIC})
 
     @app.agent(touchpoints, concurrency=1, name="customers")
     async def customers(stream: faust.StreamT) -> None:

@@ -3,7 +3,6 @@ bounded burst of 1,000 concurrent requests on loopback."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections import Counter

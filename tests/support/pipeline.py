@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, TopicPartition
 
-from cem.connectors.kafka_admin import group_lag
 from cem.procs import start_role, stop_role, wait_until
-from cem.settings import RAW_TOPICS, TOUCHPOINTS_TOPIC
 
 
 def start(role: str, settings, name: str | None = None, *args: str, **env: str):
@@ -34,22 +32,10 @@ def end_offsets(bootstrap: str, topic: str) -> int:
 __all__ = ["start", "stop_role", "caught_up", "wait_caught_up", "end_offsets", "wait_until"]
 
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list:
+def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list:
     """Every record currently in `topic` (confluent-kafka Message objects), from offset 0."""
-    import time as _time
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cem-test-reader", "enable.auto.commit": False})
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        tps = [TopicPartition(topic, p, 0) for p in parts]
-        total = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
-        c.assign(tps)
-        out: list = []
-        deadline = _time.monotonic() + timeout
-        while len(out) < total and _time.monotonic() < deadline:
-            out.extend(m for m in c.consume(1000, 0.5) if m.error() is None)
-        return out
-    finally:
-        c.close()
+    from cem.connectors.topic_reader import read_to_end
+    return list(read_to_end(bootstrap, topic, timeout=timeout))
 
 
 def raw_events(bootstrap: str, topic: str) -> list[dict]:

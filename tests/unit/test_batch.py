@@ -7,7 +7,6 @@ from cem.generator import touchpoints
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import DecodeError, container_schema_json, encode_batch
 from cem.sinks.batch import PartitionBatch
-import json
 
 W = default_registry().latest("touchpoint")
 COLUMNS = frozenset(f["name"] for f in W.raw["fields"])

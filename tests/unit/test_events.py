@@ -1,5 +1,3 @@
-import time
-
 import pytest
 
 from cem.events import CHANNELS, EVENT_TYPES, validate

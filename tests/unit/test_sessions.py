@@ -2,7 +2,6 @@
 timers close sessions with no further events; merges absorb open state."""
 from __future__ import annotations
 
-import random
 
 from hypothesis import given, settings, strategies as st
 
