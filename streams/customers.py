@@ -262,7 +262,11 @@ class CustomerStage:
         return int(self._clock() * 1000) * 1000 + self._seq % 1000
 
     def flush(self) -> None:
-        """State changes first, then everything is flushed: the caller acks after this returns."""
+        """Output first, state second, both acknowledged before this returns (the caller acks its
+        input after it). A crash in between leaves the state behind the output, never ahead of
+        it: the replayed input then re-derives the same rows (deterministic ids, idempotent
+        landing) instead of finding its moments already recorded as fired and staying silent."""
+        self._rows.flush()
         self.table.flush()
         self._rows.flush()
 
