@@ -162,6 +162,14 @@ def sink(idle_exit: Optional[float] = typer.Option(None, help="Exit after this m
 
 
 @app.command()
+def notify(idle_exit: Optional[float] = typer.Option(None, help="Exit after this many idle seconds.")) -> None:
+    """Deliver alerts to the owner teams' webhooks (CEM_WEBHOOK_ENDPOINTS), signed, retried, never twice."""
+    from .sinks.webhooks import run_notify
+    d = run_notify(_settings(), idle_exit=idle_exit)
+    console.print(f"delivered {d.delivered} webhook(s); parked {d.parked}")
+
+
+@app.command()
 def collector() -> None:
     """Run the HTTP collector (POST /v1/events, /healthz, /metrics)."""
     from .connectors.collector import run_collector

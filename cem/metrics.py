@@ -15,6 +15,8 @@ SINK_ERRORS = Counter("cem_sink_insert_errors_total", "ClickHouse inserts that f
 MOMENTS = Counter("cem_moments_total", "Negative moments detected", ["rule"])
 ALERT_LATENCY = Histogram("cem_alert_latency_seconds", "From the triggering event's receipt to its alert",
                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+WEBHOOKS = Counter("cem_webhook_deliveries_total", "Alert webhook outcomes (delivered, retried, parked)",
+                   ["outcome"])
 CONSUMER_LAG = Gauge("cem_consumer_lag_records", "Records behind the log end", ["topic", "partition"])
 
 
@@ -32,6 +34,10 @@ def moment(rule: str, latency_seconds: float) -> None:
     MOMENTS.labels(rule).inc()
     if latency_seconds >= 0:
         ALERT_LATENCY.observe(latency_seconds)
+
+
+def webhook(outcome: str) -> None:
+    WEBHOOKS.labels(outcome).inc()
 
 
 def serve(port: int) -> None:

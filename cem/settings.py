@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     collector_max_body_bytes: int = Field(1024 * 1024, ge=1024)
     collector_max_event_bytes: int = Field(32 * 1024, ge=256)
     collector_max_batch_events: int = Field(500, ge=1)
+    webhook_endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description='Team -> alert webhook URL, as JSON: {"customer-care": "https://…", "*": "https://…"}.')
+    webhook_secret: SecretStr = Field(SecretStr("dev-webhook-secret"),
+                                      description="HMAC-SHA256 key of the Cem-Signature header.")
+    webhook_max_attempts: int = Field(8, ge=1, description="Attempts before a delivery is parked.")
+    webhook_backoff_seconds: float = Field(1.0, gt=0, description="First retry delay (doubles, jittered).")
+    webhook_backoff_max_seconds: float = Field(300.0, gt=0, description="Longest retry delay.")
+    webhook_timeout_seconds: float = Field(5.0, gt=0, description="HTTP timeout of one attempt.")
+    notify_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem notify` (0 = off).")
 
     @model_validator(mode="after")
     def _reject_unknown_env(self) -> "Settings":
@@ -76,9 +86,11 @@ JOURNEYS_TOPIC = "cem.journeys"
 MOMENTS_TOPIC = "cem.moments"
 ALERTS_TOPIC = "cem.alerts"
 CUSTOMERS_TOPIC = "cem.customers"
+#: Compacted ledger of webhook deliveries (delivery id -> outcome): a replay never pages twice.
+DELIVERIES_TOPIC = "cem.alerts.deliveries"
 ALL_TOPICS = (*RAW_TOPICS.values(), TOUCHPOINTS_TOPIC, DLQ_TOPIC, IDENTITY_LINKS_TOPIC, IDENTITY_MAP_TOPIC,
               IDENTITY_MERGES_TOPIC, SESSIONS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, ALERTS_TOPIC,
-              CUSTOMERS_TOPIC)
+              CUSTOMERS_TOPIC, DELIVERIES_TOPIC)
 
 
 def state_topic(app_id: str) -> str:
@@ -88,4 +100,4 @@ def state_topic(app_id: str) -> str:
 
 #: Topics whose partition count is fixed regardless of CEM_TOPIC_PARTITIONS.
 FIXED_PARTITIONS = {IDENTITY_LINKS_TOPIC: 1}
-TOPIC_CONFIGS = {IDENTITY_MAP_TOPIC: {"cleanup.policy": "compact"}}
+TOPIC_CONFIGS = {IDENTITY_MAP_TOPIC: {"cleanup.policy": "compact"}, DELIVERIES_TOPIC: {"cleanup.policy": "compact"}}

@@ -159,6 +159,12 @@ def load_rules(path: Path | None = None) -> tuple[Rule, ...]:
     return rules
 
 
+#: Every alert goes to cem.alerts and ClickHouse; a webhook goes out when the team has an
+#: endpoint configured (CEM_WEBHOOK_ENDPOINTS). A route may narrow this list.
+DEFAULT_DELIVERY = ("topic", "clickhouse", "webhook")
+DELIVERIES = frozenset(DEFAULT_DELIVERY)
+
+
 @dataclass(frozen=True)
 class Route:
     """Routing-table entry: which team gets a rule's alerts for a channel/store ('*' = any)."""
@@ -167,7 +173,7 @@ class Route:
     store: str = "*"
     team: str | None = None
     severity: str | None = None
-    delivery: tuple[str, ...] = ("topic", "clickhouse")
+    delivery: tuple[str, ...] = DEFAULT_DELIVERY
 
     def matches(self, rule: str, channel: str, store: str | None) -> bool:
         return (self.rule in ("*", rule) and self.channel in ("*", channel)
@@ -181,8 +187,11 @@ def load_routes(path: Path | None = None) -> tuple[Route, ...]:
         unknown = set(r) - {"rule", "channel", "store", "team", "severity", "delivery"}
         if unknown:
             raise RuleError(f"route[{i}]", sorted(unknown)[0], "unknown key")
+        bad = set(r.get("delivery", ())) - DELIVERIES
+        if bad:
+            raise RuleError(f"route[{i}]", "delivery", f"unknown delivery {sorted(bad)[0]!r}; use {', '.join(DEFAULT_DELIVERY)}")
         routes.append(Route(r.get("rule", "*"), r.get("channel", "*"), r.get("store", "*"), r.get("team"),
-                            r.get("severity"), tuple(r.get("delivery", ("topic", "clickhouse")))))
+                            r.get("severity"), tuple(r.get("delivery", DEFAULT_DELIVERY))))
     return tuple(routes)
 
 
@@ -191,4 +200,4 @@ def route(rule: Rule, channel: str, store: str | None, routes: Iterable[Route]) 
     for r in routes:
         if r.matches(rule.name, channel, store):
             return r.team or rule.team, r.severity or rule.severity, r.delivery
-    return rule.team, rule.severity, ("topic", "clickhouse")
+    return rule.team, rule.severity, DEFAULT_DELIVERY

@@ -1,0 +1,151 @@
+"""Alert webhooks on the real pipeline: a local HTTP receiver that refuses at first, the worker
+and `cem notify` both SIGKILLed and restarted, the alert stream replayed — and still exactly one
+accepted (2xx) delivery per alert version, every one correctly signed."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from confluent_kafka import Producer
+
+from cem.connectors.generate import publish_events
+from cem.connectors.kafka_admin import group_lag, partitions_of
+from cem.schemas.registry import default_registry
+from cem.settings import ALERTS_TOPIC, DELIVERIES_TOPIC, DLQ_TOPIC, RAW_TOPICS
+from cem.webhooks import verify
+from tests.support.pipeline import read_topic, start, stop_role, wait_until
+
+pytestmark = pytest.mark.integration
+SECRET = "test-webhook-secret"
+
+
+class Receiver:
+    """Counts what it accepted per delivery id. Mode 'down': 503 to everything; 'flaky': 500 to
+    the first attempt of each delivery, then 200. It does not deduplicate: a second accepted
+    delivery of one id shows up as a count of 2."""
+
+    def __init__(self) -> None:
+        self.mode = "down"
+        self.accepted: Counter = Counter()
+        self.attempts: Counter = Counter()
+        self.bad_signatures = 0
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                did = self.headers["Cem-Delivery-Id"]
+                ok = verify(SECRET.encode(), int(self.headers["Cem-Timestamp"]), body,
+                            self.headers["Cem-Signature"], now=int(time.time()))
+                with outer.lock:
+                    outer.attempts[did] += 1
+                    if not ok:
+                        outer.bad_signatures += 1
+                        code = 401
+                    elif outer.mode == "down" or outer.attempts[did] == 1:
+                        code = 503 if outer.mode == "down" else 500
+                    else:
+                        code = 200
+                        outer.accepted[did] += 1
+                self.send_response(code)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/cem"
+
+
+def payment_failures(prefix: str, n: int, at: int) -> list[dict]:
+    return [{"event_id": f"{prefix}-{i}", "event_type": "payment_failed", "channel": "web", "occurred_at": at + i,
+             "received_at": at + i, "source": "story", "identifiers": {"anonymous_id": f"{prefix}-anon-{i}"},
+             "web": {"url": "/checkout", "amount_cents": 1999, "currency": "EUR"}} for i in range(n)]
+
+
+def webhook_alerts(s) -> set[str]:
+    ids = set()
+    for m in read_topic(s.kafka_bootstrap, ALERTS_TOPIC):
+        for line in m.value().splitlines():
+            a = json.loads(line)
+            if "webhook" in a["delivery"]:
+                ids.add(f"{a['alert_id']}:{a['status']}")
+    return ids
+
+
+def test_each_alert_is_accepted_exactly_once_through_failures_kills_and_a_replay(cem_settings):
+    s = cem_settings
+    rx = Receiver()
+    env = {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": rx.url}), "CEM_WEBHOOK_SECRET": SECRET,
+           "CEM_WEBHOOK_BACKOFF_SECONDS": "0.2", "CEM_WEBHOOK_BACKOFF_MAX_SECONDS": "0.5",
+           "CEM_WEBHOOK_MAX_ATTEMPTS": "100"}
+    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    reg = default_registry()
+    now = int(time.time() * 1000) - 60_000
+    worker = start("worker", s, "worker-1")
+    notify = start("notify", s, "notify-1", **env)
+    try:
+        publish_events(s.kafka_bootstrap, payment_failures("a", 15, now), reg, parts)
+        # the endpoint is down: every alert is attempted, none accepted
+        wait_until(lambda: len(rx.attempts) >= 15 and min(rx.attempts.values()) >= 2, 120, 0.2,
+                   "first attempts against the failing endpoint", (worker, notify))
+        os.killpg(notify.pid, signal.SIGKILL)
+        notify.wait()
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        worker = start("worker", s, "worker-2")
+        notify = start("notify", s, "notify-2", **env)
+        rx.mode = "flaky"
+        publish_events(s.kafka_bootstrap, payment_failures("b", 15, now + 1_000), reg, parts)
+        wait_until(lambda: len(rx.accepted) >= 30, 180, 0.2, "30 accepted deliveries", (worker, notify))
+        # replay the whole alert stream, as a worker restarting from old offsets would
+        p = Producer({"bootstrap.servers": s.kafka_bootstrap})
+        for m in read_topic(s.kafka_bootstrap, ALERTS_TOPIC):
+            p.produce(ALERTS_TOPIC, value=m.value(), partition=m.partition())
+        assert p.flush(30) == 0
+        wait_until(lambda: group_lag(s.kafka_bootstrap, f"{s.app_id}-notify", [ALERTS_TOPIC]) == 0, 120, 0.2,
+                   "the dispatcher to read the replay", (worker, notify))
+        time.sleep(3)  # time for a wrong second delivery to happen
+    finally:
+        stop_role(notify), stop_role(worker)
+    expected = webhook_alerts(s)
+    assert len(expected) == 30
+    assert set(rx.accepted) == expected
+    assert all(n == 1 for n in rx.accepted.values()), rx.accepted.most_common(3)
+    assert rx.bad_signatures == 0
+    assert all(rx.attempts[d] >= 2 for d in expected)  # every one went through a retry
+    ledger = {m.key().decode(): json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, DELIVERIES_TOPIC)}
+    assert set(ledger) == expected and {v["outcome"] for v in ledger.values()} == {"delivered"}
+    assert not [m for m in read_topic(s.kafka_bootstrap, DLQ_TOPIC)
+                if dict(m.headers() or []).get("cem-reason") == b"webhook_parked"]
+
+
+def test_an_endpoint_that_refuses_for_good_parks_the_delivery_in_the_dlq(cem_settings):
+    s = cem_settings
+    env = {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": "http://127.0.0.1:9/nowhere"}), "CEM_WEBHOOK_SECRET": SECRET,
+           "CEM_WEBHOOK_BACKOFF_SECONDS": "0.1", "CEM_WEBHOOK_BACKOFF_MAX_SECONDS": "0.2",
+           "CEM_WEBHOOK_MAX_ATTEMPTS": "3", "CEM_WEBHOOK_TIMEOUT_SECONDS": "1"}
+    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    worker = start("worker", s)
+    notify = start("notify", s, "notify", **env)
+    try:
+        publish_events(s.kafka_bootstrap, payment_failures("c", 2, int(time.time() * 1000) - 60_000),
+                       default_registry(), parts)
+
+        def parked() -> list:
+            return [m for m in read_topic(s.kafka_bootstrap, DLQ_TOPIC)
+                    if dict(m.headers() or []).get("cem-reason") == b"webhook_parked"]
+        wait_until(lambda: len(parked()) == 2, 120, 0.3, "two parked deliveries", (worker, notify))
+    finally:
+        stop_role(notify), stop_role(worker)
+    detail = dict(parked()[0].headers())["cem-detail"].decode()
+    assert "gave up after 3 attempt(s)" in detail and "CEM_WEBHOOK_ENDPOINTS" in detail
+    assert json.loads(parked()[0].value())["type"] == "alert.open"
