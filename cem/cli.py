@@ -21,6 +21,8 @@ topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
 rules_app = typer.Typer(no_args_is_help=True, help="The negative-moment rule catalogue.")
 identity_app = typer.Typer(no_args_is_help=True, help="Identity resolution.")
 app.add_typer(identity_app, name="identity")
+alerts_app = typer.Typer(no_args_is_help=True, help="Alert lifecycle: acknowledge or resolve an alert.")
+app.add_typer(alerts_app, name="alerts")
 app.add_typer(rules_app, name="rules")
 app.add_typer(infra_app, name="infra")
 app.add_typer(schemas_app, name="schemas")
@@ -84,6 +86,35 @@ def identity_unmerge(merge_id: str = typer.Argument(..., help="merge_id from ide
     request_unmerge(s.kafka_bootstrap, merge)
     console.print(f"unmerge of {merge_id} requested: {merge['moved']} go back to {merge['loser']}; "
                   "the coordinator records it in identity_merges with status 'unmerged'")
+
+
+def _alert_action(alert_id: str, action: str, by: str, note: Optional[str]) -> None:
+    from .streams.alert_control import find_alert, request_action
+    s = _settings()
+    alert = find_alert(s.kafka_bootstrap, alert_id)
+    if alert is None:
+        console.print(f"[red]no alert {alert_id} in cem.alerts[/red] (see: SELECT alert_id, rule, customer_id, "
+                      "status FROM alerts FINAL WHERE status != 'resolved' ORDER BY created_at DESC LIMIT 20)")
+        raise typer.Exit(1)
+    request_action(s.kafka_bootstrap, alert, action, by, note)
+    console.print(f"{action} of alert {alert_id} ({alert['rule']}, customer {alert['customer_id']}, now "
+                  f"{alert['status']}) requested; the worker records it in cem.alerts and ClickHouse `alerts`")
+
+
+@alerts_app.command("ack")
+def alerts_ack(alert_id: str = typer.Argument(..., help="alert_id from the alerts table or a webhook"),
+               by: str = typer.Option(..., "--by", help="Who acknowledges (recorded as the actor)."),
+               note: Optional[str] = typer.Option(None, help="Why, for the record.")) -> None:
+    """Acknowledge an open alert: someone is on it (a recurrence only counts an occurrence)."""
+    _alert_action(alert_id, "ack", by, note)
+
+
+@alerts_app.command("resolve")
+def alerts_resolve(alert_id: str = typer.Argument(..., help="alert_id from the alerts table or a webhook"),
+                   by: str = typer.Option(..., "--by", help="Who resolves (recorded as the actor)."),
+                   note: Optional[str] = typer.Option(None, help="What was done, for the record.")) -> None:
+    """Resolve an alert; a later moment of the same rule for the customer reopens it."""
+    _alert_action(alert_id, "resolve", by, note)
 
 
 @rules_app.command("list")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .alerts import AlertBook
 from .detect import Detector
 from .journeys import Journey, add_session, expire
 from .sessions import Session, SubjectState, Touch, split
@@ -40,6 +41,7 @@ class Timeline:
     journey: Journey | None = None
     recent: dict[str, int] = field(default_factory=dict)  # finalized event id -> its session's end
     detector: Detector = field(default_factory=Detector)
+    alerts: AlertBook = field(default_factory=AlertBook)
 
     @staticmethod
     def key(channel: str, subject: str) -> str:
@@ -120,6 +122,7 @@ class Timeline:
         """Take over `other`'s open state (it merged into this customer)."""
         ch = Changes()
         self.recent.update(other.recent)
+        self.alerts.absorb(other.alerts)
         mine, theirs = self.detector, other.detector  # rule state follows the customer
         for k, v in theirs.counts.items():
             mine.counts.setdefault(k, []).extend(e for e in v if e not in mine.counts.get(k, []))
@@ -162,7 +165,8 @@ class Timeline:
                 "j": None if self.journey is None else {
                     "id": self.journey.journey_id, "start": self.journey.started_at, "last": self.journey.last_at,
                     "ch": self.journey.channels, "ss": self.journey.session_ids, "m": self.journey.moments},
-                "r": self.recent, "d": None if self.detector.empty() else self.detector.to_json()}
+                "r": self.recent, "d": None if self.detector.empty() else self.detector.to_json(),
+                "a": self.alerts.to_json() or None}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Timeline":
@@ -173,6 +177,7 @@ class Timeline:
                                            for at, eid, et, sid, attrs in touches], set(emitted))
         tl.recent = dict(d.get("r") or {})
         tl.detector = Detector.from_json(d.get("d"))
+        tl.alerts = AlertBook.from_json(d.get("a"))
         j = d.get("j")
         if j:
             tl.journey = Journey(j["id"], tl.customer_id, j["start"], j["last"], j["ch"], j["ss"], None, j["m"])

@@ -2,10 +2,12 @@
 when a failed attempt is retried, and the ledger that keeps a replay from paging twice.
 
 Contract (what a receiving team can rely on — the same scheme as Stripe's and Svix's webhooks):
-- One delivery per (alert id, status): an alert is delivered when it opens, and again when its
-  status changes (resolved by a recovery, unrecovered when its window expires, acknowledged ...).
-  The delivery id `<alert_id>:<status>` is sent as `Cem-Delivery-Id`; a replay of the pipeline
-  produces the same id and the ledger suppresses it.
+- One delivery per (alert id, revision): an alert is delivered when it opens, and again on every
+  status change (acknowledged, resolved by a person or by the customer's recovery, reopened by a
+  recurrence); a further occurrence while it is open changes no revision and pages nobody.
+  The delivery id `<alert_id>:<revision>` is sent as `Cem-Delivery-Id`; a replay of the pipeline
+  produces the same id and the ledger suppresses it. The body's `type` is `alert.open`,
+  `alert.acknowledged`, `alert.resolved` or `alert.reopened`.
 - `Cem-Timestamp` (unix seconds) and `Cem-Signature: v1=<hex>` = HMAC-SHA256(secret,
   "<timestamp>.<body>"). Receivers recompute it over the raw body and reject a signature that
   does not match or a timestamp older than their tolerance (5 minutes is usual).
@@ -29,7 +31,13 @@ RETRYABLE = frozenset({408, 425, 429})
 
 
 def delivery_id(alert: Mapping[str, Any]) -> str:
-    return f"{alert['alert_id']}:{alert['status']}"
+    return f"{alert['alert_id']}:{alert.get('revision') or 1}"
+
+
+def event_type(alert: Mapping[str, Any]) -> str:
+    if alert["status"] == "open" and (alert.get("revision") or 1) > 1:
+        return "alert.reopened"
+    return f"alert.{alert['status']}"
 
 
 def wants_webhook(alert: Mapping[str, Any], endpoints: Mapping[str, str]) -> str | None:
@@ -42,7 +50,7 @@ def wants_webhook(alert: Mapping[str, Any], endpoints: Mapping[str, str]) -> str
 
 def payload(alert: Mapping[str, Any]) -> bytes:
     """The request body: a typed envelope around the alert row (stable key order)."""
-    body = {"type": f"alert.{alert['status']}", "delivery_id": delivery_id(alert), "alert": dict(alert)}
+    body = {"type": event_type(alert), "delivery_id": delivery_id(alert), "alert": dict(alert)}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 

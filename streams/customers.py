@@ -24,6 +24,7 @@ from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record
 from cem.sessions import Session, touch_of
 from cem.timeline import Changes, Timeline
+from cem.alerts import ACTIONS, Alert
 from cem.detect import Moment
 from cem.rules import Route, Rule, by_event_type, route
 from cem.settings import ALERTS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC
@@ -57,7 +58,7 @@ class CustomerStage:
         self._rules_by_type = by_event_type(rules)
         self._routes = routes
         self._on_moment = on_moment
-        self._moments: list[tuple[Moment, bool]] = []  # (moment, is new) to publish
+        self._moments: list[tuple[Moment, bool, Timeline]] = []  # (moment, is new, its timeline) to publish
 
     # -- partition watermark ---------------------------------------------------------------
     def _part(self, p: int) -> dict[str, int]:
@@ -135,7 +136,7 @@ class CustomerStage:
             changes.extend(added)
             if added.accepted and self._rules:
                 new, changed = tl.detector.on_touch(self._rules_by_type.get(touch.event_type, ()), customer, touch, ev.get("received_at"))
-                self._moments += [(m, True) for m in new] + [(m, False) for m in changed]
+                self._moments += [(m, True, tl) for m in new] + [(m, False, tl) for m in changed]
                 if new and tl.journey is not None:
                     tl.journey.moments += [m.rule for m in new]
         for winner, tl in forwarded.items():
@@ -157,6 +158,8 @@ class CustomerStage:
             # always answer, even with nothing: the winner waits for this
             self._send_control(winner, {"control": "transfer", "winner": winner, "loser": loser,
                                         "timeline": tl.to_json() if tl is not None else None})
+        elif kind == "alert":
+            self._alert_action(body, partition)
         elif kind == "await":
             waiting = list(self.table.get(AWAIT + body["winner"]) or [])
             if body["loser"] not in waiting:
@@ -173,8 +176,24 @@ class CustomerStage:
             tl = self._load(winner)
             changes = tl.absorb(Timeline.from_json(body["timeline"])) if body.get("timeline") else Changes()
             if body.get("timeline") and self._rules:
-                self._moments += [(m, True) for m in tl.detector.recheck(self._rules, winner)]
+                self._moments += [(m, True, tl) for m in tl.detector.recheck(self._rules, winner)]
             self._finish(partition, {winner: tl}, changes)
+
+    def _alert_action(self, body: dict, partition: int) -> None:
+        """A person acknowledged or resolved an alert (`cem alerts ack|resolve`)."""
+        customer = body.get("customer") or ""
+        winner = self.table.get(ALIAS + customer)
+        if winner:  # the customer merged away: the alert lives with the winner now
+            self._send_control(winner, dict(body, customer=winner))
+            return
+        tl = self.table.get(customer)
+        if tl is None or body.get("action") not in ACTIONS:
+            return
+        a = tl.alerts.act(str(body.get("alert_id")), body["action"], str(body.get("by") or "unknown"),
+                          body.get("note"), int(body.get("at") or 0))
+        if a is not None:
+            self._publish_alert(a, tl.customer_id, self._clock())
+        self._finish(partition, {customer: tl}, Changes())
 
     def _load(self, customer: str) -> Timeline:
         return self.table.get(customer) or Timeline(customer)
@@ -204,8 +223,9 @@ class CustomerStage:
             dirty[customer] = tl
         for item in held:
             heapq.heappush(heap, item)
+        self._emit_moments()  # alert state changes with them, before the timelines are written
         for customer, tl in dirty.items():  # one table write per changed customer
-            if tl.subjects or tl.journey is not None or tl.recent or not tl.detector.empty():
+            if tl.subjects or tl.journey is not None or tl.recent or not tl.detector.empty() or tl.alerts.alerts:
                 self.table.put(customer, tl, partition)
                 d = tl.next_deadline()
                 if d is not None:
@@ -217,11 +237,12 @@ class CustomerStage:
     def _detect_time(self, customer: str, tl: Timeline, wm: int) -> None:
         if self._rules:
             new, changed = tl.detector.on_watermark(self._rules_by_name, customer, wm)
-            self._moments += [(m, True) for m in new] + [(m, False) for m in changed]
+            self._moments += [(m, True, tl) for m in new] + [(m, False, tl) for m in changed]
+        tl.alerts.prune(wm)
 
     def _emit_moments(self) -> None:
         now = self._clock()
-        for m, is_new in self._moments:
+        for m, is_new, tl in self._moments:
             rule = self._rules_by_name.get(m.rule)
             if rule is None:
                 continue
@@ -234,17 +255,28 @@ class CustomerStage:
                 "evidence": m.evidence, "occurred_at": m.at / 1000, "detected_at": now,
                 "recovery_status": m.status, "recovered_by": m.recovered_by,
                 "recovery_deadline": m.recovery_deadline / 1000, "version": version})
-            self._rows.publish(ALERTS_TOPIC, m.customer_id, {
-                "alert_id": alert_id(m.moment_id), "moment_id": m.moment_id, "rule": m.rule, "team": team,
-                "severity": severity, "customer_id": m.customer_id, "channel": m.channel, "store_id": m.store_id,
-                "status": "resolved" if m.status == "recovered" else "open", "recovery_status": m.status,
-                "delivery": list(delivery), "created_at": now, "latency_ms": latency, "version": version})
+            if is_new:
+                a, _ = tl.alerts.on_moment(m.rule, m.moment_id, m.at, int(now * 1000), channel=m.channel,
+                                           store_id=m.store_id, team=team, severity=severity,
+                                           delivery=list(delivery), recovery=m.status, latency_ms=latency)
+            else:
+                a = tl.alerts.on_recovery(m.rule, m.moment_id, m.status, m.at)
+            if a is not None:
+                self._publish_alert(a, tl.customer_id, now)
             if is_new and self._on_moment is not None:
                 self._on_moment(m.rule, latency / 1000 if latency is not None else -1.0)
         self._moments = []
 
+    def _publish_alert(self, a: Alert, customer: str, now: float) -> None:
+        self._rows.publish(ALERTS_TOPIC, customer, {
+            "alert_id": a.alert_id, "moment_id": a.moment_id, "rule": a.rule, "team": a.team,
+            "severity": a.severity, "customer_id": customer, "channel": a.channel, "store_id": a.store_id,
+            "status": a.status, "recovery_status": a.recovery, "delivery": list(a.delivery),
+            "created_at": a.opened_wall / 1000, "updated_at": now, "latency_ms": a.latency_ms,
+            "revision": a.revision, "occurrences": a.occurrences, "actor": a.actor, "note": a.note,
+            "version": self._version()})
+
     def _emit(self, changes: Changes, dirty: dict[str, Timeline]) -> None:
-        self._emit_moments()
         latest: dict[str, tuple[Session, str, str]] = {}
         for s, status, customer in changes.sessions:  # the last status in this record wins
             latest[s.session_id] = (s, status, customer)
@@ -291,8 +323,3 @@ def session_row(s: Session, customer: str, status: str, version: int) -> dict[st
             "store_id": next((t.store_id for t in s.touches if t.store_id), None), "status": status,
             "late": int(s.late), "is_deleted": int(status == "deleted"), "version": version}
 
-
-def alert_id(moment: str) -> str:
-    """Deterministic: a replay of the same moment never pages twice."""
-    import hashlib
-    return hashlib.sha1(f"alert|{moment}".encode()).hexdigest()[:16]

@@ -18,7 +18,7 @@ from cem.connectors.generate import publish_events
 from cem.connectors.kafka_admin import group_lag, partitions_of
 from cem.schemas.registry import default_registry
 from cem.settings import ALERTS_TOPIC, DELIVERIES_TOPIC, DLQ_TOPIC, RAW_TOPICS
-from cem.webhooks import verify
+from cem.webhooks import delivery_id, verify
 from tests.support.pipeline import read_topic, start, stop_role, wait_until
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,7 @@ def webhook_alerts(s) -> set[str]:
         for line in m.value().splitlines():
             a = json.loads(line)
             if "webhook" in a["delivery"]:
-                ids.add(f"{a['alert_id']}:{a['status']}")
+                ids.add(delivery_id(a))
     return ids
 
 

@@ -23,8 +23,10 @@ def test_signature_verifies_and_rejects_tampering_and_stale_timestamps():
 
 def test_payload_is_deterministic_and_typed_by_status():
     assert payload(ALERT) == payload(dict(reversed(list(ALERT.items()))))
-    doc = json.loads(payload(dict(ALERT, status="resolved")))
-    assert doc["type"] == "alert.resolved" and doc["delivery_id"] == "a1:resolved" == delivery_id(doc["alert"])
+    doc = json.loads(payload(dict(ALERT, status="resolved", revision=2)))
+    assert doc["type"] == "alert.resolved" and doc["delivery_id"] == "a1:2" == delivery_id(doc["alert"])
+    assert json.loads(payload(dict(ALERT, revision=3)))["type"] == "alert.reopened"
+    assert json.loads(payload(ALERT))["type"] == "alert.open" and delivery_id(ALERT) == "a1:1"
 
 
 def test_team_endpoint_then_wildcard_and_only_when_routed_to_webhook():

@@ -1,0 +1,45 @@
+"""A person's action on an alert (`cem alerts ack|resolve`), sent to the customer stage that owns
+the alert — through its own input, so the stage stays the single writer of alert state.
+
+The alert's customer is looked up in cem.alerts (the latest row of that alert id); the action
+goes to that customer's partition of cem.touchpoints as a `cem-control: alert` record. If the
+customer merged away meanwhile, the stage forwards it to the winner. Idempotent: acknowledging
+an acknowledged alert changes nothing.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from confluent_kafka import Producer
+
+from cem.connectors.kafka_admin import partitions_of
+from cem.connectors.partitioning import partition_for
+from cem.connectors.topic_reader import read_to_end
+from cem.settings import ALERTS_TOPIC, TOUCHPOINTS_TOPIC
+
+
+def find_alert(bootstrap: str, alert_id: str, timeout: float = 60.0) -> dict | None:
+    """The latest row of `alert_id` in cem.alerts (None if it never existed)."""
+    found = None
+    needle = f'"alert_id":"{alert_id}"'.encode()
+    for m in read_to_end(bootstrap, ALERTS_TOPIC, timeout=timeout):
+        if needle not in (m.value() or b""):
+            continue
+        for line in m.value().splitlines():
+            row = json.loads(line)
+            if row.get("alert_id") == alert_id and (found is None or row["version"] >= found["version"]):
+                found = row
+    return found
+
+
+def request_action(bootstrap: str, alert: dict, action: str, by: str, note: str | None) -> None:
+    customer = alert["customer_id"]
+    body = {"control": "alert", "customer": customer, "alert_id": alert["alert_id"], "action": action,
+            "by": by, "note": note, "at": int(time.time() * 1000)}
+    parts = partitions_of(bootstrap, [TOUCHPOINTS_TOPIC])[TOUCHPOINTS_TOPIC]
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    p.produce(TOUCHPOINTS_TOPIC, key=customer.encode(), value=json.dumps(body).encode(),
+              partition=partition_for(customer.encode(), parts), headers=[("cem-control", b"alert")])
+    if p.flush(30):
+        raise RuntimeError("the alert action was not acknowledged by Kafka; is the broker up?")
