@@ -13,7 +13,7 @@ new alert.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 FORGET_AFTER_MS = 7 * 86_400_000
@@ -119,7 +119,7 @@ class AlertBook:
             del self.alerts[rule]
 
     def to_json(self) -> dict[str, Any]:
-        return {r: asdict(a) for r, a in self.alerts.items()}
+        return {r: dict(a.__dict__) for r, a in self.alerts.items()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> "AlertBook":

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .alerts import AlertBook
+from .lifecycle import Lifecycle
 from .detect import Detector
 from .journeys import Journey, add_session, expire
 from .sessions import Session, SubjectState, Touch, split
@@ -42,6 +43,7 @@ class Timeline:
     recent: dict[str, int] = field(default_factory=dict)  # finalized event id -> its session's end
     detector: Detector = field(default_factory=Detector)
     alerts: AlertBook = field(default_factory=AlertBook)
+    life: Lifecycle = field(default_factory=Lifecycle)
 
     @staticmethod
     def key(channel: str, subject: str) -> str:
@@ -113,9 +115,9 @@ class Timeline:
         ds = [d for s in self.subjects.values() if (d := s.next_deadline()) is not None]
         if self.journey is not None:
             ds.append(self.journey.last_at + 7 * 24 * 3_600_000)
-        d = self.detector.next_deadline()
-        if d is not None:
-            ds.append(d)
+        for d in (self.detector.next_deadline(), self.life.next_deadline()):
+            if d is not None:
+                ds.append(d)
         return min(ds) if ds else None
 
     def absorb(self, other: "Timeline") -> Changes:
@@ -123,6 +125,7 @@ class Timeline:
         ch = Changes()
         self.recent.update(other.recent)
         self.alerts.absorb(other.alerts)
+        self.life.absorb(other.life)
         mine, theirs = self.detector, other.detector  # rule state follows the customer
         for k, v in theirs.counts.items():
             mine.counts.setdefault(k, []).extend(e for e in v if e not in mine.counts.get(k, []))
@@ -166,7 +169,7 @@ class Timeline:
                     "id": self.journey.journey_id, "start": self.journey.started_at, "last": self.journey.last_at,
                     "ch": self.journey.channels, "ss": self.journey.session_ids, "m": self.journey.moments},
                 "r": self.recent, "d": None if self.detector.empty() else self.detector.to_json(),
-                "a": self.alerts.to_json() or None}
+                "a": self.alerts.to_json() or None, "l": self.life.to_json() if self.life.stage else None}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Timeline":
@@ -178,6 +181,7 @@ class Timeline:
         tl.recent = dict(d.get("r") or {})
         tl.detector = Detector.from_json(d.get("d"))
         tl.alerts = AlertBook.from_json(d.get("a"))
+        tl.life = Lifecycle.from_json(d.get("l"))
         j = d.get("j")
         if j:
             tl.journey = Journey(j["id"], tl.customer_id, j["start"], j["last"], j["ch"], j["ss"], None, j["m"])

@@ -35,7 +35,7 @@ from .dlq import DeadLetters
 log = logging.getLogger(__name__)
 PLAN_PREFIX = "cem-plan:"
 #: Tables fed by JSONEachRow records (cem's low-volume derived topics).
-JSON_TABLES = {"sessions", "journeys", "identity_merges", "negative_moments", "alerts", "customers"}
+JSON_TABLES = {"sessions", "journeys", "identity_merges", "negative_moments", "alerts", "customer_lifecycle"}
 
 
 @dataclass

@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, Producer
 from cem import metrics
 from cem.connectors.publisher import producer_config
 from cem.schemas.registry import default_registry
-from cem.settings import (ALERTS_TOPIC, DLQ_TOPIC, IDENTITY_MERGES_TOPIC, MOMENTS_TOPIC, JOURNEYS_TOPIC, SESSIONS_TOPIC, TOUCHPOINTS_TOPIC,
+from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, IDENTITY_MERGES_TOPIC, MOMENTS_TOPIC, JOURNEYS_TOPIC, SESSIONS_TOPIC, TOUCHPOINTS_TOPIC,
                           Settings)
 from .clickhouse.client import connect
 from .clickhouse.migrations import apply
@@ -19,7 +19,8 @@ from .landing import Landing, LandingCounts, consumer_config
 
 #: Output topic -> ClickHouse table.
 TABLES = {TOUCHPOINTS_TOPIC: "touchpoints", SESSIONS_TOPIC: "sessions", JOURNEYS_TOPIC: "journeys",
-          IDENTITY_MERGES_TOPIC: "identity_merges", MOMENTS_TOPIC: "negative_moments", ALERTS_TOPIC: "alerts"}
+          IDENTITY_MERGES_TOPIC: "identity_merges", MOMENTS_TOPIC: "negative_moments", ALERTS_TOPIC: "alerts",
+          CUSTOMERS_TOPIC: "customer_lifecycle"}
 log = logging.getLogger(__name__)
 
 

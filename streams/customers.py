@@ -25,9 +25,10 @@ from cem.schemas.serde import DecodeError, decode_record
 from cem.sessions import Session, touch_of
 from cem.timeline import Changes, Timeline
 from cem.alerts import ACTIONS, Alert
-from cem.detect import Moment
+from cem.detect import Moment, is_positive
+from cem.lifecycle import Change
 from cem.rules import Route, Rule, by_event_type, route
-from cem.settings import ALERTS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC
+from cem.settings import ALERTS_TOPIC, CUSTOMERS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC
 from .state import KeyedState
 
 CONTROL = "cem-control"
@@ -59,6 +60,7 @@ class CustomerStage:
         self._routes = routes
         self._on_moment = on_moment
         self._moments: list[tuple[Moment, bool, Timeline]] = []  # (moment, is new, its timeline) to publish
+        self._life: list[tuple[Timeline, Change]] = []  # lifecycle changes to publish
 
     # -- partition watermark ---------------------------------------------------------------
     def _part(self, p: int) -> dict[str, int]:
@@ -134,6 +136,12 @@ class CustomerStage:
                     self._on_late()
             added = tl.add(touch, wm)
             changes.extend(added)
+            if added.accepted:
+                opened = any(st == "open" and len(s.touches) == 1 and s.touches[0].event_id == touch.event_id
+                             for s, st, _ in added.sessions)
+                nps = touch.attrs.get("nps") if touch.event_type == "survey_response" else None
+                self._life += [(tl, c) for c in tl.life.on_touch(touch.event_type, touch.at, is_positive(touch),
+                                                                nps, opened)]
             if added.accepted and self._rules:
                 new, changed = tl.detector.on_touch(self._rules_by_type.get(touch.event_type, ()), customer, touch, ev.get("received_at"))
                 self._moments += [(m, True, tl) for m in new] + [(m, False, tl) for m in changed]
@@ -155,6 +163,9 @@ class CustomerStage:
             tl = self.table.get(loser)
             if tl is not None:
                 self._drop(loser, partition)
+                if tl.life.stage is not None:
+                    c = Change("merged", tl.life.stage, f"merged into {winner}", tl.life.last_touch)
+                    self._rows.publish(CUSTOMERS_TOPIC, loser, lifecycle_row(loser, c, tl.life, self._version()))
             # always answer, even with nothing: the winner waits for this
             self._send_control(winner, {"control": "transfer", "winner": winner, "loser": loser,
                                         "timeline": tl.to_json() if tl is not None else None})
@@ -225,7 +236,8 @@ class CustomerStage:
             heapq.heappush(heap, item)
         self._emit_moments()  # alert state changes with them, before the timelines are written
         for customer, tl in dirty.items():  # one table write per changed customer
-            if tl.subjects or tl.journey is not None or tl.recent or not tl.detector.empty() or tl.alerts.alerts:
+            if tl.subjects or tl.journey is not None or tl.recent or not tl.detector.empty() or tl.alerts.alerts \
+                    or tl.life.stage is not None:
                 self.table.put(customer, tl, partition)
                 d = tl.next_deadline()
                 if d is not None:
@@ -239,6 +251,7 @@ class CustomerStage:
             new, changed = tl.detector.on_watermark(self._rules_by_name, customer, wm)
             self._moments += [(m, True, tl) for m in new] + [(m, False, tl) for m in changed]
         tl.alerts.prune(wm)
+        self._life += [(tl, c) for c in tl.life.on_watermark(wm)]
 
     def _emit_moments(self) -> None:
         now = self._clock()
@@ -255,6 +268,8 @@ class CustomerStage:
                 "evidence": m.evidence, "occurred_at": m.at / 1000, "detected_at": now,
                 "recovery_status": m.status, "recovered_by": m.recovered_by,
                 "recovery_deadline": m.recovery_deadline / 1000, "version": version})
+            at = m.recovery_deadline if m.status == "unrecovered" else m.at
+            self._life += [(tl, c) for c in tl.life.on_moment(m.moment_id, m.rule, m.status, at)]
             if is_new:
                 a, _ = tl.alerts.on_moment(m.rule, m.moment_id, m.at, int(now * 1000), channel=m.channel,
                                            store_id=m.store_id, team=team, severity=severity,
@@ -266,6 +281,9 @@ class CustomerStage:
             if is_new and self._on_moment is not None:
                 self._on_moment(m.rule, latency / 1000 if latency is not None else -1.0)
         self._moments = []
+        for tl, c in self._life:
+            self._rows.publish(CUSTOMERS_TOPIC, tl.customer_id, lifecycle_row(tl.customer_id, c, tl.life, self._version()))
+        self._life = []
 
     def _publish_alert(self, a: Alert, customer: str, now: float) -> None:
         self._rows.publish(ALERTS_TOPIC, customer, {
@@ -310,6 +328,12 @@ def encode_state(key: str, value: Any) -> bytes:
 def decode_state(key: str, raw: bytes) -> Any:
     d = json.loads(raw)
     return d if key.startswith("__") else Timeline.from_json(d)
+
+
+def lifecycle_row(customer: str, c: Change, life: Any, version: int) -> dict[str, Any]:
+    return {"customer_id": customer, "stage": c.stage, "previous_stage": c.previous, "reason": c.reason,
+            "changed_at": c.at / 1000, "purchases_90d": len(life.purchases), "open_moments": len(life.open_moments),
+            "version": version}
 
 
 def session_row(s: Session, customer: str, status: str, version: int) -> dict[str, Any]:

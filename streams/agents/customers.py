@@ -26,7 +26,7 @@ from cem.connectors.topic_reader import read_to_end
 from cem.schemas.registry import default_registry
 from cem import metrics
 from cem.rules import load_routes, load_rules
-from cem.settings import (ALERTS_TOPIC, IDENTITY_LINKS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC,
+from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, IDENTITY_LINKS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC,
                           TOUCHPOINTS_TOPIC, Settings, state_topic)
 from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
 from cem.streams.state import KeyedState
@@ -50,7 +50,7 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
     def build() -> CustomerStage:
         producer = Producer(producer_config(settings.kafka_bootstrap))
         parts = partitions_of(settings.kafka_bootstrap, [SESSIONS_TOPIC, JOURNEYS_TOPIC, TOUCHPOINTS_TOPIC,
-                                                         MOMENTS_TOPIC, ALERTS_TOPIC])
+                                                         MOMENTS_TOPIC, ALERTS_TOPIC, CUSTOMERS_TOPIC])
         rows = JsonRowPublisher(producer, parts)
         ensure_topics(settings.kafka_bootstrap, {changelog: parts[TOUCHPOINTS_TOPIC]},
                       config={"cleanup.policy": "compact"})

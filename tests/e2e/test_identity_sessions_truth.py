@@ -12,8 +12,10 @@ import time
 import pytest
 
 from cem.connectors.simulate import simulate
+from cem.demo import dlq_reasons
 from cem.report import truth_report
 from cem.simulator import DAY, SimConfig
+from tests.support.ch import clickhouse
 from tests.support.pipeline import end_offsets, start, stop_role, wait_caught_up, wait_until
 from cem.settings import TOUCHPOINTS_TOPIC
 
@@ -44,6 +46,7 @@ def run_simulation(s, tmp_path, kill_worker: bool) -> dict:
         stop_role(sink), stop_role(worker)
     r = truth_report(s, out)
     print("\n" + "\n".join(f"{k}: {v}" for k, v in r.items()))
+    assert dlq_reasons(s.kafka_bootstrap)["insert_rejected"] == 0  # every derived row landed
     return r
 
 
@@ -59,6 +62,18 @@ def test_truth_report_identity_sessions_moments_recovery(cem_settings, tmp_path)
         if sc["truth"]:
             assert sc["precision"] >= 0.98 and sc["recall"] >= 0.99, (rule, sc)
     assert r["recovery_accuracy"] >= 0.98
+    # customer lifecycle: every resolved customer has a current stage with its reason
+    with clickhouse(s) as c:
+        stage = dict(c.query("SELECT stage, count() FROM customers FINAL GROUP BY stage").result_rows)
+        customers, covered = c.query(
+            "SELECT uniqExact(customer_id), uniqExactIf(customer_id, customer_id IN (SELECT customer_id FROM customers)) "
+            "FROM touchpoints").result_rows[0]
+        won_back = c.query("SELECT count() FROM customer_lifecycle WHERE reason LIKE 'won back:%'").result_rows[0][0]
+        no_reason = c.query("SELECT count() FROM customer_lifecycle WHERE reason = ''").result_rows[0][0]
+    print("lifecycle:", stage, "won back:", won_back)
+    assert covered == customers  # merged-away profiles keep a row with stage "merged"
+    assert set(stage) <= {"new", "active", "satisfied", "loyal", "advocate", "at_risk", "lost", "merged"}
+    assert stage.get("at_risk", 0) > 0 and stage.get("satisfied", 0) > 0 and won_back > 0 and no_reason == 0
 
 
 def test_worker_sigkill_mid_run_keeps_every_target(cem_settings, tmp_path):
