@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -285,6 +286,41 @@ def demo(customers: int = typer.Option(2000), days: int = typer.Option(3),
     """Start everything locally, simulate customers into Kafka, print what landed, shut down."""
     from .demo import run_demo
     raise typer.Exit(run_demo(_settings(), customers, days, malformed, console))
+
+
+@app.command()
+def backtest(rules: Optional[Path] = typer.Option(None, "--rules", exists=True, dir_okay=False,
+                                                  help="Rules TOML to try (default: the shipped catalogue)."),
+             since: datetime = typer.Option(..., help="Start of the replayed period (UTC), e.g. 2026-11-01."),
+             until: datetime = typer.Option(..., help="End of the period (exclusive, UTC)."),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Replay stored touchpoints through the detectors with a rules file; compare with stored moments
+    (needs the ClickHouse the sink writes: with embedded chdb, run it while no sink runs)."""
+    import json as _json
+    from datetime import timezone
+    from .backtest import run_backtest, totals
+    from .rules import RuleError, load_rules
+    try:
+        catalogue = load_rules(rules)
+    except RuleError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1)
+    since, until = (d if d.tzinfo else d.replace(tzinfo=timezone.utc) for d in (since, until))
+    rows = run_backtest(_settings(), catalogue, since, until)
+    if as_json:
+        print(_json.dumps([dict(r.__dict__, only_stored=r.only_stored, only_replayed=r.only_replayed)
+                           for r in rows], indent=2))
+        return
+    t = Table(title=f"backtest of {rules or 'the shipped catalogue'} over {since:%Y-%m-%d %H:%M} – {until:%Y-%m-%d %H:%M} UTC")
+    for col in ("rule", "kind", "stored", "would fire", "same", "only stored", "only new"):
+        t.add_column(col, justify="left" if col in ("rule", "kind") else "right")
+    for r in rows:
+        t.add_row(r.rule, r.kind, f"{r.stored:,}", f"{r.replayed:,}", f"{r.both:,}", f"{r.only_stored:,}",
+                  f"{r.only_replayed:,}")
+    tot = totals(rows)
+    t.add_row("total", "", f"{tot['stored']:,}", f"{tot['replayed']:,}", f"{tot['both']:,}",
+              f"{tot['stored'] - tot['both']:,}", f"{tot['replayed'] - tot['both']:,}")
+    console.print(t)
 
 
 @app.command()

@@ -3,11 +3,11 @@ until SIGTERM/SIGINT, flushing what is pending before it exits."""
 from __future__ import annotations
 
 import logging
-import signal
 
 from confluent_kafka import Consumer, Producer
 
 from cem import metrics
+from cem.procs import stop_requested
 from cem.connectors.publisher import producer_config
 from cem.schemas.registry import default_registry
 from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, IDENTITY_MERGES_TOPIC, MOMENTS_TOPIC, JOURNEYS_TOPIC, SESSIONS_TOPIC, TOUCHPOINTS_TOPIC,
@@ -26,13 +26,7 @@ log = logging.getLogger(__name__)
 
 def run_sink(settings: Settings, *, group: str | None = None, idle_exit: float | None = None,
              topics: dict[str, str] | None = None) -> LandingCounts:
-    stop = {"now": False}
-
-    def _stop(signum: int, frame: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    should_stop = stop_requested()
     metrics.serve(settings.sink_metrics_port)
     client = connect(settings.clickhouse)
     apply(client)
@@ -42,7 +36,7 @@ def run_sink(settings: Settings, *, group: str | None = None, idle_exit: float |
                       default_registry(), topics or TABLES, max_rows=settings.sink_max_rows,
                       max_seconds=settings.sink_max_seconds)
     try:
-        counts = landing.run(lambda: stop["now"], idle_exit=idle_exit)
+        counts = landing.run(should_stop, idle_exit=idle_exit)
     finally:
         if producer.flush(30):
             log.error("some dead letters were not acknowledged by Kafka")

@@ -204,20 +204,13 @@ class Dispatcher:
 
 def run_notify(settings: Any, idle_exit: float | None = None) -> Dispatcher:
     """Entry point of `cem notify`: restore the ledger, then deliver until SIGTERM/SIGINT."""
-    import signal
-
     from cem import metrics
+    from cem.procs import stop_requested
     from cem.connectors.publisher import producer_config
     from cem.connectors.topic_reader import read_to_end
     from cem.settings import ALERTS_TOPIC, DELIVERIES_TOPIC, DLQ_TOPIC
 
-    stop = {"now": False}
-
-    def _stop(signum: int, frame: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    should_stop = stop_requested()
     metrics.serve(settings.notify_metrics_port)
     if not settings.webhook_endpoints:
         log.warning("no CEM_WEBHOOK_ENDPOINTS configured: alerts are read but none is delivered")
@@ -233,7 +226,7 @@ def run_notify(settings: Any, idle_exit: float | None = None) -> Dispatcher:
     d.restore(read_to_end(settings.kafka_bootstrap, DELIVERIES_TOPIC))
     log.info("webhook ledger: %d deliveries already done", len(d.ledger))
     try:
-        d.run(lambda: stop["now"], idle_exit=idle_exit)
+        d.run(should_stop, idle_exit=idle_exit)
     finally:
         consumer.close()
         producer.flush(30)

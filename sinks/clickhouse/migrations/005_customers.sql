@@ -18,17 +18,7 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY (customer_id, changed_at, stage)
 SETTINGS non_replicated_deduplication_window = 10000;
 
-CREATE TABLE IF NOT EXISTS customers
-(
-    customer_id      String,
-    stage            LowCardinality(String),
-    previous_stage   LowCardinality(Nullable(String)),
-    reason           String,
-    changed_at       DateTime64(3, 'UTC'),
-    purchases_90d    UInt32,
-    open_moments     UInt32,
-    version          UInt64
-)
+CREATE TABLE IF NOT EXISTS customers AS customer_lifecycle
 ENGINE = ReplacingMergeTree(version)
 ORDER BY customer_id;
 
