@@ -159,10 +159,11 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console) 
         publish_events(settings.kafka_bootstrap, touchpoints(500, seed=1, start_ms=now - 3_600_000), reg, parts)
         wait_until(caught_up, 120, 0.2, "warm-up to land", (worker, sink))
         progress.update(task, advance=1, description="(d) full pipeline")
+        traffic = simulated(events, seed=2, end_ms=now)  # generated before the clock starts
         t0 = time.perf_counter()
-        publish_events(settings.kafka_bootstrap, touchpoints(events, seed=2, start_ms=now - 3_600_000), reg, parts)
+        publish_events(settings.kafka_bootstrap, traffic, reg, parts)
         wait_until(caught_up, 600, 0.05, "pipeline to land", (worker, sink))
-        r["pipeline_eps"] = events / (time.perf_counter() - t0)
+        r["pipeline_eps"] = len(traffic) / (time.perf_counter() - t0)
         # (e) steady rate: produce time -> row visible
         progress.update(task, advance=1, description="(e) steady 5,000 events/s for 10 s")
         rss_before = {"worker": _rss_now_mb(worker.pid), "sink": _rss_now_mb(sink.pid)}
@@ -177,7 +178,7 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console) 
         r["latency_row_ms"], r["latency_alert_ms"] = _latency(settings, steady_from)
         # (a) raw ceiling over the same raw topics
         progress.update(task, advance=1, description="(a) raw ceiling")
-        n, secs = _raw_ceiling(settings, events + 500 + 50_000)
+        n, secs = _raw_ceiling(settings, len(traffic) + 500 + 50_000)
         r["raw_eps"] = n / secs
         # (c) landing alone over the touchpoints the pipeline produced
         progress.update(task, advance=1, description="(c) cem landing alone")
@@ -205,12 +206,11 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console) 
 def _steady(settings: Settings, reg: Any, parts: dict[str, int], rate: int, seconds: float) -> None:
     from confluent_kafka import Producer
     from .connectors.publisher import BatchPublisher, producer_config
-    from .generator import touchpoints
     from .identity import customer_key
     w = reg.latest("touchpoint")
     pub = BatchPublisher(Producer(producer_config(settings.kafka_bootstrap)), w.parsed, parts,
                          max_events=settings.publisher_max_events, linger_ms=settings.publisher_linger_ms)
-    gen = touchpoints(int(rate * seconds), seed=3, start_ms=int(time.time() * 1000) - 600_000)
+    gen = simulated(int(rate * seconds), seed=3, end_ms=int(time.time() * 1000))
     tick = 0.01
     per_tick = max(1, int(rate * tick))
     start = time.perf_counter()
@@ -228,6 +228,15 @@ def _steady(settings: Settings, reg: Any, parts: dict[str, int], rate: int, seco
     pub.flush()
 
 
+def simulated(n: int, seed: int, end_ms: int) -> list[dict[str, Any]]:
+    """The first `n` events of a 7-day simulator run ending at `end_ms` (realistic customers:
+    ~25 touchpoints a week over every channel, with their identifiers, sessions and moments)."""
+    import itertools
+    from .simulator import SimConfig, Simulator
+    cfg = SimConfig(customers=max(50, n // 20), days=7, seed=seed, start_ms=end_ms - 7 * 86_400_000)
+    return list(itertools.islice(Simulator(cfg).run(), n))
+
+
 def _state_bytes(settings: Settings) -> tuple[float, int]:
     """Mean bytes of live per-customer state (latest value per key in the worker's state
     changelog) and the number of customers holding state."""
@@ -241,13 +250,15 @@ def _state_bytes(settings: Settings) -> tuple[float, int]:
 
 
 def _latency(settings: Settings, since: float) -> tuple[dict[str, float], dict[str, float]]:
-    """Produce → row visible (touchpoints.landed_at) and receipt → alert raised (alerts.latency_ms)."""
+    """Produce → row visible (touchpoints.landed_at) and receipt of the triggering event → its
+    negative moment detected and alerted (negative_moments.latency_ms: every moment, also those
+    counted as another occurrence of an alert that is already open)."""
     from .sinks.clickhouse.client import connect
     c = connect(settings.clickhouse)
     q = c.query("SELECT quantiles(0.5, 0.99)(dateDiff('millisecond', received_at, landed_at)) "
                 "FROM touchpoints WHERE source = 'bench-steady'").result_rows[0][0]
-    a = c.query("SELECT quantiles(0.5, 0.99)(latency_ms), count() FROM alerts FINAL "
-                "WHERE latency_ms IS NOT NULL AND created_at >= fromUnixTimestamp64Milli(%(t)s)",
+    a = c.query("SELECT quantiles(0.5, 0.99)(latency_ms), count() FROM negative_moments "
+                "WHERE latency_ms IS NOT NULL AND detected_at >= fromUnixTimestamp64Milli(%(t)s)",
                 parameters={"t": int(since * 1000)}).result_rows[0]
     c.close()
     return {"p50": float(q[0]), "p99": float(q[1])}, {"p50": float(a[0][0]), "p99": float(a[0][1]), "n": int(a[1])}

@@ -14,17 +14,27 @@ from .settings import Settings
 
 
 def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment of a child role: every setting exactly as `settings` has it (so a test's or
+    the bench's overrides reach the worker too), then `overrides`; other CEM_* variables dropped."""
+    import json
+    from pydantic import SecretStr
+
+    def text(v: object) -> str:
+        if isinstance(v, SecretStr):
+            return v.get_secret_value()
+        if isinstance(v, dict):
+            return json.dumps({k: text(x) for k, x in v.items()})
+        if isinstance(v, list):
+            return json.dumps(v)
+        return str(v)
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("CEM_")}
-    env.update({
-        "CEM_DATA_DIR": str(settings.data_dir),
-        "CEM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "CEM_CLICKHOUSE_DSN": settings.clickhouse,
-        "CEM_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "CEM_APP_ID": settings.app_id,
-        "CEM_SINK_MAX_ROWS": str(settings.sink_max_rows),
-        "CEM_SINK_MAX_SECONDS": str(settings.sink_max_seconds),
-        "CEM_LOG_LEVEL": settings.log_level,
-    })
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"CEM_{name.upper()}"] = text(value)
+    env["CEM_CLICKHOUSE_DSN"] = settings.clickhouse
+    env["CEM_DATA_DIR"] = str(settings.data_dir)
     env.update(overrides)
     return env
 

@@ -267,7 +267,7 @@ class CustomerStage:
                 "customer_id": m.customer_id, "channel": m.channel, "store_id": m.store_id,
                 "evidence": m.evidence, "occurred_at": m.at / 1000, "detected_at": now,
                 "recovery_status": m.status, "recovered_by": m.recovered_by,
-                "recovery_deadline": m.recovery_deadline / 1000, "version": version})
+                "recovery_deadline": m.recovery_deadline / 1000, "latency_ms": latency, "version": version})
             at = m.recovery_deadline if m.status == "unrecovered" else m.at
             self._life += [(tl, c) for c in tl.life.on_moment(m.moment_id, m.rule, m.status, at)]
             if is_new:
