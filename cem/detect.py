@@ -139,14 +139,23 @@ class Detector:
         seen = self.seqs.setdefault(rule.name, [])
         for i in steps:
             seen.append([t.at, t.event_id, i])
+        return self._sequence_chain(rule, customer, t)
+
+    def _sequence_chain(self, rule: Rule, customer: str, t: Touch | None) -> Moment | None:
+        """The earliest complete chain step0 ≤ step1 ≤ … within the rule's span, in event time;
+        fired when it contains `t` (or, with t None after a merge, any chain the cooldown allows)."""
+        seen = self.seqs.get(rule.name) or []
         seen.sort()  # pruned by the watermark only
         chain: list[list[Any]] = []
-        for e in seen:  # earliest chain step0 < step1 < ... in event time
+        for e in seen:
             if e[2] == len(chain) and (not chain or (e[0] >= chain[-1][0] and e[0] - chain[0][0] <= rule.within_ms)):
                 chain.append(e)
                 if len(chain) == len(rule.steps):
-                    if any(c[1] == t.event_id for c in chain):
-                        return self._fire(rule, customer, t, "*", chain[-1][0], [c[1] for c in chain])
+                    if t is None or any(c[1] == t.event_id for c in chain):
+                        last = t or Touch(chain[-1][0], chain[-1][1], "", rule.steps[-1].channel or "", "*")
+                        m = self._fire(rule, customer, last, "*", chain[-1][0], [c[1] for c in chain])
+                        if m is not None or t is not None:
+                            return m
                     chain = []
             elif e[2] == 0:
                 chain = [e]
@@ -173,6 +182,12 @@ class Detector:
                         if not any(c == p[4] and p[2] <= at <= p[3] for at, c in self.expected.get(p[0], []))]
         new = []
         for rule in rules:
+            if rule.kind == "sequence":  # a chain whose steps were split between the two profiles
+                m = self._sequence_chain(rule, customer, None)
+                if m is not None:
+                    self.open.append(self._state(m))
+                    new.append(m)
+                continue
             if rule.kind != "count":
                 continue
             for key, seen in list(self.counts.items()):

@@ -2,9 +2,11 @@
 ground truth (pure: no I/O; the caller decides where events and truth go).
 
 Personas drive behaviour across all five channels. Negative moments are injected on purpose
-and nothing else produces them: background traffic keeps clear of every rule (searches find
-results, clicks are spaced, checkouts complete, refunds come in time, scores are good), so the
-truth is exactly the injected set. Each injected moment is recovered or not by a seeded draw;
+and background traffic keeps clear of every single-channel rule (searches find results, clicks
+are spaced, checkouts complete, refunds come in time, scores are good). The one cross-channel
+sequence (web search → item unavailable in store → call within 24 h) arises from ordinary
+behaviour around an injected unavailable item; its truth is labelled afterwards by applying the
+rule to each true customer's whole timeline (`_label_sequences`). Each injected moment is recovered or not by a seeded draw;
 a recovery is a positive signal (purchase, NPS ≥ 9, CSAT ≥ 4) inside the rule's window.
 
 Same seed and start → the same events in the same order, byte for byte once serialized.
@@ -30,8 +32,13 @@ RECOVERY_WINDOW = {
     "checkout_abandoned": 2 * DAY, "item_unavailable": 3 * DAY, "long_queue": 3 * DAY,
     "long_hold": 3 * DAY, "multiple_transfers": 3 * DAY, "wrong_item_return": 7 * DAY,
     "no_refund": 7 * DAY, "detractor_nps": 14 * DAY, "low_csat": 14 * DAY,
-    "repeat_contact": 7 * DAY,
+    "repeat_contact": 7 * DAY, "abandoned_call": 3 * DAY, "search_unavailable_call": 7 * DAY,
 }
+#: The cross-channel sequence rule, mirrored by the default catalogue: a web search, then an item
+#: unavailable in store, then a call, within 24 h (the detector's default 1 h cooldown applies).
+SEQUENCE = (("web", "search"), ("store", "item_unavailable"), ("phone", "call_started"))
+SEQUENCE_WITHIN = DAY
+SEQUENCE_COOLDOWN = HOUR
 
 
 @dataclass
@@ -249,6 +256,12 @@ class Simulator:
         t += r.randrange(20, 60) * 1000
         out.append(self._event(c, "phone", "ivr_step", t, ids, {"call_id": call, "ivr_step": "orders"}))
         t += r.randrange(10, 40) * 1000
+        if moment == "abandoned_call":  # hung up in the queue
+            end = self._event(c, "phone", "call_ended", t + r.randrange(60, 600) * 1000, ids,
+                              {"call_id": call, "reason": "abandoned", "resolved": False,
+                               "duration_seconds": r.randrange(60, 600)})
+            self._moment(moment, c, end["occurred_at"], [end], "phone")
+            return out + [end]
         hold = r.randrange(330, 900) if moment == "long_hold" else r.randrange(10, 200)
         h = self._event(c, "phone", "hold", t, ids, {"call_id": call, "hold_seconds": hold})
         out.append(h)
@@ -327,7 +340,8 @@ class Simulator:
             out += self._store_visit(c, t, moment)
             t += 2 * HOUR
         if p in ("phone_first", "frustrated") and r.random() < 0.3:
-            moment = r.choice(("long_hold", "multiple_transfers", "repeat_contact")) if r.random() < 0.4 else None
+            moment = r.choice(("long_hold", "multiple_transfers", "repeat_contact", "abandoned_call")) \
+                if r.random() < 0.4 else None
             if moment == "repeat_contact":
                 order = f"ord-{r.getrandbits(40):010x}"
                 first = self._call(c, t, None, order)
@@ -399,8 +413,37 @@ class Simulator:
             yield ev
         for m in self.truth.moments:
             m.pop("_done", None)
+        self._label_sequences()
         self._trim_to_period()
         self._settle_recovery()
+
+    def _label_sequences(self) -> None:
+        """Truth for the sequence rule: its definition applied to each true customer's whole
+        timeline (earliest chain, every step later than the one before, all within 24 h; a 1 h
+        cooldown between moments), as the detector sees it once every event has arrived."""
+        steps: dict[str, list[tuple[int, str, int]]] = {}
+        for ev in self._all_events:
+            for i, (channel, etype) in enumerate(SEQUENCE):
+                if ev["channel"] == channel and ev["event_type"] == etype:
+                    steps.setdefault(self._customer_of[ev["event_id"]], []).append(
+                        (ev["occurred_at"], ev["event_id"], i))
+        for customer, seen in sorted(steps.items()):
+            seen.sort()
+            chain: list[tuple[int, str, int]] = []
+            last_fired: int | None = None
+            for e in seen:
+                if e[2] == len(chain) and (not chain or (e[0] >= chain[-1][0] and e[0] - chain[0][0] <= SEQUENCE_WITHIN)):
+                    chain.append(e)
+                    if len(chain) == len(SEQUENCE):
+                        if last_fired is None or chain[-1][0] - last_fired >= SEQUENCE_COOLDOWN:
+                            last_fired = chain[-1][0]
+                            self.truth.moments.append({
+                                "moment_id": f"m{len(self.truth.moments) + 1:07d}", "rule": "search_unavailable_call",
+                                "customer": customer, "at": chain[-1][0], "channel": "phone",
+                                "evidence": [x[1] for x in chain], "recovered": False})
+                        chain = []
+                elif e[2] == 0:
+                    chain = [e]
 
     def _trim_to_period(self) -> None:
         """Keep truth only for what happened inside the simulated period."""

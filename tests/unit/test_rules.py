@@ -176,3 +176,16 @@ def test_a_merge_brings_the_refund_that_cancels_the_other_sides_timer():
     tw.detector.recheck(RULES, "w")
     new, _ = tw.detector.on_watermark(BY, "w", 6 * D)
     assert "no_refund" not in names(new)
+
+
+def test_a_merge_completes_a_sequence_split_between_two_profiles_once():
+    from cem.timeline import Timeline
+    web, other = Detector(), Detector()
+    web.on_touch(RULES, "w", t(0, "s1", "search", "web", "a1", results_count=4))
+    other.on_touch(RULES, "l", t(2 * H, "u1", "item_unavailable", "store", "v1", store_id="store-1"))
+    other.on_touch(RULES, "l", t(5 * H, "k1", "call_started", "phone", "call-1", call_id="call-1"))
+    tw, tl = Timeline("w", detector=web), Timeline("l", detector=other)
+    tw.absorb(tl)
+    ms = tw.detector.recheck(RULES, "w")
+    assert [(m.rule, m.evidence, m.channel) for m in ms] == [("search_unavailable_call", ["s1", "u1", "k1"], "phone")]
+    assert tw.detector.recheck(RULES, "w") == []  # a second hand-over does not fire it again
