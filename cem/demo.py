@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -85,9 +86,48 @@ def run_demo(settings: Settings, customers: int, days: int, malformed: int, cons
         stop_role(worker)
     if code == 0:
         _report(settings, console, sim.per_channel)
+        _outcomes(settings, console, run_dir / "sim")
     if started_broker:
         infra.kafka("down")
     return code
+
+
+def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
+    """What the pipeline made of it: moments and alerts per rule, customers per lifecycle stage,
+    and the score against the simulator's ground truth."""
+    from .report import truth_report
+    from .sinks.clickhouse.client import connect
+    client = connect(settings.clickhouse)
+    try:
+        moments = client.query(
+            "SELECT m.rule, count(), countIf(m.recovery_status = 'recovered'), countIf(m.recovery_status = 'unrecovered'), "
+            "any(a.team) FROM negative_moments AS m FINAL "
+            "LEFT JOIN (SELECT rule, any(team) AS team FROM alerts FINAL GROUP BY rule) AS a "
+            "ON a.rule = m.rule GROUP BY m.rule ORDER BY count() DESC").result_rows
+        alerts = dict(client.query("SELECT status, count() FROM alerts FINAL GROUP BY status").result_rows)
+        stages = client.query("SELECT stage, count() FROM customers FINAL GROUP BY stage ORDER BY count() DESC").result_rows
+    finally:
+        client.close()
+    m = Table(title="negative moments by rule (alerts: " + ", ".join(f"{n} {s}" for s, n in sorted(alerts.items())) + ")")
+    for col in ("rule", "moments", "recovered", "unrecovered", "owner team"):
+        m.add_column(col)
+    for rule, n, rec, unrec, team in moments:
+        m.add_row(rule, str(n), str(rec), str(unrec), team or "")
+    console.print(m)
+    life = Table(title="customers by lifecycle stage (reasons in customer_lifecycle)")
+    life.add_column("stage")
+    life.add_column("customers")
+    for stage, n in stages:
+        life.add_row(stage, str(n))
+    console.print(life)
+    r = truth_report(settings, truth_dir)
+    rules = r["rules"].values()
+    found = sum(x["truth"] * x["recall"] for x in rules)
+    right = sum(x["detected"] * x["precision"] for x in rules)
+    console.print(
+        f"against ground truth: identity F1 {r['identity_f1']:.4f}, session accuracy {r['session_accuracy']:.4f}, "
+        f"moments found {found:.0f}/{r['moments_truth']} with {right:.0f}/{r['moments_detected']} right, "
+        f"recovery status accuracy {r['recovery_accuracy']:.4f} (`cem report --truth {truth_dir}` for every figure)")
 
 
 def _report(settings: Settings, console: Console, sent: Counter) -> None:
