@@ -32,7 +32,7 @@ class Changes:
 
 #: How long (event time) a finalized event's id is remembered, so an input replay after a
 #: crash does not turn it into a second session.
-REMEMBER_MS = 3 * 24 * 3_600_000
+REMEMBER_MS = 8 * 24 * 3_600_000
 
 
 @dataclass

@@ -70,6 +70,10 @@ class Coordinator:
             if control == "unmerge":
                 self._unmerge(body["merge"], now)
                 return
+            # idleness is judged on when reports and ticks were *written* (their position in this
+            # single-partition stream), never on when a lagging coordinator reads them: a report
+            # still queued behind a tick must not let that tick declare its source idle
+            now = int(body.get("wall") or now)
             if control == "tick" and self._backlog is not None:
                 self._busy = self._backlog()
             if control == "watermark":

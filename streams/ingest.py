@@ -53,7 +53,7 @@ class Ingest:
         self._links = links_topic
         self._lateness = lateness_ms
         self._source_max: dict[str, int] = {}
-        self._source_sent: dict[str, int] = {}
+        self._touched: set[str] = set()
         self.counts = IngestCounts()
 
     def process(self, value: bytes | None, topic: str, partition: int, offset: int,
@@ -103,6 +103,7 @@ class Ingest:
                       and e["occurred_at"] <= now_ms + 3_600_000), default=None)
         if newest is not None and newest > self._source_max.get(source, -(1 << 62)):
             self._source_max[source] = newest
+        self._touched.add(source)
         counts.events += len(decoded.events)
         counts.forwarded += forwarded
         if self._on_events is not None:
@@ -118,12 +119,14 @@ class Ingest:
         self._publisher.flush()
         if self._links is None:
             return
-        marks = {s: m - self._lateness for s, m in self._source_max.items() if self._source_sent.get(s) != m}
+        # every source read since the last report, changed or not: a report is also a sign of
+        # life, so a partition working through old records is never taken for an idle one
+        marks = {s: self._source_max[s] - self._lateness for s in self._touched if s in self._source_max}
         if marks:
             self._publisher.send_control(self._links, 0, {"control": "watermark", "sources": marks,
                                                           "wall": int(self._clock() * 1000)})
             self._publisher.flush()
-            self._source_sent.update(self._source_max)
+        self._touched.clear()
 
     def _original(self, event: dict[str, Any], value: bytes | None, is_batch: bool) -> bytes:
         if not is_batch and value is not None:
