@@ -77,12 +77,13 @@ def _event(row: tuple) -> dict[str, Any]:
 
 
 def run_backtest(settings: Any, rules: tuple[Rule, ...], since: datetime, until: datetime) -> list[RuleComparison]:
+    from .report import merge_aliases
     from .sinks.clickhouse.client import connect
+    from .truth import resolve_aliases
     client = connect(settings.clickhouse)
     params = {"since": since, "until": until}
     try:
-        aliases = dict(client.query("SELECT loser, argMax(winner, decided_at) FROM identity_merges FINAL "
-                                    "WHERE status = 'merged' GROUP BY loser").result_rows)
+        aliases = merge_aliases(client)
         rows = client.query(
             "SELECT customer_id, event_id, event_type, channel, toUnixTimestamp64Milli(occurred_at), store_id, "
             "identifiers, web, store, phone, returns, feedback FROM touchpoints FINAL "
@@ -94,11 +95,7 @@ def run_backtest(settings: Any, rules: tuple[Rule, ...], since: datetime, until:
         client.close()
     per_customer: dict[str, list[dict[str, Any]]] = {}
     for customer, *rest in rows:
-        seen = set()
-        while customer in aliases and customer not in seen:  # follow merges to the survivor
-            seen.add(customer)
-            customer = aliases[customer]
-        per_customer.setdefault(customer, []).append(_event(tuple(rest)))
+        per_customer.setdefault(resolve_aliases(customer, aliases), []).append(_event(tuple(rest)))
     moments = replay(per_customer.items(), rules, int(until.timestamp() * 1000))
     return compare(rules, moments, stored)
 

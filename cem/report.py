@@ -15,14 +15,20 @@ def _jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def merge_aliases(client: Any) -> dict[str, str]:
+    """Merged-away customer id -> the id it merged into (latest decision; chains are followed by
+    `resolve_aliases`). `client`: a clickhouse-connect client."""
+    return dict(client.query("SELECT loser, argMax(winner, decided_at) FROM identity_merges FINAL "
+                             "WHERE status = 'merged' GROUP BY loser").result_rows)
+
+
 def truth_report(settings: Settings, truth_dir: Path) -> dict[str, Any]:
     from .sinks.clickhouse.client import connect
     events = _jsonl(truth_dir / "truth_events.jsonl")
     client = connect(settings.clickhouse)
     try:
         rows = client.query("SELECT event_id, customer_id FROM touchpoints FINAL").result_rows
-        aliases = dict(client.query("SELECT loser, argMax(winner, decided_at) FROM identity_merges FINAL "
-                                    "WHERE status = 'merged' GROUP BY loser").result_rows)
+        aliases = merge_aliases(client)
         sessions = client.query("SELECT event_ids FROM sessions FINAL WHERE is_deleted = 0").result_rows
         journeys = client.query("SELECT count() FROM journeys FINAL").result_rows[0][0]
         detected = client.query("SELECT rule, evidence, recovery_status FROM negative_moments FINAL").result_rows
