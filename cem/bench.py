@@ -281,7 +281,7 @@ def _print(r: dict[str, Any], console: Console) -> None:
     lat = r["latency_row_ms"]
     t.add_row("(e) produce → row visible at 5,000 events/s (p50 / p99)", f"{lat['p50']:.0f} / {lat['p99']:.0f} ms")
     al = r["latency_alert_ms"]
-    t.add_row(f"(e) event received → alert raised at 5,000 events/s (p50 / p99, {al['n']} alerts)",
+    t.add_row(f"(e) event received → moment detected and alerted at 5,000 events/s (p50 / p99, {al['n']} moments)",
               f"{al['p50']:.0f} / {al['p99']:.0f} ms")
     rss = r["rss_peak_mb"]
     g = r["rss_growth_steady_mb"]

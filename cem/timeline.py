@@ -49,6 +49,11 @@ class Timeline:
     def key(channel: str, subject: str) -> str:
         return f"{channel}|{subject}"
 
+    def holds_state(self) -> bool:
+        """False when nothing of this customer needs remembering (the stage then drops it)."""
+        return bool(self.subjects or self.journey is not None or self.recent or not self.detector.empty()
+                    or self.alerts.alerts or self.life.stage is not None)
+
     def add(self, t: Touch, watermark: int) -> Changes:
         ch = Changes()
         if t.event_id in self.recent:

@@ -1,5 +1,6 @@
-"""The customer stage (free of Faust): cem.touchpoints (keyed by canonical customer) → open
-sessions and journeys per customer on event time → cem.sessions, cem.journeys.
+"""The customer stage (free of Faust): cem.touchpoints (keyed by canonical customer) → sessions,
+journeys, negative moments, alerts and lifecycle per customer on event time → cem.sessions,
+cem.journeys, cem.moments, cem.alerts, cem.customers.
 
 State is one `Timeline` per customer in a `KeyedState` (live objects in memory; the worker
 makes it durable through its own changelog topic): a Timeline is decoded only when its partition
@@ -136,13 +137,14 @@ class CustomerStage:
                     self._on_late()
             added = tl.add(touch, wm)
             changes.extend(added)
-            if added.accepted:
-                opened = any(st == "open" and len(s.touches) == 1 and s.touches[0].event_id == touch.event_id
-                             for s, st, _ in added.sessions)
-                nps = touch.attrs.get("nps") if touch.event_type == "survey_response" else None
-                self._life += [(tl, c) for c in tl.life.on_touch(touch.event_type, touch.at, is_positive(touch),
-                                                                nps, opened)]
-            if added.accepted and self._rules:
+            if not added.accepted:
+                continue  # replayed: already counted
+            opened = any(st == "open" and len(s.touches) == 1 and s.touches[0].event_id == touch.event_id
+                         for s, st, _ in added.sessions)
+            nps = touch.attrs.get("nps") if touch.event_type == "survey_response" else None
+            self._life += [(tl, c) for c in tl.life.on_touch(touch.event_type, touch.at, is_positive(touch),
+                                                            nps, opened)]
+            if self._rules:
                 new, changed = tl.detector.on_touch(self._rules_by_type.get(touch.event_type, ()), customer, touch, ev.get("received_at"))
                 self._moments += [(m, True, tl) for m in new] + [(m, False, tl) for m in changed]
                 if new and tl.journey is not None:
@@ -236,8 +238,7 @@ class CustomerStage:
             heapq.heappush(heap, item)
         self._emit_moments()  # alert state changes with them, before the timelines are written
         for customer, tl in dirty.items():  # one table write per changed customer
-            if tl.subjects or tl.journey is not None or tl.recent or not tl.detector.empty() or tl.alerts.alerts \
-                    or tl.life.stage is not None:
+            if tl.holds_state():
                 self.table.put(customer, tl, partition)
                 d = tl.next_deadline()
                 if d is not None:
@@ -346,4 +347,3 @@ def session_row(s: Session, customer: str, status: str, version: int) -> dict[st
             "events": len(s.touches), "event_ids": [t.event_id for t in s.touches], "event_types": types,
             "store_id": next((t.store_id for t in s.touches if t.store_id), None), "status": status,
             "late": int(s.late), "is_deleted": int(status == "deleted"), "version": version}
-

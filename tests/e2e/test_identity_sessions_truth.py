@@ -15,6 +15,7 @@ import pytest
 from cem.connectors.simulate import simulate
 from cem.backtest import run_backtest
 from cem.demo import dlq_reasons
+from cem.lifecycle import STAGES
 from cem.rules import DEFAULT_RULES, load_rules
 from cem.report import truth_report
 from cem.simulator import DAY, SimConfig
@@ -79,7 +80,7 @@ def test_truth_report_identity_sessions_moments_recovery(cem_settings, tmp_path)
         no_reason = c.query("SELECT count() FROM customer_lifecycle WHERE reason = ''").result_rows[0][0]
     print("lifecycle:", stage, "won back:", won_back)
     assert covered == customers  # merged-away profiles keep a row with stage "merged"
-    assert set(stage) <= {"new", "active", "satisfied", "loyal", "advocate", "at_risk", "lost", "merged"}
+    assert set(stage) <= {*STAGES, "merged"}
     assert stage.get("at_risk", 0) > 0 and stage.get("satisfied", 0) > 0 and won_back > 0 and no_reason == 0
     # backtest: the stored touchpoints replayed through the same detectors agree with the live run
     # (live = arrival order with lateness and merges in flight; replay = ideal event-time order) ...
