@@ -10,6 +10,7 @@ Nothing is acked here; the agent acks after `flush()` (acks after the sink).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -27,13 +28,14 @@ from .ingest import ATTRIBUTE_RECORDS, RESOLUTION
 
 CONTROL_HEADER = "cem-control"
 
+log = logging.getLogger(__name__)
+
 
 class Coordinator:
     def __init__(self, graph: IdentityGraph, registry: SchemaRegistry, producer: Producer,
                  publisher: BatchPublisher, dead: DeadLetters, out_topic: str, out_partitions: int,
                  lateness_ms: int = 600_000, idle_ms: int = 10_000, clock: Any = time.time,
-                 sources: dict[str, tuple[int, int]] | None = None, expected_sources: list[str] = (),
-                 backlog: Any = None):
+                 sources: dict[str, tuple[int, int]] | None = None, expected_sources: list[str] = ()):
         self.graph = graph
         self._registry = registry
         self._reader = registry.latest("touchpoint").parsed
@@ -58,8 +60,10 @@ class Coordinator:
             self.sources.restored = True
         self.watermark = -(1 << 62)
         self._pending_wm: int | None = None
-        self._backlog = backlog  # () -> set of sources with unread input (never idle)
-        self._busy: set[str] = set()
+        # sources with unread raw input (never idle), as of the last tick read; until a tick
+        # says otherwise every expected source is busy, so a coordinator replaying a backlog
+        # never takes a source for idle before it knows
+        self._busy: set[str] = set(expected_sources)
 
     def process(self, value: bytes | None, topic: str, partition: int, offset: int,
                 headers: list | None = None) -> None:
@@ -74,8 +78,8 @@ class Coordinator:
             # single-partition stream), never on when a lagging coordinator reads them: a report
             # still queued behind a tick must not let that tick declare its source idle
             now = int(body.get("wall") or now)
-            if control == "tick" and self._backlog is not None:
-                self._busy = self._backlog()
+            if control == "tick" and "busy" in body:
+                self._busy = set(body["busy"])  # measured when the tick was written, like its wall
             if control == "watermark":
                 for source, wm in body.get("sources", {}).items():
                     self.sources.update(source, wm, now)
@@ -137,6 +141,10 @@ class Coordinator:
         wm = self.sources.combined(now, self._busy)
         if wm is None and self.sources.seen:
             wm = now - self._lateness  # every source idle: event time follows the wall clock
+            if wm > self.watermark + self._lateness:
+                log.warning("every raw partition idle for %.0f s: event time jumps %.0f s to the wall clock "
+                            "minus the allowed lateness (sources %s)", self._idle / 1000,
+                            (wm - max(self.watermark, 0)) / 1000, self.sources.describe(now))
         if wm is not None and wm > self.watermark:
             self.watermark = wm
             self._pending_wm = wm
@@ -169,6 +177,9 @@ class SourceWatermarks:
     def update(self, source: str, wm: int, wall: int) -> None:
         old = self._marks.get(source)
         self._marks[source] = (max(wm, old[0]) if old else wm, max(wall, old[1]) if old else wall)
+
+    def describe(self, now: int) -> str:
+        return ", ".join(f"{src} wm={wm} quiet={(now - wall) / 1000:.1f}s" for src, (wm, wall) in sorted(self._marks.items()))
 
     def combined(self, now: int, busy: set[str] = frozenset()) -> int | None:
         """`busy` sources still have unread input in Kafka: quiet reports do not make them idle

@@ -6,14 +6,11 @@ lives in the partition of the record that wrote it). The changelog records of a 
 records are produced with the same confluent-kafka producer as the output rows and flushed with
 them before the input is acked; a partition is restored from its changelog before its first
 record after an assignment and forgotten when it is revoked. Event time arrives as `watermark`
-control records from the coordinator; a ticker thread sends it wall-clock `tick`s every
-`tick_seconds` so idleness is noticed even when no records come.
+control records from the coordinator (whose ticker notices idle sources when no records come).
 """
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import faust
 from confluent_kafka import Producer
@@ -26,21 +23,11 @@ from cem.connectors.topic_reader import read_to_end
 from cem.schemas.registry import default_registry
 from cem import metrics
 from cem.rules import load_routes, load_rules
-from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, IDENTITY_LINKS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC,
+from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC,
                           TOUCHPOINTS_TOPIC, Settings, state_topic)
 from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
 from cem.streams.state import KeyedState
 from .ingest import run_agent
-
-
-def ticker(bootstrap: str, every: float, stop: threading.Event) -> None:
-    """Wall-clock ticks to the coordinator, so idleness is noticed when no records come."""
-    producer = Producer(producer_config(bootstrap))
-    while not stop.wait(every):
-        body = json.dumps({"control": "tick", "wall": int(time.time() * 1000)}).encode()
-        producer.produce(IDENTITY_LINKS_TOPIC, value=body, partition=0, headers=[(CONTROL, b"tick")])
-        producer.poll(0)
-    producer.flush(5)
 
 
 def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settings) -> None:
@@ -69,9 +56,6 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
         stage = CustomerStage(table, default_registry(), rows, send_control,
                               rules=load_rules(settings.rules_file), routes=load_routes(settings.rules_file),
                               on_moment=metrics.moment)
-        stop = threading.Event()
-        threading.Thread(target=ticker, args=(settings.kafka_bootstrap, settings.tick_seconds, stop),
-                         daemon=True, name="cem-ticker").start()
         return stage
 
     @app.on_partitions_revoked.connect

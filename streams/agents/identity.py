@@ -6,6 +6,7 @@ restarted or moved coordinator decides exactly as the one before it. Then record
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -18,49 +19,58 @@ from cem.connectors.kafka_admin import partitions_of
 from cem.connectors.publisher import BatchPublisher, producer_config
 from cem.identity import IdentityGraph
 from cem.schemas.registry import default_registry
-from cem.settings import DLQ_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
+from cem.settings import DLQ_TOPIC, IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
 from cem.sinks.dlq import DeadLetters
-from cem.streams.coordinator import Coordinator
+from cem.streams.coordinator import CONTROL_HEADER, Coordinator
 from cem.streams.identity_log import load_graph
 from .ingest import run_agent
 
 log = logging.getLogger(__name__)
 
 
-class Backlog(threading.Thread):
-    """Which raw partitions still have input the worker group has not committed (a source with
-    a backlog is busy, never idle). Refreshed by its own thread every `every` seconds, so the
-    coordinator's loop never waits on the broker; calling it returns the latest answer."""
+class Ticker(threading.Thread):
+    """Every `every` seconds: which raw partitions still have input the worker group has not
+    committed (busy: never idle), written with the wall clock as one `tick` control record on
+    cem.identity.links partition 0, the coordinator's input.
 
-    def __init__(self, bootstrap: str, group: str, parts: dict[str, int], every: float = 1.0):
-        super().__init__(name="cem-backlog", daemon=True)
+    The busy set travels *in* the tick, so the coordinator judges idleness on one consistent
+    picture as of the tick's write time: the reports before it in the stream and the backlog at
+    that moment. (Asking for the backlog when a lagging coordinator *reads* the tick mixed an old
+    picture of the reports with a new one of the backlog: a source whose reports were still
+    queued behind the tick, but whose raw input was consumed meanwhile, was taken for idle, and
+    the events it had routed through the coordinator arrived behind the watermark as late.)
+    A failed check marks every partition busy (holds event time, never advances it wrongly)."""
+
+    def __init__(self, bootstrap: str, group: str, parts: dict[str, int], every: float):
+        super().__init__(name="cem-ticker", daemon=True)
         self._servers = bootstrap
         self._group = group
-        self._names = [f"{t}:{p}" for t, n in parts.items() for p in range(n)]
         self._parts = parts
         self._every = every
-        self._busy: set[str] = set(self._names)  # until the first answer: all busy (safe side)
-        self.start()
-
-    def __call__(self) -> set[str]:
-        return self._busy
+        self.stop = threading.Event()
 
     def run(self) -> None:
         from confluent_kafka import Consumer, TopicPartition
-        c = Consumer({"bootstrap.servers": self._servers, "group.id": self._group, "enable.auto.commit": False})
+        consumer = Consumer({"bootstrap.servers": self._servers, "group.id": self._group,
+                             "enable.auto.commit": False})
+        producer = Producer(producer_config(self._servers))
         tps = [TopicPartition(t, p) for t, n in self._parts.items() for p in range(n)]
-        while True:
+        while not self.stop.wait(self._every):
             try:
-                busy = set()
-                for tp in c.committed(tps, timeout=10):
-                    low, high = c.get_watermark_offsets(tp, timeout=10, cached=False)
+                busy = []
+                for tp in consumer.committed(tps, timeout=10):
+                    low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
                     if high > max(tp.offset, low):
-                        busy.add(f"{tp.topic}:{tp.partition}")
-                self._busy = busy
+                        busy.append(f"{tp.topic}:{tp.partition}")
             except Exception as err:  # noqa: BLE001 - unknown: keep everything busy (safe side)
                 log.warning("backlog check failed, holding event time: %s", err)
-                self._busy = set(self._names)
-            time.sleep(self._every)
+                busy = [f"{tp.topic}:{tp.partition}" for tp in tps]
+            body = {"control": "tick", "wall": int(time.time() * 1000), "busy": busy}
+            producer.produce(IDENTITY_LINKS_TOPIC, value=json.dumps(body).encode(), partition=0,
+                             headers=[(CONTROL_HEADER, b"tick")])
+            producer.poll(0)
+        producer.flush(5)
+        consumer.close()
 
 
 def attach_identity(app: faust.App, links: faust.TopicT, settings: Settings) -> None:
@@ -77,13 +87,12 @@ def attach_identity(app: faust.App, links: faust.TopicT, settings: Settings) -> 
         publisher = BatchPublisher(producer, registry.latest("touchpoint").parsed, parts,
                                    max_events=settings.publisher_max_events, linger_ms=settings.publisher_linger_ms)
         dead = DeadLetters(producer, DLQ_TOPIC, "identity", on_dead=metrics.dead_letter)
+        Ticker(settings.kafka_bootstrap, settings.app_id, raw_parts, settings.tick_seconds).start()
         return Coordinator(graph, registry, producer, publisher, dead, TOUCHPOINTS_TOPIC, parts[TOUCHPOINTS_TOPIC],
                            lateness_ms=settings.allowed_lateness_ms,
                            idle_ms=int(settings.idle_timeout_seconds * 1000),
                            sources=graph.__dict__.get("source_marks"),
-                           expected_sources=[f"{t}:{p}" for t, n in raw_parts.items() for p in range(n)],
-                           backlog=Backlog(settings.kafka_bootstrap, settings.app_id, raw_parts,
-                                           settings.tick_seconds))
+                           expected_sources=[f"{t}:{p}" for t, n in raw_parts.items() for p in range(n)])
 
     @app.agent(links, concurrency=1, name="identity")
     async def identity(stream: faust.StreamT) -> None:
