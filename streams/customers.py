@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record
-from cem.sessions import Session, touch_of
+from cem.sessions import Session, Touch, touch_of
 from cem.timeline import Changes, Timeline
 from cem.alerts import ACTIONS, Alert
 from cem.detect import Moment, is_positive
@@ -42,7 +42,9 @@ class CustomerStage:
                  send_control: Callable[[str, dict], None],
                  clock: Callable[[], float] = time.time, on_late: Callable[[], None] | None = None,
                  rules: tuple[Rule, ...] = (), routes: tuple[Route, ...] = (),
-                 on_moment: Callable[[str, float], None] | None = None):
+                 on_moment: Callable[[str, float], None] | None = None,
+                 on_recovery: Callable[[str, str], None] | None = None,
+                 on_alert: Callable[[str, str], None] | None = None):
         self.table = table
         self._registry = registry
         self._reader = registry.latest("touchpoint").parsed
@@ -60,10 +62,22 @@ class CustomerStage:
         self._rules_by_type = by_event_type(rules)
         self._routes = routes
         self._on_moment = on_moment
+        self._on_recovery = on_recovery
+        self._on_alert = on_alert
         self._moments: list[tuple[Moment, bool, Timeline]] = []  # (moment, is new, its timeline) to publish
         self._life: list[tuple[Timeline, Change]] = []  # lifecycle changes to publish
 
     # -- partition watermark ---------------------------------------------------------------
+    def gauges(self) -> dict[int, tuple[int | None, int]]:
+        """partition -> (event-time watermark or None, customers held), for metrics; read from
+        another thread, so it copies and may be a moment old."""
+        held: dict[int, int] = {}
+        for p in list(self.table.owners()):
+            held[p] = held.get(p, 0) + 1
+        marks = {p: w["wm"] for p, w in list(self._wm.items())}
+        return {p: (marks.get(p) if marks.get(p, -(1 << 62)) > 0 else None, held.get(p, 0))
+                for p in set(held) | set(marks)}
+
     def _part(self, p: int) -> dict[str, int]:
         w = self._wm.get(p)
         if w is None:
@@ -141,18 +155,21 @@ class CustomerStage:
                 continue  # replayed: already counted
             opened = any(st == "open" and len(s.touches) == 1 and s.touches[0].event_id == touch.event_id
                          for s, st, _ in added.sessions)
-            nps = touch.attrs.get("nps") if touch.event_type == "survey_response" else None
-            self._life += [(tl, c) for c in tl.life.on_touch(touch.event_type, touch.at, is_positive(touch),
-                                                            nps, opened)]
-            if self._rules:
-                new, changed = tl.detector.on_touch(self._rules_by_type.get(touch.event_type, ()), customer, touch, ev.get("received_at"))
-                self._moments += [(m, True, tl) for m in new] + [(m, False, tl) for m in changed]
-                if new and tl.journey is not None:
-                    tl.journey.moments += [m.rule for m in new]
+            self._observe(tl, customer, touch, opened, ev.get("received_at"))
         for winner, tl in forwarded.items():
             self._send_control(winner, {"control": "transfer", "winner": winner, "loser": "",
                                         "timeline": tl.to_json()})
         self._finish(partition, dirty, changes)
+
+    def _observe(self, tl: Timeline, customer: str, touch: Touch, opened: bool, received_at: int | None) -> None:
+        """A touch new to this customer meets the lifecycle and the rules."""
+        nps = touch.attrs.get("nps") if touch.event_type == "survey_response" else None
+        self._life += [(tl, c) for c in tl.life.on_touch(touch.event_type, touch.at, is_positive(touch), nps, opened)]
+        if self._rules:
+            new, changed = tl.detector.on_touch(self._rules_by_type.get(touch.event_type, ()), customer, touch, received_at)
+            self._moments += [(m, True, tl) for m in new] + [(m, False, tl) for m in changed]
+            if new and tl.journey is not None:
+                tl.journey.moments += [m.rule for m in new]
 
     def _control(self, kind: str, body: dict, partition: int) -> None:
         part = self._part(partition)
@@ -187,7 +204,18 @@ class CustomerStage:
                 else:
                     self._drop(AWAIT + winner, partition)
             tl = self._load(winner)
-            changes = tl.absorb(Timeline.from_json(body["timeline"])) if body.get("timeline") else Changes()
+            incoming = Timeline.from_json(body["timeline"]) if body.get("timeline") else None
+            fresh: list[Touch] = []
+            if incoming is not None and not body.get("loser"):
+                # touches a stale replica resolved to a merged-away profile, forwarded here: new
+                # to this customer, so they meet its rules and lifecycle like any touch (a
+                # return_received arriving this way must still arm no_refund)
+                known = set(tl.recent) | {t.event_id for st in tl.subjects.values() for t in st.touches}
+                fresh = sorted((t for st in incoming.subjects.values() for t in st.touches if t.event_id not in known),
+                               key=lambda t: (t.at, t.event_id))
+            changes = tl.absorb(incoming) if incoming is not None else Changes()
+            for touch in fresh:
+                self._observe(tl, winner, touch, False, None)
             if body.get("timeline") and self._rules:
                 self._moments += [(m, True, tl) for m in tl.detector.recheck(self._rules, winner)]
             self._finish(partition, {winner: tl}, changes)
@@ -279,6 +307,10 @@ class CustomerStage:
                 a = tl.alerts.on_recovery(m.rule, m.moment_id, m.status, m.at)
             if a is not None:
                 self._publish_alert(a, tl.customer_id, now)
+                if a.revision == 1 and self._on_alert is not None:
+                    self._on_alert(team, severity)
+            if m.status in ("recovered", "unrecovered") and self._on_recovery is not None:
+                self._on_recovery(m.rule, m.status)
             if is_new and self._on_moment is not None:
                 self._on_moment(m.rule, latency / 1000 if latency is not None else -1.0)
         self._moments = []

@@ -130,3 +130,30 @@ def test_a_stage_restored_from_its_changelog_ends_where_an_uninterrupted_one_doe
     got = {k: v for k, v in rows.sessions.items() if v["status"] == "closed"}
     assert {k: v["event_ids"] for k, v in got.items()} == {k: v["event_ids"] for k, v in final.items()}
     assert set(rows.moments) == set(whole.moments) and whole.moments
+
+
+def test_a_touch_forwarded_after_a_merge_meets_the_winners_rules():
+    """A stale replica resolved a return_received to a merged-away profile: the loser's partition
+    forwards it to the winner, where it must arm the absence rule (no_refund) like any touch."""
+    sim = Simulator(SimConfig(customers=400, days=7, seed=3))
+    received = next(e for e in sim.run() if e["event_type"] == "return_received")
+    controls: list[tuple[str, dict]] = []
+    rows = Rows()
+    stage = CustomerStage(KeyedState(encode_state, decode_state, Log().load, Log().write), default_registry(), rows,
+                          lambda key, body: controls.append((key, body)), rules=load_rules(None),
+                          routes=load_routes(None))
+
+    def control(body: dict) -> None:
+        stage.process(json.dumps(body).encode(), "cem.touchpoints", 0, 0, [(CONTROL, body["control"].encode())])
+
+    control({"control": "merge", "merge_id": "m1", "winner": "cus-winner", "loser": "cus-loser", "at": 0})
+    ev = dict(received, cem=(RESOLUTION, {"customer_id": "cus-loser", "late": False, "processed_at": 0}))
+    ev["returns"] = (ATTRIBUTE_RECORDS["returns"], ev["returns"])
+    stage.process(encode_batch([ev], default_registry().latest("touchpoint").parsed), "cem.touchpoints", 0, 1, None)
+    forwarded = [b for k, b in controls if b["control"] == "transfer" and b["loser"] == ""]
+    assert len(forwarded) == 1 and forwarded[0]["winner"] == "cus-winner"
+    control(forwarded[0])
+    control({"control": "watermark", "wm": received["occurred_at"] + 6 * 86_400_000})
+    stage.flush()
+    fired = [m for m in rows.moments.values() if m["rule"] == "no_refund"]
+    assert [(m["customer_id"], m["evidence"]) for m in fired] == [("cus-winner", [received["event_id"]])]
