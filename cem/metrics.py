@@ -1,11 +1,18 @@
 """Prometheus metrics shared by every cem process (names follow Prometheus conventions:
-`cem_..._total` counters, base units). Exposed with `serve(port)`; each process serves its own."""
+`cem_..._total` counters, `_seconds` in base units). Each process serves its own registry on
+its metrics port (`serve`); which process exports which metric is in README "Operating cem",
+and `tests/integration/test_observability.py` holds that table, the dashboard and the alert
+rules to the names defined here."""
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-EVENTS_IN = Counter("cem_events_in_total", "Events read from a topic", ["topic"])
-RECORDS_IN = Counter("cem_records_in_total", "Kafka records read from a topic", ["topic"])
+EVENTS = Counter("cem_events_total", "Events read from (in) or delivered to (out) a Kafka topic",
+                 ["topic", "direction"])
+RECORDS = Counter("cem_records_total", "Kafka records read from (in) or delivered to (out) a topic",
+                  ["topic", "direction"])
+EVENTS_PER_RECORD = Histogram("cem_events_per_record", "Events carried by one Kafka record read", ["topic"],
+                              buckets=(1, 10, 50, 100, 250, 500, 1000, 5000))
 DEAD_LETTERS = Counter("cem_dead_letters_total", "Events or records sent to cem.dlq", ["reason"])
 SINK_ROWS = Counter("cem_sink_rows_total", "Rows inserted into ClickHouse", ["table"])
 SINK_BATCH_ROWS = Histogram("cem_sink_batch_rows", "Rows per ClickHouse insert", ["table"],
@@ -13,16 +20,27 @@ SINK_BATCH_ROWS = Histogram("cem_sink_batch_rows", "Rows per ClickHouse insert",
 SINK_INSERT_SECONDS = Histogram("cem_sink_insert_seconds", "Latency of one ClickHouse insert", ["table"])
 SINK_ERRORS = Counter("cem_sink_insert_errors_total", "ClickHouse inserts that failed and were retried", ["table"])
 MOMENTS = Counter("cem_moments_total", "Negative moments detected", ["rule"])
+RECOVERIES = Counter("cem_moment_recoveries_total", "Moments decided: recovered or unrecovered", ["rule", "status"])
+ALERTS = Counter("cem_alerts_total", "Alerts opened, by the team they are routed to", ["team", "severity"])
 ALERT_LATENCY = Histogram("cem_alert_latency_seconds", "From the triggering event's receipt to its alert",
                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 WEBHOOKS = Counter("cem_webhook_deliveries_total", "Alert webhook outcomes (delivered, retried, parked)",
                    ["outcome"])
-CONSUMER_LAG = Gauge("cem_consumer_lag_records", "Records behind the log end", ["topic", "partition"])
+CONSUMER_LAG = Gauge("cem_consumer_lag_records", "Records behind the log end (uncommitted)", ["topic", "partition"])
+WATERMARK_LAG = Gauge("cem_watermark_lag_seconds", "Wall clock minus the event-time watermark", ["partition"])
+STATE_CUSTOMERS = Gauge("cem_state_customers", "Customers whose timeline a worker holds", ["partition"])
+IDENTIFIERS = Gauge("cem_identity_identifiers", "Identifiers in the coordinator's identity graph")
 
 
 def events_in(topic: str, n: int) -> None:
-    EVENTS_IN.labels(topic).inc(n)
-    RECORDS_IN.labels(topic).inc()
+    EVENTS.labels(topic, "in").inc(n)
+    RECORDS.labels(topic, "in").inc()
+    EVENTS_PER_RECORD.labels(topic).observe(n)
+
+
+def events_out(topic: str, n: int) -> None:
+    EVENTS.labels(topic, "out").inc(n)
+    RECORDS.labels(topic, "out").inc()
 
 
 def dead_letter(reason: str) -> None:
@@ -36,10 +54,22 @@ def moment(rule: str, latency_seconds: float) -> None:
         ALERT_LATENCY.observe(latency_seconds)
 
 
+def recovery(rule: str, status: str) -> None:
+    RECOVERIES.labels(rule, status).inc()
+
+
+def alert(team: str, severity: str) -> None:
+    ALERTS.labels(team or "unrouted", severity or "unknown").inc()
+
+
 def webhook(outcome: str) -> None:
     WEBHOOKS.labels(outcome).inc()
 
 
-def serve(port: int) -> None:
+def lag(topic: str, partition: int, records: int) -> None:
+    CONSUMER_LAG.labels(topic, str(partition)).set(records)
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)

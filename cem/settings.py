@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     sink_max_seconds: float = Field(1.0, gt=0, description="Longest a row waits for its insert.")
     worker_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem worker` (0 = off).")
     sink_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem sink` (0 = off).")
+    metrics_host: str = Field("127.0.0.1", description="Bind address of the Prometheus endpoints (0.0.0.0 in containers).")
+    sink_query_port: int = Field(8125, ge=0, description="Read-only pack-query endpoint of `cem sink` on "
+                                 "127.0.0.1, how `cem query` reads embedded ClickHouse while the sink runs (0 = off).")
     log_level: str = Field("info", pattern="^(crit|error|warn|info|debug)$")
     allowed_lateness_ms: int = Field(10 * 60_000, ge=0, description="Event-time lateness before an event is late.")
     idle_timeout_seconds: float = Field(10.0, gt=0, description="A quiet partition's watermark follows the wall clock after this.")

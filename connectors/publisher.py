@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from cem import metrics
 from confluent_kafka import KafkaException, Producer
 from fastavro.write import Writer
 
@@ -154,6 +155,7 @@ class BatchPublisher:
                     stats.errors.append(str(err))
             else:
                 stats.delivered += 1
+                metrics.events_out(topic, count)
                 if self._on_delivery is not None:
                     self._on_delivery(topic, partition, count)
 

@@ -108,8 +108,12 @@ class Landing:
                                  on_revoke=self.on_revoke)
         last_data = time.monotonic()
         first_data: float | None = None
+        next_lag = 0.0
         try:
             while not should_stop():
+                if time.monotonic() >= next_lag:
+                    self._report_lag()
+                    next_lag = time.monotonic() + 10.0
                 msgs = self._consumer.consume(num_messages=2000, timeout=0.1)
                 if msgs:
                     last_data = time.monotonic()
@@ -129,6 +133,16 @@ class Landing:
         finally:
             self._consumer.close()
         return self.counts
+
+    def _report_lag(self) -> None:
+        """cem_consumer_lag_records per assigned partition (log end minus our position)."""
+        try:
+            for tp in self._consumer.position(self._consumer.assignment()):
+                if tp.offset >= 0:
+                    _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                    metrics.lag(tp.topic, tp.partition, max(0, high - tp.offset))
+        except Exception:  # noqa: BLE001 - metrics never stop landing
+            pass
 
     def _add(self, msg: Any) -> None:
         err = msg.error()

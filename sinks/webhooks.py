@@ -211,7 +211,7 @@ def run_notify(settings: Any, idle_exit: float | None = None) -> Dispatcher:
     from cem.settings import ALERTS_TOPIC, DELIVERIES_TOPIC, DLQ_TOPIC
 
     should_stop = stop_requested()
-    metrics.serve(settings.notify_metrics_port)
+    metrics.serve(settings.notify_metrics_port, settings.metrics_host)
     if not settings.webhook_endpoints:
         log.warning("no CEM_WEBHOOK_ENDPOINTS configured: alerts are read but none is delivered")
     producer = Producer(producer_config(settings.kafka_bootstrap))

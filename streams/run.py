@@ -9,6 +9,6 @@ from .app import create_app
 def run_worker(settings: Settings) -> None:
     from faust.worker import Worker
 
-    metrics.serve(settings.worker_metrics_port)
+    metrics.serve(settings.worker_metrics_port, settings.metrics_host)
     app = create_app(settings)
     Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()

@@ -76,6 +76,10 @@ class KeyedState:
     def __len__(self) -> int:
         return len(self._values)
 
+    def owners(self) -> list[int]:
+        """The partition of every key held (a copy)."""
+        return list(self._owner.values())
+
     def keys(self, partition: int | None = None) -> Iterator[str]:
         if partition is None:
             return iter(list(self._values))

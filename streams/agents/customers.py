@@ -11,6 +11,8 @@ control records from the coordinator (whose ticker notices idle sources when no 
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import faust
 from confluent_kafka import Producer
@@ -28,6 +30,21 @@ from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, JOURNEYS_TOPIC, MOMENTS
 from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
 from cem.streams.state import KeyedState
 from .ingest import run_agent
+
+
+def report_gauges(stage: CustomerStage, every: float = 5.0) -> None:
+    """Watermark lag and customers held per partition, for Prometheus, every `every` seconds."""
+    while True:
+        time.sleep(every)
+        try:
+            gauges = stage.gauges()
+        except RuntimeError:  # the stage changed a dict while we copied it: next time
+            continue
+        now = time.time()
+        for p, (wm, held) in gauges.items():
+            metrics.STATE_CUSTOMERS.labels(str(p)).set(held)
+            if wm is not None:
+                metrics.WATERMARK_LAG.labels(str(p)).set(max(0.0, now - wm / 1000))
 
 
 def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settings) -> None:
@@ -55,7 +72,8 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
 
         stage = CustomerStage(table, default_registry(), rows, send_control,
                               rules=load_rules(settings.rules_file), routes=load_routes(settings.rules_file),
-                              on_moment=metrics.moment)
+                              on_moment=metrics.moment, on_recovery=metrics.recovery, on_alert=metrics.alert)
+        threading.Thread(target=report_gauges, args=(stage,), name="cem-gauges", daemon=True).start()
         return stage
 
     @app.on_partitions_revoked.connect

@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from typing import Callable
 
 import faust
 from confluent_kafka import Producer
@@ -41,12 +42,14 @@ class Ticker(threading.Thread):
     the events it had routed through the coordinator arrived behind the watermark as late.)
     A failed check marks every partition busy (holds event time, never advances it wrongly)."""
 
-    def __init__(self, bootstrap: str, group: str, parts: dict[str, int], every: float):
+    def __init__(self, bootstrap: str, group: str, parts: dict[str, int], every: float,
+                 identifiers: Callable[[], int] = lambda: 0):
         super().__init__(name="cem-ticker", daemon=True)
         self._servers = bootstrap
         self._group = group
         self._parts = parts
         self._every = every
+        self._identifiers = identifiers
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -62,6 +65,8 @@ class Ticker(threading.Thread):
                     low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
                     if high > max(tp.offset, low):
                         busy.append(f"{tp.topic}:{tp.partition}")
+                    metrics.lag(tp.topic, tp.partition, high - max(tp.offset, low))
+                metrics.IDENTIFIERS.set(self._identifiers())
             except Exception as err:  # noqa: BLE001 - unknown: keep everything busy (safe side)
                 log.warning("backlog check failed, holding event time: %s", err)
                 busy = [f"{tp.topic}:{tp.partition}" for tp in tps]
@@ -87,7 +92,8 @@ def attach_identity(app: faust.App, links: faust.TopicT, settings: Settings) -> 
         publisher = BatchPublisher(producer, registry.latest("touchpoint").parsed, parts,
                                    max_events=settings.publisher_max_events, linger_ms=settings.publisher_linger_ms)
         dead = DeadLetters(producer, DLQ_TOPIC, "identity", on_dead=metrics.dead_letter)
-        Ticker(settings.kafka_bootstrap, settings.app_id, raw_parts, settings.tick_seconds).start()
+        Ticker(settings.kafka_bootstrap, settings.app_id, raw_parts, settings.tick_seconds,
+               lambda: len(graph.owner)).start()
         return Coordinator(graph, registry, producer, publisher, dead, TOUCHPOINTS_TOPIC, parts[TOUCHPOINTS_TOPIC],
                            lateness_ms=settings.allowed_lateness_ms,
                            idle_ms=int(settings.idle_timeout_seconds * 1000),
