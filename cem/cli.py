@@ -349,6 +349,39 @@ def report(truth: Path = typer.Option(..., exists=True, file_okay=False, help="A
 
 
 @app.command()
+def query(name: Optional[str] = typer.Argument(None, help="A pack query (see --list)."),
+          param: list[str] = typer.Option([], "--param", "-p", help="k=v, repeatable."),
+          fmt: str = typer.Option("table", "--format", help="table | csv | json"),
+          list_: bool = typer.Option(False, "--list", help="Show the query pack, one line each.")) -> None:
+    """Run a query of the analysts' pack against ClickHouse (also while the pipeline runs)."""
+    from .sinks.queries import QueryError, load_pack, render
+    from .sinks.query_server import execute
+    from .sinks.clickhouse.client import ClickHouseUnavailable
+    if list_ or not name:
+        for q in load_pack().values():
+            args = " ".join(f"[{p.name}={p.default}]" if p.default is not None else f"{p.name}=…" for p in q.params)
+            print(f"{q.name:28} {q.summary}" + (f"  ({args})" if args else ""))
+        return
+    given = {}
+    for kv in param:
+        if "=" not in kv:
+            console.print(f"[red]--param {kv!r} must be k=v[/red]")
+            raise typer.Exit(2)
+        k, v = kv.split("=", 1)
+        given[k.strip()] = v
+    s = _settings()
+    try:
+        columns, rows = execute(s.clickhouse, s.sink_query_port, name, given)
+        sys.stdout.write(render(columns, [tuple(r) for r in rows], fmt))
+    except QueryError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    except (ClickHouseUnavailable, RuntimeError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def bench(events: int = typer.Option(200_000, help="Events per stage."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON for comparing commits.")) -> None:
     """Measure raw ceiling, naive baseline, landing and pipeline throughput in one run."""

@@ -87,9 +87,21 @@ def run_demo(settings: Settings, customers: int, days: int, malformed: int, cons
     if code == 0:
         _report(settings, console, sim.per_channel)
         _outcomes(settings, console, run_dir / "sim")
+        _pack(settings, console)
     if started_broker:
         infra.kafka("down")
     return code
+
+
+def _pack(settings: Settings, console: Console) -> None:
+    """Two queries of the analysts' pack, and how to run the others on this run's data."""
+    from .sinks.queries import render
+    from .sinks.query_server import execute
+    for name in ("recovery_impact", "contact_resolution"):
+        columns, rows = execute(settings.clickhouse, 0, name, {})
+        console.print(f"[bold]cem query {name}[/bold]")
+        console.out(render(columns, [tuple(r) for r in rows], "table"), highlight=False)
+    console.print(f"the whole pack: CEM_DATA_DIR={settings.data_dir} .venv/bin/cem query --list")
 
 
 def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:

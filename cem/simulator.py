@@ -131,7 +131,7 @@ class Simulator:
         self.truth.events.append({"event_id": ev["event_id"], "customer": c.customer_id,
                                   "session": self._sessions[key][0], "channel": channel,
                                   "persona": c.persona, "at": at, "event_type": event_type,
-                                  "resolved": bool((attrs or {}).get("resolved"))})
+                                  "resolved": bool((attrs or {}).get("resolved")), "store_id": store_id})
         return ev
 
     def _moment(self, rule: str, c: Customer, at: int, evidence: list[dict], channel: str) -> dict:

@@ -16,6 +16,7 @@ from .clickhouse.client import connect
 from .clickhouse.migrations import apply
 from .dlq import DeadLetters
 from .landing import Landing, LandingCounts, consumer_config
+from .query_server import serve_queries
 
 #: Output topic -> ClickHouse table.
 TABLES = {TOUCHPOINTS_TOPIC: "touchpoints", SESSIONS_TOPIC: "sessions", JOURNEYS_TOPIC: "journeys",
@@ -27,9 +28,10 @@ log = logging.getLogger(__name__)
 def run_sink(settings: Settings, *, group: str | None = None, idle_exit: float | None = None,
              topics: dict[str, str] | None = None) -> LandingCounts:
     should_stop = stop_requested()
-    metrics.serve(settings.sink_metrics_port)
+    metrics.serve(settings.sink_metrics_port, settings.metrics_host)
     client = connect(settings.clickhouse)
     apply(client)
+    queries = serve_queries(lambda: connect(settings.clickhouse), settings.clickhouse, settings.sink_query_port)
     producer = Producer(producer_config(settings.kafka_bootstrap))
     consumer = Consumer(consumer_config(settings.kafka_bootstrap, group or f"{settings.app_id}-landing"))
     landing = Landing(client, consumer, DeadLetters(producer, DLQ_TOPIC, "landing", metrics.dead_letter),
@@ -40,5 +42,7 @@ def run_sink(settings: Settings, *, group: str | None = None, idle_exit: float |
     finally:
         if producer.flush(30):
             log.error("some dead letters were not acknowledged by Kafka")
+        if queries is not None:
+            queries.close()
         client.close()
     return counts
