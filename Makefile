@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	bash scripts/kafka.sh fetch
+	bash scripts/prometheus-tools.sh
 	touch $(STAMP)
 
 install: $(STAMP)
