@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	bash scripts/kafka.sh fetch
 	bash scripts/prometheus-tools.sh
+	bash scripts/web-tools.sh
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -202,12 +202,18 @@ def notify(idle_exit: Optional[float] = typer.Option(None, help="Exit after this
 
 
 @app.command()
-def collector() -> None:
-    """Run the HTTP collector (POST /v1/events, /healthz, /metrics)."""
+def collector(demo_site: bool = typer.Option(False, "--demo-site", help="Also serve the demo shop at /demo/ "
+                                            "(instrumented with analytics.js, sending here).")) -> None:
+    """Run the HTTP collector: native /v1/events, Segment's /v1/batch|track|…, Snowplow's /i and tp2."""
     from .connectors.collector import run_collector
     s = _settings()
-    console.print(f"collector on http://{s.collector_host}:{s.collector_port}")
-    run_collector(s)
+    console.print(f"collector on http://{s.collector_host}:{s.collector_port}"
+                  + (f" — demo shop: http://{s.collector_host}:{s.collector_port}/demo/" if demo_site else ""))
+    try:
+        run_collector(s, demo_site)
+    except FileNotFoundError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
 
 
 @app.command("import")

@@ -14,7 +14,7 @@ CHANNELS: tuple[str, ...] = ("store", "web", "phone", "returns", "feedback")
 
 EVENT_TYPES: Mapping[str, frozenset[str]] = {
     "web": frozenset({"page_view", "search", "click", "add_to_cart", "checkout_started",
-                      "payment_failed", "order_placed", "error", "login", "identify"}),
+                      "payment_failed", "order_placed", "error", "login", "identify", "custom"}),
     "store": frozenset({"visit_started", "item_unavailable", "queue_wait", "purchase",
                         "loyalty_scan", "visit_ended"}),
     "phone": frozenset({"call_started", "ivr_step", "hold", "transfer", "call_ended"}),

@@ -68,6 +68,10 @@ class Collector:
         auth = request.headers.get("Authorization", "")
         if not given and auth.startswith("Bearer "):
             given = auth[7:]
+        return self.source_for_key(given)
+
+    def source_for_key(self, given: str) -> str | None:
+        """The source whose key is `given` (constant-time over every key), or None."""
         if not given:
             return None
         found = None
@@ -196,7 +200,11 @@ class Collector:
         return app
 
 
-def run_collector(settings: Settings) -> None:
+def run_collector(settings: Settings, demo_site: bool = False) -> None:
+    from .trackers import add_demo_site, add_tracker_routes
     collector = Collector(settings)
+    add_tracker_routes(collector)
+    if demo_site:
+        add_demo_site(collector)
     web.run_app(collector.app(), host=settings.collector_host, port=settings.collector_port,
                 print=lambda *a: log.info(*a))

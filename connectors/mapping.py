@@ -129,7 +129,7 @@ def to_touchpoint(obj: Any, *, default_channel: str | None, source: str, now_ms:
         attrs[key] = v
     event_id = obj.get("event_id") or str(uuid.uuid4())
     strings = {}
-    for name in ("event_type", "store_id", "location"):
+    for name in ("event_type", "store_id", "location", "event_name"):
         v, bad = _coerce(obj.get(name), str, name, False)
         if bad:
             return bad
@@ -139,6 +139,7 @@ def to_touchpoint(obj: Any, *, default_channel: str | None, source: str, now_ms:
         return bad
     event = {"event_id": eid, "event_type": strings["event_type"], "channel": channel,
              "occurred_at": occurred, "received_at": now_ms, "source": source, "identifiers": ids,
-             "store_id": strings["store_id"], "location": strings["location"], channel: attrs}
+             "store_id": strings["store_id"], "location": strings["location"], channel: attrs,
+             "event_name": strings["event_name"]}
     rejection = validate(event, now_ms, horizon_ms)
     return rejection or event
