@@ -136,7 +136,7 @@ class Collector:
         s = self.settings
         try:
             doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
             self.dead_letter(body[:65536], "bad_json", str(err)[:200], -1, source)
             return 400, {"error": {"field": "body", "message": f"body is not valid JSON: {err}"[:300]}}
         batch = doc.get("batch") if isinstance(doc, dict) else doc

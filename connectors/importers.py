@@ -124,7 +124,7 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, bytes, s
                 continue
             try:
                 obj = json.loads(line)
-            except (ValueError, UnicodeDecodeError) as err:
+            except (ValueError, UnicodeDecodeError, RecursionError) as err:
                 yield n, None, line, f"line is not valid JSON: {err}"[:200]
                 continue
             if not isinstance(obj, dict):

@@ -101,7 +101,8 @@ def add_tracker_routes(collector: Collector) -> None:
             return raw
         try:
             doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
+            collector.dead_letter(raw[:65536], "bad_json", str(err)[:200], -1, "segment")
             REQUESTS.labels(path, "400").inc()
             return _error(400, "body", f"body is not valid JSON: {err}"[:300])
         if not isinstance(doc, dict):
@@ -178,7 +179,7 @@ def add_tracker_routes(collector: Collector) -> None:
             return raw
         try:
             events = snowplow.payload_events(json.loads(raw))
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
             field = getattr(err, "field", "body")
             collector.dead_letter(raw[:65536], f"bad_snowplow_event:{field}", str(err)[:300], -1, "snowplow")
             REQUESTS.labels(path, "400").inc()

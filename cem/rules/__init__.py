@@ -145,13 +145,22 @@ def by_event_type(rules: Iterable[Rule]) -> dict[str, tuple[Rule, ...]]:
     return {t: tuple(rs) for t, rs in index.items()}
 
 
+def _read(path: Path, section: str) -> list[Mapping[str, Any]]:
+    """The `[[section]]` tables of a rules file; RuleError (never another exception) when the
+    file is not UTF-8 TOML or the section is not a list of tables."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise RuleError("?", "file", f"{path} is not valid UTF-8 TOML: {err}") from None
+    items = doc.get(section, [])
+    if not isinstance(items, list) or not all(isinstance(r, Mapping) for r in items):
+        raise RuleError("?", section, f"write each {section} as a [[{section}]] table")
+    return items
+
+
 def load_rules(path: Path | None = None) -> tuple[Rule, ...]:
     path = path or DEFAULT_RULES
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise RuleError("?", "file", f"{path} is not valid TOML: {err}") from None
-    rules = tuple(parse_rule(r) for r in doc.get("rule", []))
+    rules = tuple(parse_rule(r) for r in _read(path, "rule"))
     names = [r.name for r in rules]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -181,9 +190,8 @@ class Route:
 
 
 def load_routes(path: Path | None = None) -> tuple[Route, ...]:
-    doc = tomllib.loads((path or DEFAULT_RULES).read_text())
     routes = []
-    for i, r in enumerate(doc.get("route", [])):
+    for i, r in enumerate(_read(path or DEFAULT_RULES, "route")):
         unknown = set(r) - {"rule", "channel", "store", "team", "severity", "delivery"}
         if unknown:
             raise RuleError(f"route[{i}]", sorted(unknown)[0], "unknown key")
