@@ -21,6 +21,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from .settings import RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings, state_topic
+from cem.connectors.security import client_config
 
 SINGLE_TOPIC = "cem.bench.single"
 
@@ -50,9 +51,9 @@ def _raw_ceiling(settings: Settings, expected: int) -> tuple[int, float]:
     from .schemas.serde import decode_record
     reg = default_registry()
     reader = reg.latest("touchpoint").parsed
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "cem-bench-raw",
+    c = Consumer(client_config(settings.kafka_bootstrap, **{"group.id": "cem-bench-raw",
                   "enable.auto.commit": False, "fetch.max.bytes": 64 << 20,
-                  "max.partition.fetch.bytes": 16 << 20})
+                  "max.partition.fetch.bytes": 16 << 20}))
     tps = []
     for t in RAW_TOPICS.values():
         for p in c.list_topics(t, timeout=10).topics[t].partitions:

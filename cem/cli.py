@@ -41,6 +41,8 @@ def _settings() -> Settings:
     except Exception as err:  # pydantic ValidationError: say what is wrong and stop
         console.print(f"[red]invalid settings:[/red] {err}")
         raise typer.Exit(2) from None
+    from .connectors.security import configure
+    configure(settings)  # Kafka/ClickHouse TLS and SASL for every client this process opens
     logging.basicConfig(level=_LEVELS[settings.log_level],
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     return settings
@@ -376,8 +378,13 @@ def query(name: Optional[str] = typer.Argument(None, help="A pack query (see --l
         k, v = kv.split("=", 1)
         given[k.strip()] = v
     s = _settings()
+    dsn = s.clickhouse
+    demo = s.data_dir / "demo" / "clickhouse"
+    if not s.clickhouse_dsn and not (s.data_dir / "clickhouse").exists() and demo.exists():
+        dsn = f"chdb://{demo.resolve()}"  # nothing of our own yet: the last `make demo` run's data
+        print(f"(no data in {s.data_dir / 'clickhouse'}; querying the last demo run in {demo})", file=sys.stderr)
     try:
-        columns, rows = execute(s.clickhouse, s.sink_query_port, name, given)
+        columns, rows = execute(dsn, s.sink_query_port, name, given)
         sys.stdout.write(render(columns, [tuple(r) for r in rows], fmt))
     except QueryError as err:
         console.print(f"[red]{err}[/red]")

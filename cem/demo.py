@@ -101,7 +101,8 @@ def _pack(settings: Settings, console: Console) -> None:
         columns, rows = execute(settings.clickhouse, 0, name, {})
         console.print(f"[bold]cem query {name}[/bold]")
         console.out(render(columns, [tuple(r) for r in rows], "table"), highlight=False)
-    console.print(f"the whole pack: CEM_DATA_DIR={settings.data_dir} .venv/bin/cem query --list")
+    console.print("the whole pack: .venv/bin/cem query --list, then .venv/bin/cem query NAME "
+                  "(queries this demo's data until you land your own)")
 
 
 def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:

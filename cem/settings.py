@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     sink_max_seconds: float = Field(1.0, gt=0, description="Longest a row waits for its insert.")
     worker_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem worker` (0 = off).")
     sink_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem sink` (0 = off).")
+    kafka_security_protocol: str = Field("PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$",
+                                         description="Kafka transport: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    kafka_sasl_mechanism: str = Field("SCRAM-SHA-512", pattern="^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$")
+    kafka_sasl_username: str = Field("", description="SASL user (with a SASL_* protocol).")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password (secret).")
+    kafka_ssl_ca_location: Optional[Path] = Field(None, description="CA bundle that signed the brokers' certificates.")
+    clickhouse_ca_cert: Optional[Path] = Field(None, description="CA bundle for an https:// ClickHouse DSN.")
+    clickhouse_tls_verify: bool = Field(True, description="Verify the ClickHouse server certificate (https DSNs).")
     metrics_host: str = Field("127.0.0.1", description="Bind address of the Prometheus endpoints (0.0.0.0 in containers).")
     sink_query_port: int = Field(8125, ge=0, description="Read-only pack-query endpoint of `cem sink` on "
                                  "127.0.0.1, how `cem query` reads embedded ClickHouse while the sink runs (0 = off).")

@@ -6,12 +6,13 @@ import time
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+from .security import client_config
 
 
 def ensure_topics(bootstrap: str, topics: dict[str, int], *, config: dict[str, str] | None = None,
                   timeout: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet; return the names created. Idempotent."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     existing = set(admin.list_topics(timeout=timeout).topics)
     new = [NewTopic(name, num_partitions=n, replication_factor=1, config=config or {})
            for name, n in topics.items() if name not in existing]
@@ -33,7 +34,7 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], *, config: dict[str, s
 
 
 def partitions_of(bootstrap: str, topics: list[str], timeout: float = 10.0) -> dict[str, int]:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     md = admin.list_topics(timeout=timeout).topics
     missing = [t for t in topics if t not in md]
     if missing:
@@ -42,7 +43,7 @@ def partitions_of(bootstrap: str, topics: list[str], timeout: float = 10.0) -> d
 
 
 def delete_topics(bootstrap: str, topics: list[str], timeout: float = 30.0) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     existing = set(admin.list_topics(timeout=timeout).topics)
     todo = [t for t in topics if t in existing]
     if not todo:
@@ -60,8 +61,8 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10
     """Records in `topics` not yet committed by consumer group `group` (0 = caught up)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                         "enable.auto.commit": False})
+    consumer = Consumer(client_config(bootstrap, **{"group.id": group,
+                         "enable.auto.commit": False}))
     try:
         md = consumer.list_topics(timeout=timeout).topics
         tps = [TopicPartition(t, p) for t in topics for p in md[t].partitions]

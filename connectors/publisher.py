@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cem import metrics
+from .security import client_config
 from confluent_kafka import KafkaException, Producer
 from fastavro.write import Writer
 
@@ -51,17 +52,16 @@ class _Buffer:
 
 def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     """The confluent-kafka producer config every cem publisher uses."""
-    cfg = {
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,
+    cfg = client_config(
+        bootstrap,
+        **{"enable.idempotence": True,
         "acks": "all",
         "compression.type": "zstd",
         "linger.ms": 5,
         "batch.size": 1_000_000,
         "message.max.bytes": 8_000_000,
         "queue.buffering.max.kbytes": 256 * 1024,
-        "partitioner": "murmur2_random",
-    }
+        "partitioner": "murmur2_random"})
     cfg.update(extra)
     return cfg
 

@@ -13,14 +13,15 @@ import time
 from typing import Any, Iterable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from .security import client_config
 
 
 def read_to_end(bootstrap: str, topic: str, partitions: Iterable[int] | None = None,
                 timeout: float = 60.0) -> Iterator[Any]:
     """Yield confluent-kafka Messages (errors skipped) of `topic` up to the end at call time."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cem-topic-reader",
+    c = Consumer(client_config(bootstrap, **{"group.id": "cem-topic-reader",
                   "enable.auto.commit": False, "enable.partition.eof": False,
-                  "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 16 << 20})
+                  "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 16 << 20}))
     try:
         if partitions is None:
             md = c.list_topics(topic, timeout=min(timeout, 30)).topics[topic]

@@ -26,6 +26,7 @@ from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibi
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from cem import metrics
+from cem.connectors.security import client_config
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, container_schema_json, decode_record
 from .batch import PartitionBatch, is_container
@@ -49,16 +50,14 @@ class LandingCounts:
 
 
 def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
-    cfg = {
-        "bootstrap.servers": bootstrap,
+    cfg = client_config(bootstrap, **{
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 16 * 1024 * 1024,
         "queued.max.messages.kbytes": 128 * 1024,
-        "max.poll.interval.ms": 600_000,
-    }
+        "max.poll.interval.ms": 600_000})
     cfg.update(extra)
     return cfg
 

@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cem.webhooks import Ledger, RetryPolicy, delivery_id, payload, sign, wants_webhook
 from .dlq import DeadLetters
+from cem.connectors.security import client_config
 
 log = logging.getLogger(__name__)
 #: post(url, body, headers, timeout) -> (HTTP status or None when there was no answer, detail, retry-after s)
@@ -215,8 +216,8 @@ def run_notify(settings: Any, idle_exit: float | None = None) -> Dispatcher:
     if not settings.webhook_endpoints:
         log.warning("no CEM_WEBHOOK_ENDPOINTS configured: alerts are read but none is delivered")
     producer = Producer(producer_config(settings.kafka_bootstrap))
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.app_id}-notify",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(client_config(settings.kafka_bootstrap, **{"group.id": f"{settings.app_id}-notify",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"}))
     policy = RetryPolicy(settings.webhook_max_attempts, settings.webhook_backoff_seconds,
                          settings.webhook_backoff_max_seconds)
     d = Dispatcher(consumer, producer, ALERTS_TOPIC, DELIVERIES_TOPIC, dict(settings.webhook_endpoints),

@@ -17,6 +17,7 @@ from cem.connectors.kafka_admin import partitions_of
 from cem.connectors.partitioning import partition_for
 from cem.connectors.topic_reader import read_to_end
 from cem.settings import ALERTS_TOPIC, TOUCHPOINTS_TOPIC
+from cem.connectors.security import client_config
 
 
 def find_alert(bootstrap: str, alert_id: str, timeout: float = 60.0) -> dict | None:
@@ -38,7 +39,7 @@ def request_action(bootstrap: str, alert: dict, action: str, by: str, note: str 
     body = {"control": "alert", "customer": customer, "alert_id": alert["alert_id"], "action": action,
             "by": by, "note": note, "at": int(time.time() * 1000)}
     parts = partitions_of(bootstrap, [TOUCHPOINTS_TOPIC])[TOUCHPOINTS_TOPIC]
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    p = Producer(client_config(bootstrap, **{"enable.idempotence": True}))
     p.produce(TOUCHPOINTS_TOPIC, key=customer.encode(), value=json.dumps(body).encode(),
               partition=partition_for(customer.encode(), parts), headers=[("cem-control", b"alert")])
     if p.flush(30):

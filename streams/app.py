@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import faust
 
+from cem.connectors.security import faust_credentials
 from cem.settings import IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
 from .agents.customers import attach_customers
 from .agents.identity import attach_identity
@@ -32,6 +33,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=0.25,
         web_enabled=False,
         producer_acks=-1,
+        broker_credentials=faust_credentials(settings),  # SASL/TLS, as for every other client
     )
     raw = app.topic(*RAW_TOPICS.values(), key_type=bytes, value_type=bytes)
     attach_ingest(app, raw, settings)

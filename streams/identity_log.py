@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from cem.connectors.topic_reader import read_to_end
 from cem.identity import IdentityGraph, Merge, Resolution
 from cem.settings import IDENTITY_MAP_TOPIC, IDENTITY_MERGES_TOPIC
+from cem.connectors.security import client_config
 
 log = logging.getLogger(__name__)
 PROFILE_PREFIX = "~p:"
@@ -67,8 +68,8 @@ def _apply(graph: IdentityGraph, key: bytes, value: bytes | None) -> None:
 
 def _consumer(bootstrap: str) -> Consumer:
     """Follows every partition of the changelog from its beginning (the Replica's reader)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cem-identity-replica",
-                  "enable.auto.commit": False, "enable.partition.eof": False})
+    c = Consumer(client_config(bootstrap, **{"group.id": "cem-identity-replica",
+                  "enable.auto.commit": False, "enable.partition.eof": False}))
     parts = c.list_topics(IDENTITY_MAP_TOPIC, timeout=30).topics[IDENTITY_MAP_TOPIC].partitions
     c.assign([TopicPartition(IDENTITY_MAP_TOPIC, p, 0) for p in parts])
     return c
@@ -128,7 +129,7 @@ def find_merge(bootstrap: str, merge_id: str, timeout: float = 30.0) -> dict | N
 def request_unmerge(bootstrap: str, merge: dict) -> None:
     """Ask the coordinator (through its own input, so it stays the single writer) to undo a merge."""
     from cem.settings import IDENTITY_LINKS_TOPIC
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    p = Producer(client_config(bootstrap, **{"enable.idempotence": True}))
     p.produce(IDENTITY_LINKS_TOPIC, value=json.dumps({"control": "unmerge", "merge": merge}).encode(),
               partition=0, headers=[("cem-control", b"unmerge")])
     if p.flush(30):

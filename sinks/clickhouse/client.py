@@ -29,8 +29,13 @@ class ClickHouseUnavailable(RuntimeError):
     """ClickHouse could not be reached or refused an insert after bounded retries."""
 
 
+#: TLS options for https DSNs, set once per process (cem.connectors.security.configure).
+TLS_OPTIONS: dict[str, Any] = {}
+
+
 def connect(dsn: str, *, attempts: int = 5, backoff: float = 0.5) -> ClickHouse:
-    """Open a client for `dsn`, retrying a bounded number of times for servers still starting."""
+    """Open a client for `dsn`, retrying a bounded number of times for servers still starting.
+    An https DSN gets the configured TLS options (CA bundle, verification)."""
     if dsn.startswith("chdb://"):
         try:
             return clickhouse_connect.get_client(dsn=dsn)
@@ -44,7 +49,7 @@ def connect(dsn: str, *, attempts: int = 5, backoff: float = 0.5) -> ClickHouse:
     last: Exception | None = None
     for attempt in range(attempts):
         try:
-            return clickhouse_connect.get_client(dsn=dsn)
+            return clickhouse_connect.get_client(dsn=dsn, **(TLS_OPTIONS if dsn.startswith("https://") else {}))
         except Exception as err:  # noqa: BLE001 - re-raised below with the cause
             last = err
             log.warning("ClickHouse %s not reachable (attempt %d/%d): %s", dsn, attempt + 1, attempts, err)

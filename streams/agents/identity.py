@@ -25,6 +25,7 @@ from cem.sinks.dlq import DeadLetters
 from cem.streams.coordinator import CONTROL_HEADER, Coordinator
 from cem.streams.identity_log import load_graph
 from .ingest import run_agent
+from cem.connectors.security import client_config
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ class Ticker(threading.Thread):
 
     def run(self) -> None:
         from confluent_kafka import Consumer, TopicPartition
-        consumer = Consumer({"bootstrap.servers": self._servers, "group.id": self._group,
-                             "enable.auto.commit": False})
+        consumer = Consumer(client_config(self._servers, **{"group.id": self._group,
+                             "enable.auto.commit": False}))
         producer = Producer(producer_config(self._servers))
         tps = [TopicPartition(t, p) for t, n in self._parts.items() for p in range(n)]
         while not self.stop.wait(self._every):
