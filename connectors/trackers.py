@@ -71,6 +71,23 @@ def _basic_user(request: web.Request) -> str:
         return ""
 
 
+def _map_each(items: list[Any], to_native: Any, refusal: type, max_bytes: int
+              ) -> tuple[list[tuple[int, Any, bytes]], list[tuple[int, str, str, bytes]]]:
+    """Each protocol message → (index, native object, its JSON bytes), or a refusal
+    (index, field, message, bytes) when it is too large or not the protocol's spec."""
+    natives, errors = [], []
+    for i, item in enumerate(items):
+        one = json.dumps(item, separators=(",", ":")).encode()
+        if len(one) > max_bytes:
+            errors.append((i, "size", f"message is larger than {max_bytes} bytes", one[:65536]))
+            continue
+        try:
+            natives.append((i, to_native(item), one))
+        except refusal as err:
+            errors.append((i, err.field, str(err), one))
+    return natives, errors
+
+
 async def _ingest(collector: Collector, natives: list[tuple[int, Any, bytes]], errors: list[tuple[int, str, str, bytes]],
                   source: str, kind: str) -> tuple[int, dict]:
     """Dead-letter the protocol errors, then map/validate/publish the rest like native events."""
@@ -126,16 +143,8 @@ def add_tracker_routes(collector: Collector) -> None:
             REQUESTS.labels(path, "400").inc()
             return _error(400, "batch", f"{len(messages)} messages; at most {s.collector_max_batch_events} per request")
         now = int(time.time() * 1000)
-        natives, errors = [], []
-        for i, msg in enumerate(messages):
-            one = json.dumps(msg, separators=(",", ":")).encode()
-            if len(one) > s.collector_max_event_bytes:
-                errors.append((i, "size", f"message is larger than {s.collector_max_event_bytes} bytes", one[:65536]))
-                continue
-            try:
-                natives.append((i, segment.to_native(msg, now, sent_at), one))
-            except segment.SegmentError as err:
-                errors.append((i, err.field, str(err), one))
+        natives, errors = _map_each(messages, lambda m: segment.to_native(m, now, sent_at), segment.SegmentError,
+                                    s.collector_max_event_bytes)
         status, payload = await _ingest(collector, natives, errors, source, "segment_message")
         REQUESTS.labels(path, str(status)).inc()
         return web.json_response(payload, status=status)
@@ -151,16 +160,8 @@ def add_tracker_routes(collector: Collector) -> None:
                                    "app id (aid) to the write key cem gave you"}}
         source = sources.pop()
         now = int(time.time() * 1000)
-        natives, errors = [], []
-        for i, e in enumerate(events):
-            one = json.dumps(e, separators=(",", ":")).encode()
-            if len(one) > s.collector_max_event_bytes:
-                errors.append((i, "size", f"event is larger than {s.collector_max_event_bytes} bytes", one[:65536]))
-                continue
-            try:
-                natives.append((i, snowplow.to_native(e, now), one))
-            except snowplow.SnowplowError as err:
-                errors.append((i, err.field, str(err), one))
+        natives, errors = _map_each(events, lambda e: snowplow.to_native(e, now), snowplow.SnowplowError,
+                                    s.collector_max_event_bytes)
         return await _ingest(collector, natives, errors, source, "snowplow_event")
 
     async def snowplow_get(request: web.Request) -> web.Response:

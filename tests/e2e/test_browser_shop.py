@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -20,7 +19,7 @@ from pydantic import SecretStr
 
 from cem.connectors.trackers import ANALYTICS_JS
 from tests.support.ch import clickhouse
-from tests.support.pipeline import start, stop_role, wait_caught_up, wait_until
+from tests.support.pipeline import free_port, start, stop_role, wait_caught_up, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium")
@@ -30,11 +29,6 @@ if not (CHROMIUM and os.path.isfile(os.path.join(REPO, ANALYTICS_JS, "index.js")
                 allow_module_level=True)
 KEY = "shop-write-key"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Page:

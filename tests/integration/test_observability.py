@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -26,7 +25,7 @@ import yaml
 from pydantic import SecretStr
 
 from cem.settings import Settings
-from tests.support.pipeline import start, stop_role, wait_until
+from tests.support.pipeline import free_port, start, stop_role, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -139,11 +138,6 @@ def test_compose_stack_agrees_with_settings_and_scrape_config():
     assert targets == {f"{svc}:{port}" for svc, port in ports.items()}
     assert set(services["worker"]["environment"]["CEM_METRICS_HOST"].split()) == {"0.0.0.0"}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prom_value(port: int, query: str) -> float | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -16,15 +15,10 @@ import pytest
 from pydantic import SecretStr
 
 from cem.connectors.pseudonymize import Pseudonymizer
-from tests.support.pipeline import dlq_records, raw_events, start, stop_role, wait_until
+from tests.support.pipeline import free_port, http_ok, dlq_records, raw_events, start, stop_role, wait_until
 
 KEY = "wk-shop-1"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
@@ -32,17 +26,10 @@ def collector(cem_settings):
     port = free_port()
     s = cem_settings.model_copy(update={"collector_port": port, "collector_api_keys": {"web-shop": SecretStr(KEY)}})
     proc = start("collector", s, "collector")
-    wait_until(lambda: _up(port), 60, 0.5, "the collector to listen", (proc,))
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 60, 0.5, "the collector to listen", (proc,))
     yield s, port
     stop_role(proc)
 
-
-def _up(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def landed(s, n: int) -> dict[str, dict]:

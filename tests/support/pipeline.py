@@ -29,7 +29,24 @@ def end_offsets(bootstrap: str, topic: str) -> int:
         c.close()
 
 
-__all__ = ["start", "stop_role", "caught_up", "wait_caught_up", "end_offsets", "wait_until"]
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_ok(url: str) -> bool:
+    """True when `url` answers 2xx (for waiting on a process's HTTP endpoint)."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return 200 <= r.status < 300
+    except OSError:
+        return False
+
+
+__all__ = ["start", "stop_role", "caught_up", "wait_caught_up", "end_offsets", "wait_until", "free_port", "http_ok"]
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list:
