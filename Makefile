@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit bench install kafka-up kafka-down clean
+.PHONY: demo test unit bench chaos install kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/cem bench
+
+chaos: $(STAMP)
+	$(BIN)/cem chaos
 
 kafka-up: $(STAMP)
 	bash scripts/kafka.sh up

@@ -395,6 +395,22 @@ def query(name: Optional[str] = typer.Argument(None, help="A pack query (see --l
 
 
 @app.command()
+def chaos(quick: bool = typer.Option(False, "--quick", help="The short schedule (about 4 minutes)."),
+          seed: int = typer.Option(11, help="Seeds the simulator and the fault times."),
+          as_json: bool = typer.Option(False, "--json")) -> None:
+    """Run the pipeline under injected faults and reconcile against ground truth."""
+    import json as _json
+    from .chaos import print_result, run_chaos
+    result = run_chaos(_settings(), quick, seed, console)
+    if as_json:
+        print(_json.dumps(result, indent=2))
+    else:
+        print_result(result, console)
+    bad = result["events_lost"] or result["rows_duplicated"] or result["alerts_delivered_more_than_once"]
+    raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
 def bench(events: int = typer.Option(200_000, help="Events per stage."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON for comparing commits.")) -> None:
     """Measure raw ceiling, naive baseline, landing and pipeline throughput in one run."""

@@ -41,12 +41,20 @@ class Settings(BaseSettings):
     kafka_ssl_ca_location: Optional[Path] = Field(None, description="CA bundle that signed the brokers' certificates.")
     clickhouse_ca_cert: Optional[Path] = Field(None, description="CA bundle for an https:// ClickHouse DSN.")
     clickhouse_tls_verify: bool = Field(True, description="Verify the ClickHouse server certificate (https DSNs).")
+    fault_injection_dir: Optional[Path] = Field(None, description="Chaos testing only (`cem chaos`): while "
+                                                "<dir>/clickhouse_down exists, the sink's inserts fail as in an outage.")
     metrics_host: str = Field("127.0.0.1", description="Bind address of the Prometheus endpoints (0.0.0.0 in containers).")
     sink_query_port: int = Field(8125, ge=0, description="Read-only pack-query endpoint of `cem sink` on "
                                  "127.0.0.1, how `cem query` reads embedded ClickHouse while the sink runs (0 = off).")
     log_level: str = Field("info", pattern="^(crit|error|warn|info|debug)$")
     allowed_lateness_ms: int = Field(10 * 60_000, ge=0, description="Event-time lateness before an event is late.")
     idle_timeout_seconds: float = Field(10.0, gt=0, description="A quiet partition's watermark follows the wall clock after this.")
+    all_quiet_seconds: Optional[float] = Field(
+        None, gt=0, description="Event time follows the wall clock only when every raw partition has been quiet "
+        "this long (default: CEM_IDLE_TIMEOUT_SECONDS). Raise it above the longest outage you ride out when "
+        "replaying old data, so a stall is not taken for the end of traffic.")
+    worker_session_timeout_seconds: float = Field(20.0, ge=6, description="Kafka group session timeout of "
+                                                  "`cem worker`: how soon a dead worker's partitions move.")
     tick_seconds: float = Field(2.0, gt=0, description="How often the worker ticks quiet partitions.")
     rules_file: Optional[Path] = Field(None, description="Negative-moment rules (TOML); default: the shipped catalogue.")
     identity_shared_devices: list[str] = Field(default_factory=list,

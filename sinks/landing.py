@@ -57,7 +57,10 @@ def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
         "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 16 * 1024 * 1024,
         "queued.max.messages.kbytes": 128 * 1024,
-        "max.poll.interval.ms": 600_000})
+        "max.poll.interval.ms": 600_000,
+        # a killed sink's partitions move to its replacement within seconds (heartbeats run on
+        # librdkafka's own thread, so a long insert never looks like a dead member)
+        "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000})
     cfg.update(extra)
     return cfg
 

@@ -3,6 +3,7 @@ until SIGTERM/SIGINT, flushing what is pending before it exits."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
@@ -25,12 +26,31 @@ TABLES = {TOUCHPOINTS_TOPIC: "touchpoints", SESSIONS_TOPIC: "sessions", JOURNEYS
 log = logging.getLogger(__name__)
 
 
+class OutageSwitch:
+    """Chaos testing (`cem chaos`): the sink's ClickHouse client, whose inserts fail like an
+    unreachable server while `switch` exists. Everything else passes through."""
+
+    def __init__(self, client: object, switch: Path):
+        self._client = client
+        self._switch = switch
+
+    def raw_insert(self, *args: object, **kwargs: object) -> object:
+        if self._switch.exists():
+            raise ConnectionError("ClickHouse unavailable (injected by cem chaos)")
+        return self._client.raw_insert(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+
 def run_sink(settings: Settings, *, group: str | None = None, idle_exit: float | None = None,
              topics: dict[str, str] | None = None) -> LandingCounts:
     should_stop = stop_requested()
     metrics.serve(settings.sink_metrics_port, settings.metrics_host)
     client = connect(settings.clickhouse)
     apply(client)
+    if settings.fault_injection_dir is not None:
+        client = OutageSwitch(client, settings.fault_injection_dir / "clickhouse_down")
     queries = serve_queries(lambda: connect(settings.clickhouse), settings.clickhouse, settings.sink_query_port)
     producer = Producer(producer_config(settings.kafka_bootstrap))
     consumer = Consumer(consumer_config(settings.kafka_bootstrap, group or f"{settings.app_id}-landing"))

@@ -33,7 +33,9 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=0.25,
         web_enabled=False,
         producer_acks=-1,
-        broker_credentials=faust_credentials(settings),  # SASL/TLS, as for every other client
+        broker_credentials=faust_credentials(settings),
+        broker_session_timeout=settings.worker_session_timeout_seconds,  # a killed worker's partitions move this soon
+        broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_seconds / 4),  # SASL/TLS, as for every other client
     )
     raw = app.topic(*RAW_TOPICS.values(), key_type=bytes, value_type=bytes)
     attach_ingest(app, raw, settings)

@@ -35,6 +35,7 @@ class Coordinator:
     def __init__(self, graph: IdentityGraph, registry: SchemaRegistry, producer: Producer,
                  publisher: BatchPublisher, dead: DeadLetters, out_topic: str, out_partitions: int,
                  lateness_ms: int = 600_000, idle_ms: int = 10_000, clock: Any = time.time,
+                 quiet_ms: int | None = None,
                  sources: dict[str, tuple[int, int]] | None = None, expected_sources: list[str] = ()):
         self.graph = graph
         self._registry = registry
@@ -48,6 +49,8 @@ class Coordinator:
         self.refusals = 0
         self._lateness = lateness_ms
         self._idle = idle_ms
+        self._quiet = idle_ms if quiet_ms is None else quiet_ms
+        self._quiet_since: int | None = None  # when every source went idle (wall clock)
         self._clock = clock
         self._started = int(clock() * 1000)
         self.sources = SourceWatermarks(idle_ms)
@@ -139,12 +142,19 @@ class Coordinator:
 
     def _advance(self, now: int) -> None:
         wm = self.sources.combined(now, self._busy)
-        if wm is None and self.sources.seen:
-            wm = now - self._lateness  # every source idle: event time follows the wall clock
-            if wm > self.watermark + self._lateness:
-                log.warning("every raw partition idle for %.0f s: event time jumps %.0f s to the wall clock "
-                            "minus the allowed lateness (sources %s)", self._idle / 1000,
-                            (wm - max(self.watermark, 0)) / 1000, self.sources.describe(now))
+        if wm is not None:
+            self._quiet_since = None
+        elif self.sources.seen:
+            # every source idle (each quiet for idle_ms): once all have been quiet for quiet_ms,
+            # traffic has stopped rather than stalled, and event time follows the wall clock so
+            # timers fire at night
+            self._quiet_since = now if self._quiet_since is None else self._quiet_since
+            if now - self._quiet_since + self._idle >= self._quiet:
+                wm = now - self._lateness
+                if wm > self.watermark + self._lateness:
+                    log.warning("every raw partition quiet for %.0f s: event time jumps %.0f s to the wall clock "
+                                "minus the allowed lateness (sources %s)", self._quiet / 1000,
+                                (wm - max(self.watermark, 0)) / 1000, self.sources.describe(now))
         if wm is not None and wm > self.watermark:
             self.watermark = wm
             self._pending_wm = wm

@@ -98,6 +98,7 @@ def attach_identity(app: faust.App, links: faust.TopicT, settings: Settings) -> 
         return Coordinator(graph, registry, producer, publisher, dead, TOUCHPOINTS_TOPIC, parts[TOUCHPOINTS_TOPIC],
                            lateness_ms=settings.allowed_lateness_ms,
                            idle_ms=int(settings.idle_timeout_seconds * 1000),
+                           quiet_ms=int((settings.all_quiet_seconds or settings.idle_timeout_seconds) * 1000),
                            sources=graph.__dict__.get("source_marks"),
                            expected_sources=[f"{t}:{p}" for t, n in raw_parts.items() for p in range(n)])
 

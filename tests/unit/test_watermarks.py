@@ -70,3 +70,19 @@ def test_every_source_idle_follows_the_wall_clock_minus_lateness():
     control(c, "watermark", sources={"web:0": 100, "phone:0": 50}, wall=1_000)
     control(c, "tick", wall=700_000, busy=[])
     assert c.watermark == 700_000 - 600_000
+
+
+def test_a_stall_shorter_than_all_quiet_does_not_move_event_time_to_the_wall_clock():
+    rec = Recorder()
+    c = Coordinator(IdentityGraph(), default_registry(), rec, rec, None, "out", 2, lateness_ms=600_000,
+                    idle_ms=5_000, quiet_ms=45_000, clock=lambda: 0.0, expected_sources=["web:0"])
+    control(c, "watermark", sources={"web:0": 100}, wall=1_000)
+    control(c, "tick", wall=30_000, busy=[])  # a 29 s broker outage while replaying old data
+    assert c.watermark == 100
+    control(c, "watermark", sources={"web:0": 200}, wall=31_000)  # traffic is back
+    control(c, "tick", wall=40_000, busy=[])
+    assert c.watermark == 200
+    control(c, "tick", wall=90_000, busy=[])  # quiet for 59 s: traffic has stopped
+    assert c.watermark == 200  # the wall clock minus the lateness is still behind the data
+    control(c, "tick", wall=700_000, busy=[])
+    assert c.watermark == 700_000 - 600_000

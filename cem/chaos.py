@@ -1,0 +1,353 @@
+"""`cem chaos`: the simulator at a steady rate through the whole pipeline on the local broker while
+a seeded schedule injects faults; then a reconciliation against the simulator's ground truth.
+
+Faults (each a `Fault` in `schedule()`): SIGKILL of a worker, SIGKILL of the landing process, the
+broker stopped then restarted, ClickHouse unavailable (embedded: the sink's inserts fail through
+`CEM_FAULT_INJECTION_DIR`), the collector restarted in the middle of a burst of HTTP events (the
+burst client retries what was not answered, as trackers do), a rebalance (a second worker joins,
+then leaves). Alerts go to a local webhook receiver that counts every delivery.
+
+Reconciliation (printed as a table, returned as a dict): events sent / landed / lost / duplicated
+rows; moments expected / raised / missed / duplicated; alert deliveries received more than once;
+peak RSS per process; seconds from the end of each fault until the component it hit made
+progress again. Orchestration only: the pipeline runs as the real roles in child processes.
+"""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+from .settings import RAW_TOPICS, Settings
+
+
+@dataclass
+class Fault:
+    name: str        # worker_kill | sink_kill | broker_down | clickhouse_down | collector_restart | rebalance
+    at: float        # seconds after the traffic started
+    duration: float = 0.0
+    recovered_in: float | None = None
+
+
+def schedule(quick: bool, seed: int) -> list[Fault]:
+    """The fault plan; `seed` jitters the times so runs differ but repeat."""
+    r = random.Random(seed)
+    if quick:
+        plan = [Fault("worker_kill", 15), Fault("clickhouse_down", 40, 15), Fault("sink_kill", 75),
+                Fault("broker_down", 100, 10), Fault("collector_restart", 130)]
+    else:
+        plan = [Fault("worker_kill", 30), Fault("sink_kill", 75), Fault("broker_down", 110, 20),
+                Fault("clickhouse_down", 175, 30), Fault("worker_kill", 240), Fault("collector_restart", 300),
+                Fault("rebalance", 340, 40), Fault("worker_kill", 420)]
+    for f in plan:
+        f.at += r.uniform(0, 3)
+    return plan
+
+
+class Receiver:
+    """A webhook endpoint that counts deliveries by Cem-Delivery-Id (alert id and revision)."""
+
+    def __init__(self) -> None:
+        self.deliveries: Counter = Counter()
+        me = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                me.deliveries[self.headers.get("Cem-Delivery-Id", "?")] += 1
+                self.send_response(200)
+                self.end_headers()
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._http.server_address[1]}/hook"
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._http.shutdown()
+
+
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class Roles:
+    """The pipeline's processes, restartable, with each role's peak RSS remembered."""
+
+    def __init__(self, settings: Settings, log_dir: Path):
+        self.s, self.dir, self.procs, self.peak = settings, log_dir, {}, Counter()
+        self.runs = Counter()
+
+    def start(self, role: str, name: str | None = None, *args: str) -> None:
+        from .procs import start_role
+        name = name or role
+        self.runs[name] += 1
+        self.procs[name] = start_role(role, self.s, self.dir / f"{name}-{self.runs[name]}.log", *args)
+
+    def note(self, name: str) -> None:
+        p = self.procs.get(name)
+        if p is not None and p.poll() is None:
+            self.peak[name.split("-")[0]] = max(self.peak[name.split("-")[0]], peak_rss_mb(p.pid))
+
+    def kill(self, name: str) -> None:
+        import os
+        import signal
+        self.note(name)
+        p = self.procs.pop(name)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+    def stop(self, name: str) -> None:
+        from .procs import stop_role
+        self.note(name)
+        stop_role(self.procs.pop(name))
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+
+def committed(settings: Settings, group: str, topics: list[str]) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+    from .connectors.kafka_admin import partitions_of
+    from .connectors.security import client_config
+    c = Consumer(client_config(settings.kafka_bootstrap, **{"group.id": group, "enable.auto.commit": False}))
+    try:
+        parts = partitions_of(settings.kafka_bootstrap, topics)
+        tps = [TopicPartition(t, p) for t, n in parts.items() for p in range(n)]
+        return sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=10))
+    except Exception:  # noqa: BLE001 - broker unreachable: no progress known
+        return -1
+    finally:
+        c.close()
+
+
+def wait_progress(probe: Callable[[], int], caught_up: Callable[[], bool], timeout: float = 300) -> float | None:
+    """Seconds until `probe()` exceeds its first answer (the component committed new work) or
+    everything produced is processed (`caught_up`, when traffic has ended)."""
+    started = time.monotonic()
+    base = probe()
+    while time.monotonic() - started < timeout:
+        if caught_up():
+            return round(time.monotonic() - started, 1)
+        now = probe()
+        if base < 0 and now >= 0:
+            base = now
+        elif now > base >= 0:
+            return round(time.monotonic() - started, 1)
+        time.sleep(0.5)
+    return None
+
+
+def run_chaos(settings: Settings, quick: bool, seed: int, console: Any) -> dict[str, Any]:
+    from . import infra
+    from .connectors.simulate import simulate
+    from .procs import pipeline_lag, wait_until
+    from .simulator import DAY, SimConfig
+    from .sinks.run import TABLES
+
+    port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
+    started_broker = infra.kafka("status", port) != 0
+    if started_broker and infra.kafka("up", port) != 0:
+        raise RuntimeError("could not start the local Kafka broker")
+    receiver = Receiver()
+    faults_dir = settings.data_dir / "chaos-faults"
+    s = infra.fresh_run(settings, "chaos", webhook_endpoints={"*": receiver.url}, fault_injection_dir=faults_dir,
+                        webhook_backoff_seconds=0.5, webhook_backoff_max_seconds=5.0,
+                        tick_seconds=1.0,
+                        # old data replayed fast (a week in minutes: 10 min of event time is ~10 s
+                        # here): a source stalled by an outage must hold event time back rather than
+                        # be taken for idle, so idleness waits longer than the longest outage
+                        idle_timeout_seconds=40.0, all_quiet_seconds=45.0)
+    faults_dir = s.fault_injection_dir
+    faults_dir.mkdir(parents=True, exist_ok=True)
+    roles = Roles(s, s.data_dir)
+    for role in ("worker", "sink", "notify", "collector"):
+        roles.start(role)
+    cfg = SimConfig(customers=600 if quick else 8_000, days=7, seed=seed,
+                    start_ms=int(time.time() * 1000) - 7 * DAY, out_of_order_rate=0.05)
+    plan = schedule(quick, seed)
+    span = max(f.at + f.duration for f in plan) + 10
+    estimate = cfg.customers * 25  # ~25 touchpoints per customer-week (README "Performance")
+    rate = max(50.0, estimate / span)
+    sim_out = s.data_dir / "sim"
+    sim = threading.Thread(target=simulate, args=(s, cfg, sim_out), kwargs={"rate": rate}, daemon=True)
+    burst = Burst(s)
+    t0 = time.monotonic()
+    console.print(f"chaos: {'quick' if quick else 'full'} schedule, ~{estimate:,} events at {rate:,.0f}/s, "
+                  f"{len(plan)} faults; logs in {s.data_dir}")
+    sim.start()
+    raw = list(RAW_TOPICS.values())
+    workers = lambda: committed(s, s.app_id, raw)  # noqa: E731
+    landing = lambda: committed(s, f"{s.app_id}-landing", list(TABLES))  # noqa: E731
+
+    def idle() -> bool:
+        try:
+            return not sim.is_alive() and pipeline_lag(s) == 0
+        except Exception:  # noqa: BLE001 - broker still coming back
+            return False
+    try:
+        for f in plan:
+            time.sleep(max(0.0, f.at - (time.monotonic() - t0)))
+            console.print(f"  t+{time.monotonic() - t0:5.0f}s  {f.name}" + (f" for {f.duration:.0f}s" if f.duration else ""))
+            if f.name == "worker_kill":
+                roles.kill("worker")
+                roles.start("worker")
+                f.recovered_in = wait_progress(workers, idle)
+            elif f.name == "sink_kill":
+                roles.kill("sink")
+                roles.start("sink")
+                f.recovered_in = wait_progress(landing, idle)
+            elif f.name == "broker_down":
+                infra.kafka("down", port)
+                time.sleep(f.duration)
+                infra.kafka("up", port)
+                f.recovered_in = wait_progress(lambda: min(workers(), landing()), idle)
+            elif f.name == "clickhouse_down":
+                (faults_dir / "clickhouse_down").touch()
+                time.sleep(f.duration)
+                (faults_dir / "clickhouse_down").unlink()
+                f.recovered_in = wait_progress(landing, idle)
+            elif f.name == "collector_restart":
+                burst.start()
+                time.sleep(2)
+                roles.stop("collector")
+                roles.start("collector")
+                began = time.monotonic()
+                wait_until(lambda: _http_ok(f"http://127.0.0.1:{s.collector_port}/healthz"), 60, 0.2, "the collector")
+                f.recovered_in = round(time.monotonic() - began, 1)
+            elif f.name == "rebalance":
+                roles.start("worker", "worker-b")
+                time.sleep(f.duration)
+                roles.stop("worker-b")
+                f.recovered_in = wait_progress(workers, idle)
+            for name in list(roles.procs):
+                roles.note(name)
+        sim.join()
+        burst.stop()
+        wait_until(lambda: pipeline_lag(s) == 0, 600, 1.0, "the pipeline to catch up")
+        time.sleep(s.all_quiet_seconds + 3 * s.tick_seconds)  # quiet: event time follows the wall clock
+        wait_until(lambda: pipeline_lag(s) == 0, 300, 1.0, "closing sessions to land")
+        time.sleep(10)  # the notifier's last deliveries
+    finally:
+        burst.stop()
+        roles.stop_all()
+        receiver.close()
+        if started_broker:
+            infra.kafka("down", port)
+    result = reconcile(s, sim_out, burst.accepted, receiver.deliveries)
+    result["faults"] = [(f.name, round(f.at), f.recovered_in) for f in plan]
+    result["peak_rss_mb"] = {k: round(v) for k, v in sorted(roles.peak.items())}
+    return result
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Burst:
+    """HTTP events to the collector, retried until answered (as a tracker retries), while the
+    collector restarts. `accepted` holds every event id the collector acknowledged."""
+    settings: Settings
+    accepted: set = field(default_factory=set)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)
+
+    def _run(self) -> None:
+        key = next(iter(self.settings.collector_api_keys.values())).get_secret_value()
+        n = 0
+        while not self._stop.is_set() and n < 3000:
+            now = int(time.time() * 1000)
+            batch = [{"event_id": f"burst-{n + i}", "event_type": "page_view", "occurred_at": now,
+                      "identifiers": {"anonymous_id": f"burst-visitor-{(n + i) % 40}"},
+                      "attributes": {"url": "/chaos"}} for i in range(50)]
+            body = json.dumps({"batch": batch}).encode()
+            for _ in range(60):  # retry what was not answered: the collector may be restarting
+                try:
+                    req = urllib.request.Request(f"http://127.0.0.1:{self.settings.collector_port}/v1/events",
+                                                 data=body, method="POST",
+                                                 headers={"Content-Type": "application/json", "X-API-Key": key})
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        if r.status == 202:
+                            self.accepted |= {e["event_id"] for e in batch}
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.25)
+            n += 50
+            time.sleep(0.1)
+
+
+def reconcile(s: Settings, sim_out: Path, burst: set[str], deliveries: Counter) -> dict[str, Any]:
+    from .sinks.clickhouse.client import connect
+    from .truth import moment_scores
+    truth_events = {json.loads(line)["event_id"] for line in open(sim_out / "truth_events.jsonl")}
+    truth_moments = [json.loads(line) for line in open(sim_out / "truth_moments.jsonl")]
+    sent = truth_events | burst
+    client = connect(s.clickhouse)
+    try:
+        rows = client.query("SELECT event_id, count() FROM touchpoints GROUP BY event_id").result_rows
+        detected = client.query("SELECT rule, evidence, recovery_status FROM negative_moments FINAL").result_rows
+    finally:
+        client.close()
+    landed = {e: n for e, n in rows}
+    scores, _, _ = moment_scores(truth_moments, detected)
+    by_evidence = Counter((r, tuple(sorted(ev))) for r, ev, _ in detected)
+    return {
+        "events_sent": len(sent), "events_landed": len(sent & set(landed)),
+        "events_lost": len(sent - set(landed)),
+        "rows_duplicated": sum(n - 1 for n in landed.values() if n > 1),
+        "moments_expected": len(truth_moments), "moments_raised": len(detected),
+        "moments_missed": sum(sc.truth - sc.matched_truth for sc in scores.values()),
+        "moments_not_in_truth": sum(sc.detected - sc.matched_detected for sc in scores.values()),
+        "moments_duplicated": sum(n - 1 for n in by_evidence.values() if n > 1),
+        "alert_deliveries": sum(deliveries.values()),
+        "alerts_delivered_more_than_once": sum(1 for n in deliveries.values() if n > 1),
+    }
+
+
+def print_result(result: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+    t = Table(title="cem chaos: reconciliation against ground truth")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for k, v in result.items():
+        if k not in ("faults", "peak_rss_mb"):
+            t.add_row(k, f"{v:,}")
+    console.print(t)
+    f = Table(title="faults")
+    for col in ("fault", "at (s)", "recovered in (s)"):
+        f.add_column(col, justify="right" if col != "fault" else "left")
+    for name, at, rec in result["faults"]:
+        f.add_row(name, str(at), "not within 300 s" if rec is None else f"{rec}")
+    console.print(f)
+    console.print("peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in result["peak_rss_mb"].items()))
