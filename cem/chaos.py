@@ -92,6 +92,7 @@ class Roles:
     def __init__(self, settings: Settings, log_dir: Path):
         self.s, self.dir, self.procs, self.peak = settings, log_dir, {}, Counter()
         self.runs = Counter()
+        self.crashed: list[str] = []  # roles that exited on their own (restarted, as a supervisor would)
 
     def start(self, role: str, name: str | None = None, *args: str) -> None:
         from .procs import start_role
@@ -116,6 +117,14 @@ class Roles:
         from .procs import stop_role
         self.note(name)
         stop_role(self.procs.pop(name))
+
+    def supervise(self) -> None:
+        """Restart any role that exited on its own, and remember it (a crash is a finding)."""
+        for name, p in list(self.procs.items()):
+            if p.poll() is not None:
+                self.crashed.append(f"{name} (exit {p.returncode}, log {self.dir / f'{name}-{self.runs[name]}.log'})")
+                del self.procs[name]
+                self.start(name.split("-")[0] if name != "worker-b" else "worker", name)
 
     def stop_all(self) -> None:
         for name in list(self.procs):
@@ -197,6 +206,7 @@ def run_chaos(settings: Settings, quick: bool, seed: int, console: Any) -> dict[
     landing = lambda: committed(s, f"{s.app_id}-landing", list(TABLES))  # noqa: E731
 
     def idle() -> bool:
+        roles.supervise()  # a role that died meanwhile is restarted (and reported)
         try:
             return not sim.is_alive() and pipeline_lag(s) == 0
         except Exception:  # noqa: BLE001 - broker still coming back
@@ -236,6 +246,7 @@ def run_chaos(settings: Settings, quick: bool, seed: int, console: Any) -> dict[
                 time.sleep(f.duration)
                 roles.stop("worker-b")
                 f.recovered_in = wait_progress(workers, idle)
+            roles.supervise()
             for name in list(roles.procs):
                 roles.note(name)
         sim.join()
@@ -253,6 +264,7 @@ def run_chaos(settings: Settings, quick: bool, seed: int, console: Any) -> dict[
     result = reconcile(s, sim_out, burst.accepted, receiver.deliveries)
     result["faults"] = [(f.name, round(f.at), f.recovered_in) for f in plan]
     result["peak_rss_mb"] = {k: round(v) for k, v in sorted(roles.peak.items())}
+    result["processes_crashed"] = roles.crashed
     return result
 
 
@@ -341,7 +353,7 @@ def print_result(result: dict[str, Any], console: Any) -> None:
     t.add_column("measure")
     t.add_column("value", justify="right")
     for k, v in result.items():
-        if k not in ("faults", "peak_rss_mb"):
+        if k not in ("faults", "peak_rss_mb", "processes_crashed"):
             t.add_row(k, f"{v:,}")
     console.print(t)
     f = Table(title="faults")
@@ -351,3 +363,4 @@ def print_result(result: dict[str, Any], console: Any) -> None:
         f.add_row(name, str(at), "not within 300 s" if rec is None else f"{rec}")
     console.print(f)
     console.print("peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in result["peak_rss_mb"].items()))
+    console.print("processes that exited on their own: " + (", ".join(result["processes_crashed"]) or "none"))

@@ -406,7 +406,8 @@ def chaos(quick: bool = typer.Option(False, "--quick", help="The short schedule 
         print(_json.dumps(result, indent=2))
     else:
         print_result(result, console)
-    bad = result["events_lost"] or result["rows_duplicated"] or result["alerts_delivered_more_than_once"]
+    bad = (result["events_lost"] or result["rows_duplicated"] or result["alerts_delivered_more_than_once"]
+           or result["processes_crashed"])
     raise typer.Exit(1 if bad else 0)
 
 

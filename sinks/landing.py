@@ -275,16 +275,33 @@ class Landing:
         metrics.SINK_BATCH_ROWS.labels(table).observe(ins.rows)
         metrics.SINK_INSERT_SECONDS.labels(table).observe(elapsed)
 
-    def _commit(self, offsets: list[TopicPartition]) -> None:
-        for attempt in range(10):
+    def _commit(self, offsets: list[TopicPartition], patience: float = 300.0) -> None:
+        """Commit after the inserts. While the broker is unreachable, retry (the consumer stays
+        put) for up to `patience` seconds; when the group moved on without this member (fenced
+        after a long outage) give the commit up: the rows are in ClickHouse, the partitions'
+        next owner replays from the last commit and re-forms the same inserts, which ClickHouse
+        drops as duplicates (dedup tokens)."""
+        fenced = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS,
+                  KafkaError._NO_OFFSET}
+        deadline = time.monotonic() + patience
+        attempt = 0
+        while True:
             try:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
                 return
             except Exception as err:  # noqa: BLE001
-                log.warning("offset commit failed (attempt %d/10): %s", attempt + 1, err)
+                code = err.args[0].code() if err.args and hasattr(err.args[0], "code") else None
+                if code in fenced:
+                    log.warning("offset commit refused (%s): this sink left the group during an outage; "
+                                "its partitions replay from the last commit and ClickHouse drops the replay", err)
+                    return
+                attempt += 1
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"offset commit failed for {patience:.0f} s; the broker is unreachable. Rows "
+                                       "inserted so far are safe: a restart replays them and ClickHouse drops the "
+                                       "replay") from err
+                log.warning("offset commit failed (attempt %d), retrying: %s", attempt, err)
                 time.sleep(min(0.2 * 2 ** attempt, 5))
-        raise RuntimeError("offset commit failed 10 times; the broker is unreachable. Rows inserted "
-                           "so far are safe: a restart replays them and ClickHouse drops the replay")
 
     def _table_columns(self, table: str) -> frozenset[str]:
         rows = self._ch.query(f"SELECT name FROM system.columns WHERE database = currentDatabase() "

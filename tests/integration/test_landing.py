@@ -119,3 +119,44 @@ def landing_committed(s) -> int:
     """Events' records committed by the landing group so far (in records)."""
     from tests.support.pipeline import end_offsets
     return end_offsets(s.kafka_bootstrap, TOUCHPOINTS_TOPIC) - landing_lag(s)
+
+
+def rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_clickhouse_outage_stops_consumption_memory_stays_flat_then_everything_lands_once(cem_settings, tmp_path):
+    """Backpressure (issue 11): while ClickHouse is unavailable the sink stops consuming instead of
+    buffering — its lag grows with the traffic, its memory does not — and when ClickHouse is back
+    every event lands exactly once."""
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    s = cem_settings.model_copy(update={"fault_injection_dir": faults})
+    (faults / "clickhouse_down").touch()
+    producer = Producer(producer_config(s.kafka_bootstrap))
+    pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]))
+    waves = [resolved(30_000, 10 + i) for i in range(6)]
+    sink = start("sink", s, "sink", CEM_SINK_MAX_ROWS="5000")
+    try:
+        samples, lags = [], []
+        for wave in waves:  # 180,000 events arrive during the outage
+            for e in wave:
+                pub.publish(TOUCHPOINTS_TOPIC, e["cem"]["customer_id"].encode(), e)
+            pub.flush()
+            time.sleep(3)
+            samples.append(rss_mb(sink.pid))
+            lags.append(landing_lag(s))
+        assert sink.poll() is None  # the outage did not kill it
+        assert lags == sorted(lags) and lags[-1] > lags[0]  # lag grows: the traffic waits in Kafka
+        warm = samples[1]
+        assert max(samples[1:]) - warm < 40, samples  # memory flat: not buffering the backlog
+        (faults / "clickhouse_down").unlink()
+        wait_until(lambda: landing_lag(s) == 0, 180, what="landing after the outage", procs=(sink,))
+    finally:
+        stop_role(sink)
+    total = sum(len(w) for w in waves)
+    assert counts(s) == (total, total)
+    print(f"sink RSS during the outage (MB): {[round(x) for x in samples]}; lag: {lags}")
