@@ -124,7 +124,7 @@ def test_rollups_and_query_pack_match_ground_truth(cem_settings, tmp_path):
         if n < 30:
             continue
         r = got_i[key]
-        assert close(r["moments"], n, 0.03, 2), (key, r, n)
+        assert close(r["moments"], n, 0.05, 3), (key, r, n)  # grouped by recovery status: accuracy ~0.99
         assert abs(r["repurchase_rate"] - repurchase) <= 0.05, (key, r, repurchase)
         assert abs(r["churn_rate"] - churn) <= 0.05, (key, r, churn)
         checked += 1

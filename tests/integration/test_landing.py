@@ -22,7 +22,7 @@ from cem.schemas.registry import default_registry
 from cem.schemas.serde import encode_batch, encode_single
 from cem.settings import TOUCHPOINTS_TOPIC
 from tests.support.ch import clickhouse
-from tests.support.pipeline import start, stop_role, wait_until
+from tests.support.pipeline import rss_mb, start, stop_role, wait_until
 
 pytestmark = pytest.mark.integration
 W = default_registry().latest("touchpoint")
@@ -119,13 +119,6 @@ def landing_committed(s) -> int:
     """Events' records committed by the landing group so far (in records)."""
     from tests.support.pipeline import end_offsets
     return end_offsets(s.kafka_bootstrap, TOUCHPOINTS_TOPIC) - landing_lag(s)
-
-
-def rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def test_clickhouse_outage_stops_consumption_memory_stays_flat_then_everything_lands_once(cem_settings, tmp_path):

@@ -19,7 +19,7 @@ from cem.connectors.kafka_admin import group_lag, partitions_of
 from cem.schemas.registry import default_registry
 from cem.settings import ALERTS_TOPIC, DELIVERIES_TOPIC, DLQ_TOPIC, RAW_TOPICS
 from cem.webhooks import delivery_id, verify
-from tests.support.pipeline import read_topic, start, stop_role, wait_until
+from tests.support.pipeline import read_topic, rss_mb, start, stop_role, wait_until
 
 pytestmark = pytest.mark.integration
 SECRET = "test-webhook-secret"
@@ -149,3 +149,33 @@ def test_an_endpoint_that_refuses_for_good_parks_the_delivery_in_the_dlq(cem_set
     detail = dict(parked()[0].headers())["cem-detail"].decode()
     assert "gave up after 3 attempt(s)" in detail and "CEM_WEBHOOK_ENDPOINTS" in detail
     assert json.loads(parked()[0].value())["type"] == "alert.open"
+
+
+def test_a_receiver_down_for_many_alerts_parks_each_with_bounded_retries_and_flat_memory(cem_settings):
+    """Backpressure on the alert side (issue 11): the team's endpoint is down while 400 alerts
+    arrive; each gets bounded retries with backoff and is then parked with its reason — none
+    dropped — while the notifier's memory stays flat (pending deliveries are bounded, not piled up)."""
+    s = cem_settings
+    env = {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": "http://127.0.0.1:9/down"}), "CEM_WEBHOOK_SECRET": SECRET,
+           "CEM_WEBHOOK_BACKOFF_SECONDS": "0.05", "CEM_WEBHOOK_BACKOFF_MAX_SECONDS": "0.2",
+           "CEM_WEBHOOK_MAX_ATTEMPTS": "3", "CEM_WEBHOOK_TIMEOUT_SECONDS": "1"}
+    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    worker = start("worker", s)
+    notify = start("notify", s, "notify", **env)
+    samples = []
+
+    def parked() -> int:
+        return sum(1 for m in read_topic(s.kafka_bootstrap, DLQ_TOPIC)
+                   if dict(m.headers() or []).get("cem-reason") == b"webhook_parked")
+    try:
+        now = int(time.time() * 1000) - 60_000
+        for wave in range(4):
+            publish_events(s.kafka_bootstrap, payment_failures(f"m{wave}", 100, now + wave), default_registry(), parts)
+            wait_until(lambda: parked() >= 100 * (wave + 1), 240, 0.5, f"{100 * (wave + 1)} parked deliveries",
+                       (worker, notify))
+            samples.append(rss_mb(notify.pid))
+    finally:
+        stop_role(notify), stop_role(worker)
+    assert parked() == 400  # every alert accounted for: parked with its reason, none silently dropped
+    assert max(samples) - samples[0] < 20, samples  # flat after the first wave
+    print(f"notify RSS after each 100 parked (MB): {[round(x) for x in samples]}")

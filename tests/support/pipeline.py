@@ -46,7 +46,15 @@ def http_ok(url: str) -> bool:
         return False
 
 
-__all__ = ["start", "stop_role", "caught_up", "wait_caught_up", "end_offsets", "wait_until", "free_port", "http_ok"]
+def rss_mb(pid: int) -> float:
+    """A process's resident memory now (MB), from /proc."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+__all__ = ["rss_mb", "start", "stop_role", "caught_up", "wait_caught_up", "end_offsets", "wait_until", "free_port", "http_ok"]
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list:
