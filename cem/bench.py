@@ -52,8 +52,8 @@ def _raw_ceiling(settings: Settings, expected: int) -> tuple[int, float]:
     reg = default_registry()
     reader = reg.latest("touchpoint").parsed
     c = Consumer(client_config(settings.kafka_bootstrap, **{"group.id": "cem-bench-raw",
-                  "enable.auto.commit": False, "fetch.max.bytes": 64 << 20,
-                  "max.partition.fetch.bytes": 16 << 20}))
+                                                            "enable.auto.commit": False, "fetch.max.bytes": 64 << 20,
+                                                            "max.partition.fetch.bytes": 16 << 20}))
     tps = []
     for t in RAW_TOPICS.values():
         for p in c.list_topics(t, timeout=10).topics[t].partitions:

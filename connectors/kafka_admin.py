@@ -62,7 +62,7 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(client_config(bootstrap, **{"group.id": group,
-                         "enable.auto.commit": False}))
+                                                    "enable.auto.commit": False}))
     try:
         md = consumer.list_topics(timeout=timeout).topics
         tps = [TopicPartition(t, p) for t in topics for p in md[t].partitions]

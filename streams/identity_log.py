@@ -69,7 +69,7 @@ def _apply(graph: IdentityGraph, key: bytes, value: bytes | None) -> None:
 def _consumer(bootstrap: str) -> Consumer:
     """Follows every partition of the changelog from its beginning (the Replica's reader)."""
     c = Consumer(client_config(bootstrap, **{"group.id": "cem-identity-replica",
-                  "enable.auto.commit": False, "enable.partition.eof": False}))
+                                             "enable.auto.commit": False, "enable.partition.eof": False}))
     parts = c.list_topics(IDENTITY_MAP_TOPIC, timeout=30).topics[IDENTITY_MAP_TOPIC].partitions
     c.assign([TopicPartition(IDENTITY_MAP_TOPIC, p, 0) for p in parts])
     return c

@@ -56,7 +56,7 @@ class Ticker(threading.Thread):
     def run(self) -> None:
         from confluent_kafka import Consumer, TopicPartition
         consumer = Consumer(client_config(self._servers, **{"group.id": self._group,
-                             "enable.auto.commit": False}))
+                                                            "enable.auto.commit": False}))
         producer = Producer(producer_config(self._servers))
         tps = [TopicPartition(t, p) for t, n in self._parts.items() for p in range(n)]
         while not self.stop.wait(self._every):

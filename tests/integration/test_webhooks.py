@@ -71,6 +71,19 @@ def payment_failures(prefix: str, n: int, at: int) -> list[dict]:
              "web": {"url": "/checkout", "amount_cents": 1999, "currency": "EUR"}} for i in range(n)]
 
 
+def down_endpoint(backoff: str) -> dict[str, str]:
+    """`cem notify` settings for a team whose endpoint refuses connections: 3 attempts, then parked."""
+    return {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": "http://127.0.0.1:9/down"}), "CEM_WEBHOOK_SECRET": SECRET,
+            "CEM_WEBHOOK_BACKOFF_SECONDS": backoff, "CEM_WEBHOOK_BACKOFF_MAX_SECONDS": "0.2",
+            "CEM_WEBHOOK_MAX_ATTEMPTS": "3", "CEM_WEBHOOK_TIMEOUT_SECONDS": "1"}
+
+
+def parked(s) -> list:
+    """The deliveries `cem notify` parked in cem.dlq."""
+    return [m for m in read_topic(s.kafka_bootstrap, DLQ_TOPIC)
+            if dict(m.headers() or []).get("cem-reason") == b"webhook_parked"]
+
+
 def webhook_alerts(s) -> set[str]:
     ids = set()
     for m in read_topic(s.kafka_bootstrap, ALERTS_TOPIC):
@@ -124,31 +137,25 @@ def test_each_alert_is_accepted_exactly_once_through_failures_kills_and_a_replay
     assert all(rx.attempts[d] >= 2 for d in expected)  # every one went through a retry
     ledger = {m.key().decode(): json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, DELIVERIES_TOPIC)}
     assert set(ledger) == expected and {v["outcome"] for v in ledger.values()} == {"delivered"}
-    assert not [m for m in read_topic(s.kafka_bootstrap, DLQ_TOPIC)
-                if dict(m.headers() or []).get("cem-reason") == b"webhook_parked"]
+    assert not parked(s)
 
 
 def test_an_endpoint_that_refuses_for_good_parks_the_delivery_in_the_dlq(cem_settings):
     s = cem_settings
-    env = {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": "http://127.0.0.1:9/nowhere"}), "CEM_WEBHOOK_SECRET": SECRET,
-           "CEM_WEBHOOK_BACKOFF_SECONDS": "0.1", "CEM_WEBHOOK_BACKOFF_MAX_SECONDS": "0.2",
-           "CEM_WEBHOOK_MAX_ATTEMPTS": "3", "CEM_WEBHOOK_TIMEOUT_SECONDS": "1"}
+    env = down_endpoint(backoff="0.1")
     parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
     worker = start("worker", s)
     notify = start("notify", s, "notify", **env)
     try:
         publish_events(s.kafka_bootstrap, payment_failures("c", 2, int(time.time() * 1000) - 60_000),
                        default_registry(), parts)
-
-        def parked() -> list:
-            return [m for m in read_topic(s.kafka_bootstrap, DLQ_TOPIC)
-                    if dict(m.headers() or []).get("cem-reason") == b"webhook_parked"]
-        wait_until(lambda: len(parked()) == 2, 120, 0.3, "two parked deliveries", (worker, notify))
+        wait_until(lambda: len(parked(s)) == 2, 120, 0.3, "two parked deliveries", (worker, notify))
     finally:
         stop_role(notify), stop_role(worker)
-    detail = dict(parked()[0].headers())["cem-detail"].decode()
+    first = parked(s)[0]
+    detail = dict(first.headers())["cem-detail"].decode()
     assert "gave up after 3 attempt(s)" in detail and "CEM_WEBHOOK_ENDPOINTS" in detail
-    assert json.loads(parked()[0].value())["type"] == "alert.open"
+    assert json.loads(first.value())["type"] == "alert.open"
 
 
 def test_a_receiver_down_for_many_alerts_parks_each_with_bounded_retries_and_flat_memory(cem_settings):
@@ -156,26 +163,20 @@ def test_a_receiver_down_for_many_alerts_parks_each_with_bounded_retries_and_fla
     arrive; each gets bounded retries with backoff and is then parked with its reason — none
     dropped — while the notifier's memory stays flat (pending deliveries are bounded, not piled up)."""
     s = cem_settings
-    env = {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": "http://127.0.0.1:9/down"}), "CEM_WEBHOOK_SECRET": SECRET,
-           "CEM_WEBHOOK_BACKOFF_SECONDS": "0.05", "CEM_WEBHOOK_BACKOFF_MAX_SECONDS": "0.2",
-           "CEM_WEBHOOK_MAX_ATTEMPTS": "3", "CEM_WEBHOOK_TIMEOUT_SECONDS": "1"}
+    env = down_endpoint(backoff="0.05")
     parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
     worker = start("worker", s)
     notify = start("notify", s, "notify", **env)
     samples = []
-
-    def parked() -> int:
-        return sum(1 for m in read_topic(s.kafka_bootstrap, DLQ_TOPIC)
-                   if dict(m.headers() or []).get("cem-reason") == b"webhook_parked")
     try:
         now = int(time.time() * 1000) - 60_000
         for wave in range(4):
             publish_events(s.kafka_bootstrap, payment_failures(f"m{wave}", 100, now + wave), default_registry(), parts)
-            wait_until(lambda: parked() >= 100 * (wave + 1), 240, 0.5, f"{100 * (wave + 1)} parked deliveries",
+            wait_until(lambda: len(parked(s)) >= 100 * (wave + 1), 240, 0.5, f"{100 * (wave + 1)} parked deliveries",
                        (worker, notify))
             samples.append(rss_mb(notify.pid))
     finally:
         stop_role(notify), stop_role(worker)
-    assert parked() == 400  # every alert accounted for: parked with its reason, none silently dropped
+    assert len(parked(s)) == 400  # every alert accounted for: parked with its reason, none silently dropped
     assert max(samples) - samples[0] < 20, samples  # flat after the first wave
     print(f"notify RSS after each 100 parked (MB): {[round(x) for x in samples]}")
