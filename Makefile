@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit bench chaos install kafka-up kafka-down clean
+.PHONY: demo test unit bench chaos fuzz install kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/cem chaos
+
+fuzz: $(STAMP)
+	CEM_FUZZ_SEED=0 CEM_FUZZ_RUNS=-1 CEM_FUZZ_SECONDS=$${CEM_FUZZ_SECONDS:-300} $(BIN)/python -m pytest tests/fuzz -q
 
 kafka-up: $(STAMP)
 	bash scripts/kafka.sh up

@@ -83,8 +83,15 @@ def load_mapping(channel: str, path: Path | None) -> dict[str, Any]:
     return base
 
 
+class MappingConflict(ValueError):
+    """A mapped column targets a section (``identifiers.email``) that the row already carries
+    as something other than an object; the row is dead-lettered with this message."""
+
+
 def row_to_object(row: dict[str, Any], mapping: dict[str, Any], ignored: set[str]) -> dict[str, Any]:
-    """Apply the column mapping to one flat row (CSV) or object (JSONL)."""
+    """Apply the column mapping to one flat row (CSV) or object (JSONL).
+
+    Raises MappingConflict when a mapped column cannot be placed (its section is not an object)."""
     cols = mapping["columns"]
     obj: dict[str, Any] = dict(mapping["defaults"])
     for key, value in row.items():
@@ -100,7 +107,12 @@ def row_to_object(row: dict[str, Any], mapping: dict[str, Any], ignored: set[str
             continue
         if "." in target:
             section, name = target.split(".", 1)
-            obj.setdefault(section, {})[name] = value
+            into = obj.setdefault(section, {})
+            if not isinstance(into, dict):
+                raise MappingConflict(f"column {key!r} maps to {target} but the row's {section!r} is a "
+                                      f"{type(into).__name__}, not an object; drop one of the two or "
+                                      f"change the mapping file")
+            into[name] = value
         else:
             obj[target] = value
     return obj
@@ -159,10 +171,15 @@ def import_file(settings: Settings, channel: str, path: Path, mapping_path: Path
             res: Any = None
             reason, detail = "unparsable_row", error or "unparsable"
         else:
-            res = to_touchpoint(row_to_object(row, mapping, report.ignored_columns), default_channel=channel,
-                                source=source, now_ms=now, horizon_ms=horizon, pseudonymizer=pz)
-            if not isinstance(res, dict):
-                reason, detail = res.reason, res.detail
+            try:
+                obj = row_to_object(row, mapping, report.ignored_columns)
+            except MappingConflict as err:
+                res, reason, detail = None, "mapping_conflict", str(err)
+            else:
+                res = to_touchpoint(obj, default_channel=channel, source=source, now_ms=now, horizon_ms=horizon,
+                                    pseudonymizer=pz)
+                if not isinstance(res, dict):
+                    reason, detail = res.reason, res.detail
         if isinstance(res, dict):
             if res["channel"] != channel:
                 reason, detail = "wrong_channel", f"row is a {res['channel']} event in a {channel} import"

@@ -65,12 +65,15 @@ def snowplow_payload(data: bytes) -> None:
 
 
 def importer_row(data: bytes) -> None:
-    from cem.connectors.importers import load_mapping, row_to_object
+    from cem.connectors.importers import MappingConflict, load_mapping, row_to_object
     doc = _json(data)
     if not isinstance(doc, dict):
         return
     for channel in ("store", "web", "phone", "returns", "feedback"):
-        obj = row_to_object({str(k): v for k, v in doc.items()}, load_mapping(channel, None), set())
+        try:
+            obj = row_to_object({str(k): v for k, v in doc.items()}, load_mapping(channel, None), set())
+        except MappingConflict:
+            continue  # dead-lettered as mapping_conflict
         collector_json(json.dumps(obj, default=str).encode())
 
 

@@ -1,9 +1,14 @@
 """Hostile input (issue 11): a corpus of what strangers send — deep nesting, huge strings, invalid
 UTF-8, NaN/Infinity, timestamps in year 1 and 9999, unknown channels and event types, a reused
 event_id with other content, a schema id of another subject — each refused with its reason by
-the decoders every edge shares; then atheris fuzzes every decoder, seeded with that corpus, for a
-bounded time (`CEM_FUZZ_SECONDS`, default 15 per target). A crash is any exception other than
-the decoder's own refusal; each one found becomes a case in HOSTILE below."""
+the decoders every edge shares; then atheris fuzzes every decoder, seeded with that corpus.
+
+In CI the fuzz run is reproducible: a fixed libFuzzer seed (`CEM_FUZZ_SEED`, default 1), a fixed
+number of runs (`CEM_FUZZ_RUNS`, default 300,000 per target), PYTHONHASHSEED=0, and a time cap
+(`CEM_FUZZ_SECONDS`, default 120) — so CI replays exactly the inputs a developer's run of the same
+commit tried, and a red CI always reproduces. Exploration is `make fuzz` (CEM_FUZZ_SEED=0: a
+random seed; longer). A crash is any exception other than the decoder's own refusal; each one
+found becomes a regression case here (HOSTILE below, or its own test, like the importer one)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from cem.connectors import segment, snowplow
+from cem.connectors.importers import MappingConflict, load_mapping, row_to_object
 from cem.connectors.mapping import to_touchpoint
 from cem.connectors.pseudonymize import Pseudonymizer
 from cem.events import Rejection
@@ -24,7 +30,9 @@ from cem.schemas.serde import DecodeError, decode_record, encode_batch
 from tests.fuzz.harnesses import HORIZON, NOW, TARGETS
 
 REPO = Path(__file__).resolve().parents[2]
-FUZZ_SECONDS = int(os.environ.get("CEM_FUZZ_SECONDS", "15"))
+FUZZ_SECONDS = int(os.environ.get("CEM_FUZZ_SECONDS", "120"))
+FUZZ_RUNS = int(os.environ.get("CEM_FUZZ_RUNS", "300000"))
+FUZZ_SEED = int(os.environ.get("CEM_FUZZ_SEED", "1"))
 
 
 def ev(**over) -> dict:
@@ -111,6 +119,16 @@ def test_tracker_payloads_with_hostile_values_are_refused_by_field():
         snowplow.to_native({"e": "ue", "eid": "e", "duid": "d", "ue_px": "\u00ff" * 10}, NOW)
 
 
+def test_an_importer_column_that_collides_with_a_section_of_the_row_is_a_mapping_conflict():
+    # found by the fuzzer in CI: a JSONL row whose "identifiers" is a string, plus an "email"
+    # column the default mapping puts at identifiers.email, crashed row_to_object
+    row = {"occt_type": "b", "occurred_at": 19, "identifiers": "0", "email": []}
+    with pytest.raises(MappingConflict, match="'email' maps to identifiers.email but the row's 'identifiers' is a str"):
+        row_to_object(row, load_mapping("store", None), set())
+    ok = row_to_object({"identifiers": {"customer_id": "c1"}, "email": "a@b.c"}, load_mapping("store", None), set())
+    assert ok["identifiers"] == {"customer_id": "c1", "email": "a@b.c"}
+
+
 def corpus(tmp: Path) -> Path:
     seeds = tmp / "seeds"
     seeds.mkdir()
@@ -121,6 +139,7 @@ def corpus(tmp: Path) -> Path:
     (seeds / "snowplow.json").write_text(json.dumps({"schema": "iglu:x", "data": [{"e": "se", "eid": "e",
                                                                                    "duid": "d", "se_ca": "c",
                                                                                    "se_ac": "a"}]}))
+    (seeds / "importer-conflict.json").write_text('{"identifiers": "0", "email": [], "occurred_at": 19}')
     (seeds / "rules.toml").write_bytes((REPO / "cem" / "rules" / "default.toml").read_bytes())
     reader = default_registry().latest("touchpoint").parsed
     (seeds / "batch.avro").write_bytes(encode_batch([dict(native(ev()), cem=None)], reader))
@@ -133,8 +152,10 @@ def test_fuzzer_finds_no_crash(target, tmp_path):
     work = tmp_path / "corpus"
     work.mkdir()
     done = subprocess.run([sys.executable, "-m", "tests.fuzz.harnesses", target, f"-max_total_time={FUZZ_SECONDS}",
-                           "-rss_limit_mb=2048", "-timeout=10", f"-artifact_prefix={tmp_path}/", str(work), str(seeds)],
-                          cwd=REPO, capture_output=True, text=True, timeout=FUZZ_SECONDS + 120)
+                           f"-runs={FUZZ_RUNS}", f"-seed={FUZZ_SEED}", "-rss_limit_mb=2048", "-timeout=10",
+                           f"-artifact_prefix={tmp_path}/", str(work), str(seeds)],
+                          cwd=REPO, capture_output=True, text=True, timeout=FUZZ_SECONDS + 120,
+                          env=dict(os.environ, PYTHONHASHSEED="0"))
     tail = (done.stdout + done.stderr)[-3000:]
     assert done.returncode == 0, f"{target} crashed or hung; the input is in {tmp_path}:\n{tail}"
     assert "Done" in tail or "DONE" in tail or "pulse" in tail or "INITED" in tail, tail

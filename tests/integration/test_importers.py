@@ -21,7 +21,8 @@ CASES = {
                "no_identifier": 1}),
     "phone": ("cdr.csv", {"cdr-1", "cdr-2", "cdr-3", "cdr-4", "cdr-5"},
               {"bad_value:identifiers.phone": 1, "bad_value:attributes.hold_seconds": 1}),
-    "returns": ("rma.jsonl", {"rma-ev-1", "rma-ev-2", "rma-ev-3"}, {"no_identifier": 1, "unparsable_row": 2}),
+    "returns": ("rma.jsonl", {"rma-ev-1", "rma-ev-2", "rma-ev-3"}, {"no_identifier": 1, "unparsable_row": 2,
+                                                                "mapping_conflict": 1}),
     "feedback": ("surveys.csv", {"sv-1", "sv-2"}, {"bad_value:feedback.nps": 1, "bad_value:identifiers.email": 1}),
     "web": ("web_events.jsonl", {"w-1", "w-2", "w-3"}, {"unknown_field:attributes.colour": 1}),
 }
