@@ -196,10 +196,20 @@ def sink(idle_exit: Optional[float] = typer.Option(None, help="Exit after this m
 
 
 @app.command()
-def notify(idle_exit: Optional[float] = typer.Option(None, help="Exit after this many idle seconds.")) -> None:
+def notify(idle_exit: Optional[float] = typer.Option(None, help="Exit after this many idle seconds."),
+           retry_parked: bool = typer.Option(False, "--retry-parked", help="Queue every parked delivery again "
+                                             "(after fixing the receiver) and exit; the running notifier sends "
+                                             "them at its next retry round."),
+           team: Optional[str] = typer.Option(None, help="With --retry-parked: only this team's deliveries.")) -> None:
     """Deliver alerts to the owner teams' webhooks (CEM_WEBHOOK_ENDPOINTS), signed, retried, never twice."""
-    from .sinks.webhooks import run_notify
-    d = run_notify(_settings(), idle_exit=idle_exit)
+    from .sinks.webhooks import requeue_parked, run_notify
+    settings = _settings()
+    if retry_parked:
+        n = requeue_parked(settings, team)
+        console.print(f"requeued {n} parked webhook deliver{'y' if n == 1 else 'ies'}; `cem notify` sends them "
+                      f"within CEM_WEBHOOK_PARK_RETRY_SECONDS ({settings.webhook_park_retry_seconds:g} s)")
+        return
+    d = run_notify(settings, idle_exit=idle_exit)
     console.print(f"delivered {d.delivered} webhook(s); parked {d.parked}")
 
 

@@ -24,8 +24,9 @@ RECOVERIES = Counter("cem_moment_recoveries_total", "Moments decided: recovered 
 ALERTS = Counter("cem_alerts_total", "Alerts opened, by the team they are routed to", ["team", "severity"])
 ALERT_LATENCY = Histogram("cem_alert_latency_seconds", "From the triggering event's receipt to its alert",
                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-WEBHOOKS = Counter("cem_webhook_deliveries_total", "Alert webhook outcomes (delivered, retried, parked)",
+WEBHOOKS = Counter("cem_webhook_deliveries_total", "Alert webhook outcomes (delivered, retried, parked, reparked, expired)",
                    ["outcome"])
+WEBHOOKS_WAITING = Gauge("cem_webhook_parked", "Alert deliveries parked (or requeued) and waiting to be retried")
 CONSUMER_LAG = Gauge("cem_consumer_lag_records", "Records behind the log end (uncommitted)", ["topic", "partition"])
 WATERMARK_LAG = Gauge("cem_watermark_lag_seconds", "Wall clock minus the event-time watermark", ["partition"])
 STATE_CUSTOMERS = Gauge("cem_state_customers", "Customers whose timeline a worker holds", ["partition"])
@@ -64,6 +65,10 @@ def alert(team: str, severity: str) -> None:
 
 def webhook(outcome: str) -> None:
     WEBHOOKS.labels(outcome).inc()
+
+
+def webhooks_waiting(n: int) -> None:
+    WEBHOOKS_WAITING.set(n)
 
 
 def lag(topic: str, partition: int, records: int) -> None:

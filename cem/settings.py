@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(1.0, gt=0, description="First retry delay (doubles, jittered).")
     webhook_backoff_max_seconds: float = Field(300.0, gt=0, description="Longest retry delay.")
     webhook_timeout_seconds: float = Field(5.0, gt=0, description="HTTP timeout of one attempt.")
+    webhook_park_retry_seconds: float = Field(
+        300.0, gt=0, description="How often parked deliveries are retried (one probe per endpoint).")
+    webhook_park_hours: float = Field(
+        72.0, gt=0, description="After this long parked, a delivery expires (ledger and DLQ say so).")
     notify_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem notify` (0 = off).")
 
     @model_validator(mode="after")

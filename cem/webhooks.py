@@ -14,6 +14,13 @@ Contract (what a receiving team can rely on — the same scheme as Stripe's and 
 - A 2xx answer delivers; 408, 429 and 5xx answers, timeouts and connection errors are retried
   with capped exponential backoff and jitter (`Retry-After` is honoured); any other 4xx and the
   last allowed attempt park the delivery (dead-lettered with the reason, never retried blindly).
+- A parked delivery is not forgotten: its body stays in the ledger and it is retried later
+  (`plan_round`): every `park_retry_seconds` one parked delivery per endpoint is sent as a probe;
+  when the probe is accepted, the endpoint is back and every other delivery parked for it is
+  queued again under the normal retry policy. `cem notify --retry-parked` queues them at once
+  (after a fix on the receiving side). A delivery still parked after `park_hours` expires: its
+  final outcome `expired` goes to the ledger and cem.dlq. The endpoint used for a retry is the
+  one configured *now* for the alert's team, so correcting CEM_WEBHOOK_ENDPOINTS takes effect.
 - Delivery is at-least-once: if the dispatcher dies after the receiver answered 2xx but before
   the ledger recorded it, the delivery is sent once more with the same `Cem-Delivery-Id`, which a
   receiver deduplicates on.
@@ -24,8 +31,8 @@ import hashlib
 import hmac
 import json
 import random
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
 
 RETRYABLE = frozenset({408, 425, 429})
 
@@ -86,18 +93,77 @@ class RetryPolicy:
         return "parked"
 
 
+#: Ledger outcomes whose entry keeps the body: the delivery is retried later.
+WAITING = frozenset({"parked", "requeued"})
+
+
 class Ledger:
-    """Delivery id → final outcome ('delivered' or 'parked'), replayed from the compacted ledger
-    topic at start; what is in it is never sent again."""
+    """Delivery id → outcome ('delivered', 'parked', 'requeued', 'expired'), replayed from the
+    compacted ledger topic; a delivery in it is never started again from an alert replay. Parked
+    and requeued entries keep their ledger record (body included) for `plan_round`."""
 
     def __init__(self) -> None:
         self._done: dict[str, str] = {}
+        self.waiting: dict[str, dict[str, Any]] = {}
 
-    def record(self, delivery: str, outcome: str) -> None:
+    def record(self, delivery: str, outcome: str, entry: Mapping[str, Any] | None = None) -> None:
         self._done[delivery] = outcome
+        if outcome in WAITING and entry is not None and entry.get("body") is not None:
+            self.waiting[delivery] = dict(entry)
+        else:
+            self.waiting.pop(delivery, None)
 
     def done(self, delivery: str) -> bool:
         return delivery in self._done
 
+    def outcome(self, delivery: str) -> str | None:
+        return self._done.get(delivery)
+
     def __len__(self) -> int:
         return len(self._done)
+
+
+@dataclass
+class Round:
+    """What one retry round does with the parked deliveries (ids)."""
+    probes: list[str] = field(default_factory=list)    # one per endpoint: sent once, re-parked on failure
+    requeue: list[str] = field(default_factory=list)   # sent again under the normal retry policy
+    expire: list[str] = field(default_factory=list)    # parked longer than park_hours: given up
+    unroutable: list[str] = field(default_factory=list)  # no endpoint configured for the team any more
+
+
+def endpoint_now(entry: Mapping[str, Any], endpoints: Mapping[str, str]) -> str | None:
+    """The URL a parked delivery goes to today (its team's current endpoint)."""
+    try:
+        alert = json.loads(entry["body"])["alert"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return wants_webhook(alert, endpoints)
+
+
+def plan_round(waiting: Mapping[str, Mapping[str, Any]], now_ms: int, partitions: Iterable[int],
+               endpoints: Mapping[str, str], park_ms: int, skip: Iterable[str] = ()) -> Round:
+    """Decide a retry round over the parked/requeued deliveries of the alert partitions this
+    dispatcher owns (so two dispatchers never send the same one). Requeued entries are all sent;
+    of the parked ones, the oldest per endpoint is the probe; those older than `park_ms` expire.
+    Deterministic: ties are broken by delivery id."""
+    owned, busy = set(partitions), set(skip)
+    r = Round()
+    probed: set[str] = set()
+    for did, e in sorted(waiting.items(), key=lambda kv: (kv[1].get("parked_at") or 0, kv[0])):
+        if did in busy or e.get("partition") not in owned:
+            continue
+        if e.get("outcome") == "requeued":
+            r.requeue.append(did)
+            continue
+        parked_at = e.get("parked_at")
+        if parked_at is not None and now_ms - parked_at > park_ms:
+            r.expire.append(did)
+            continue
+        url = endpoint_now(e, endpoints)
+        if url is None:
+            r.unroutable.append(did)
+        elif url not in probed:
+            probed.add(url)
+            r.probes.append(did)
+    return r

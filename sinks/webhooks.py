@@ -7,9 +7,15 @@ Loop contract:
   already holds its delivery id (a replay of the pipeline re-emits the same id).
 - Jobs are attempted when due, one HTTP request at a time (alerts are rare next to events);
   failures wait out their backoff in a heap, so one broken endpoint never holds up the others.
-- A final outcome (delivered or parked) is written to the compacted ledger topic and flushed
-  before the job counts as done; a parked delivery also goes to cem.dlq (reason
-  `webhook_parked`) with what the endpoint answered.
+- An outcome (delivered, parked, expired) is written to the compacted ledger topic and flushed
+  before the job counts as done; a delivery parked for the first time also goes to cem.dlq
+  (reason `webhook_parked`) with what the endpoint answered, and its ledger record keeps the body.
+- Once partitions are assigned (so a restart after a fix retries at once), then every
+  `park_retry_seconds`, a retry round re-reads the ledger (so `cem notify --retry-parked`
+  and other dispatchers' outcomes are seen) and acts on `cem.webhooks.plan_round` for the alert
+  partitions this dispatcher owns: one probe per endpoint; a probe accepted re-queues every
+  other delivery parked for that endpoint; parked longer than `park_hours` → `expired` (ledger
+  and cem.dlq, reason `webhook_expired`). Parked deliveries are never dropped silently.
 - Offsets are committed only up to the last record whose jobs are all done, so a restarted
   dispatcher picks up every undelivered alert again — and skips the delivered ones by the ledger.
 """
@@ -27,7 +33,7 @@ from typing import Any, Callable
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from cem.webhooks import Ledger, RetryPolicy, delivery_id, payload, sign, wants_webhook
+from cem.webhooks import Ledger, RetryPolicy, delivery_id, endpoint_now, payload, plan_round, sign, wants_webhook
 from .dlq import DeadLetters
 from cem.connectors.security import client_config
 
@@ -60,12 +66,17 @@ class _Job:
     body: bytes = field(compare=False)
     records: list[tuple[int, int]] = field(compare=False, default_factory=list)
     attempts: int = field(compare=False, default=0)
+    #: the ledger entry of a parked delivery this job retries (None: a first delivery)
+    parked: dict[str, Any] | None = field(compare=False, default=None)
+    probe: bool = field(compare=False, default=False)   # one attempt; failure re-parks it
 
 
 class Dispatcher:
     def __init__(self, consumer: Consumer, producer: Producer, topic: str, ledger_topic: str,
                  endpoints: dict[str, str], secret: bytes, policy: RetryPolicy, dead: DeadLetters,
-                 timeout: float = 5.0, post: Post = http_post, on_outcome: Callable[[str], None] | None = None):
+                 timeout: float = 5.0, post: Post = http_post, on_outcome: Callable[[str], None] | None = None,
+                 park_retry_seconds: float = 300.0, park_hours: float = 72.0,
+                 refresh: Callable[[], Any] | None = None, on_waiting: Callable[[int], None] | None = None):
         self._consumer = consumer
         self._producer = producer
         self._topic = topic
@@ -78,6 +89,11 @@ class Dispatcher:
         self._post = post
         self._on_outcome = on_outcome
         self._rng = random.Random()
+        self._park_retry = park_retry_seconds
+        self._park_ms = int(park_hours * 3_600_000)
+        self._refresh = refresh
+        self._on_waiting = on_waiting
+        self._next_round = 0.0  # the first round runs as soon as partitions are assigned
         self.ledger = Ledger()
         self._heap: list[_Job] = []
         self._inflight: dict[str, _Job] = {}
@@ -85,12 +101,25 @@ class Dispatcher:
         self._seen: dict[int, list[int]] = {}              # partition -> offsets in order
         self.delivered = 0
         self.parked = 0
+        self.expired = 0
 
     def restore(self, records: Any) -> None:
-        """Replay the ledger (an iterable of confluent Messages) before the first poll."""
+        """Replay the ledger (an iterable of confluent Messages) before the first poll, and again
+        at each retry round; entries of jobs in flight here are left alone (this process is
+        writing them)."""
         for m in records:
-            if m.value() is not None:
-                self.ledger.record(m.key().decode(), json.loads(m.value())["outcome"])
+            if m.value() is None:
+                continue
+            did = m.key().decode()
+            if did in self._inflight:
+                continue
+            try:
+                entry = json.loads(m.value())
+                self.ledger.record(did, entry["outcome"], entry)
+            except (ValueError, KeyError, TypeError):
+                log.warning("ledger record %s is unreadable; skipped", did)
+        if self._on_waiting:
+            self._on_waiting(len(self.ledger.waiting))
 
     # -- input ---------------------------------------------------------------------------------------
     def _take(self, msg: Any) -> None:
@@ -123,6 +152,8 @@ class Dispatcher:
                    "Cem-Signature": sign(self._secret, ts, job.body)}
         status, detail, retry_after = self._post(job.url, job.body, headers, self._timeout)
         verdict = self._policy.verdict(job.attempts, status)
+        if job.probe and verdict == "retry":
+            verdict = "parked"  # a probe is one attempt: the endpoint is still down
         if verdict == "retry":
             job.due = time.monotonic() + self._policy.delay(job.attempts, self._rng, retry_after)
             heapq.heappush(self._heap, job)
@@ -133,27 +164,95 @@ class Dispatcher:
         self._finish(job, verdict, status, detail)
 
     def _finish(self, job: _Job, outcome: str, status: int | None, detail: str) -> None:
-        record = {"outcome": outcome, "attempts": job.attempts, "status": status, "url": job.url,
-                  "detail": detail, "at": int(time.time() * 1000)}
-        self._producer.produce(self._ledger_topic, key=job.did.encode(), value=json.dumps(record).encode())
+        now = int(time.time() * 1000)
+        record: dict[str, Any] = {"outcome": outcome, "attempts": job.attempts, "status": status, "url": job.url,
+                                  "detail": detail, "at": now}
+        first_park = outcome == "parked" and job.parked is None
         if outcome == "parked":
+            before = job.parked or {}
+            record.update(body=job.body.decode(), parked_at=before.get("parked_at") or now,
+                          partition=job.records[0][0] if job.records else before.get("partition"),
+                          rounds=(before.get("rounds") or 0) + (job.parked is not None))
+        self._producer.produce(self._ledger_topic, key=job.did.encode(), value=json.dumps(record).encode())
+        if first_park:
             self._dead.send(job.body, "webhook_parked",
                             f"alert delivery {job.did} to {job.url} gave up after {job.attempts} attempt(s): "
-                            f"{detail or status}. Fix the endpoint or its CEM_WEBHOOK_ENDPOINTS entry; "
-                            f"the body is this record's value", topic=self._topic,
-                            partition=job.records[0][0], offset=job.records[0][1])
+                            f"{detail or status}. It is retried every few minutes until the endpoint "
+                            f"answers; after fixing the receiver or CEM_WEBHOOK_ENDPOINTS, "
+                            f"`cem notify --retry-parked` sends it at once", topic=self._topic,
+                            partition=record["partition"], offset=job.records[0][1] if job.records else -1)
             self.parked += 1
             log.warning("webhook %s parked after %d attempt(s): %s", job.did, job.attempts, detail or status)
+        elif outcome == "parked":
+            log.info("webhook %s still failing on retry round %d: %s", job.did, record["rounds"], detail or status)
         else:
             self.delivered += 1
         if self._producer.flush(30):
             raise RuntimeError("the webhook ledger was not acknowledged by Kafka; is the broker up?")
-        self.ledger.record(job.did, outcome)
+        self.ledger.record(job.did, outcome, record)
         del self._inflight[job.did]
         for rec in job.records:
             self._remaining[rec] -= 1
         if self._on_outcome:
-            self._on_outcome(outcome)
+            self._on_outcome(outcome if first_park or outcome != "parked" else "reparked")
+        if job.probe and outcome == "delivered":
+            self._requeue_endpoint(job.url)
+        if self._on_waiting:
+            self._on_waiting(len(self.ledger.waiting))
+
+    # -- parked deliveries ----------------------------------------------------------------------------
+    def _owned(self) -> list[int]:
+        return [tp.partition for tp in self._consumer.assignment() if tp.topic == self._topic]
+
+    def _queue_parked(self, did: str, url: str, probe: bool) -> None:
+        entry = self.ledger.waiting[did]
+        job = self._inflight[did] = _Job(time.monotonic(), did, url, entry["body"].encode(), parked=entry,
+                                         probe=probe)
+        heapq.heappush(self._heap, job)
+
+    def _requeue_endpoint(self, url: str) -> None:
+        """The endpoint accepted a probe: every other delivery parked for it goes out again."""
+        owned = set(self._owned())
+        for did, entry in list(self.ledger.waiting.items()):
+            if did not in self._inflight and entry.get("partition") in owned and \
+                    endpoint_now(entry, self._endpoints) == url:
+                self._queue_parked(did, url, probe=False)
+
+    def _expire(self, did: str) -> None:
+        entry = self.ledger.waiting[did]
+        record = dict(entry, outcome="expired", at=int(time.time() * 1000))
+        record.pop("body", None)
+        self._producer.produce(self._ledger_topic, key=did.encode(), value=json.dumps(record).encode())
+        self._dead.send(entry["body"].encode(), "webhook_expired",
+                        f"alert delivery {did} was parked for longer than the retry window "
+                        f"(CEM_WEBHOOK_PARK_HOURS) and is no longer retried; last answer: "
+                        f"{entry.get('detail') or entry.get('status')}", topic=self._topic,
+                        partition=entry.get("partition", -1), offset=-1)
+        if self._producer.flush(30):
+            raise RuntimeError("the webhook ledger was not acknowledged by Kafka; is the broker up?")
+        self.ledger.record(did, "expired", record)
+        self.expired += 1
+        log.warning("webhook %s expired after %d retry round(s)", did, entry.get("rounds") or 0)
+        if self._on_outcome:
+            self._on_outcome("expired")
+
+    def retry_round(self) -> None:
+        """One retry round over the parked deliveries (see the module contract)."""
+        if self._refresh is not None:
+            self.restore(self._refresh())
+        plan = plan_round(self.ledger.waiting, int(time.time() * 1000), self._owned(), self._endpoints,
+                          self._park_ms, skip=self._inflight)
+        for did in plan.expire:
+            self._expire(did)
+        for did in plan.requeue + plan.probes:
+            url = endpoint_now(self.ledger.waiting[did], self._endpoints)
+            if url is not None:
+                self._queue_parked(did, url, probe=did in plan.probes)
+        if plan.unroutable:
+            log.warning("%d parked webhook deliveries have no endpoint for their team in "
+                        "CEM_WEBHOOK_ENDPOINTS any more; they stay parked", len(plan.unroutable))
+        if self._on_waiting:
+            self._on_waiting(len(self.ledger.waiting))
 
     # -- offsets ------------------------------------------------------------------------------------
     def _commit(self) -> None:
@@ -197,6 +296,9 @@ class Dispatcher:
             while self._heap and self._heap[0].due <= time.monotonic() and not should_stop():
                 self._attempt(heapq.heappop(self._heap))
             self._commit()
+            if time.monotonic() >= self._next_round and self._owned():
+                self.retry_round()
+                self._next_round = time.monotonic() + self._park_retry
             if msgs or self._heap:
                 idle_since = time.monotonic()
             elif idle_exit is not None and time.monotonic() - idle_since > idle_exit:
@@ -223,12 +325,41 @@ def run_notify(settings: Any, idle_exit: float | None = None) -> Dispatcher:
     d = Dispatcher(consumer, producer, ALERTS_TOPIC, DELIVERIES_TOPIC, dict(settings.webhook_endpoints),
                    settings.webhook_secret.get_secret_value().encode(), policy,
                    DeadLetters(producer, DLQ_TOPIC, "notify", metrics.dead_letter),
-                   timeout=settings.webhook_timeout_seconds, on_outcome=metrics.webhook)
+                   timeout=settings.webhook_timeout_seconds, on_outcome=metrics.webhook,
+                   park_retry_seconds=settings.webhook_park_retry_seconds, park_hours=settings.webhook_park_hours,
+                   refresh=lambda: read_to_end(settings.kafka_bootstrap, DELIVERIES_TOPIC),
+                   on_waiting=metrics.webhooks_waiting)
     d.restore(read_to_end(settings.kafka_bootstrap, DELIVERIES_TOPIC))
-    log.info("webhook ledger: %d deliveries already done", len(d.ledger))
+    log.info("webhook ledger: %d deliveries already done, %d parked", len(d.ledger), len(d.ledger.waiting))
     try:
         d.run(should_stop, idle_exit=idle_exit)
     finally:
         consumer.close()
         producer.flush(30)
     return d
+
+
+def requeue_parked(settings: Any, team: str | None = None) -> int:
+    """`cem notify --retry-parked`: mark parked deliveries (of one team, or all) as requeued in
+    the ledger; the dispatcher owning each sends it at its next retry round. Returns how many."""
+    from cem.connectors.publisher import producer_config
+    from cem.connectors.topic_reader import read_to_end
+    from cem.settings import DELIVERIES_TOPIC
+
+    led = Ledger()
+    for m in read_to_end(settings.kafka_bootstrap, DELIVERIES_TOPIC):
+        if m.value() is not None:
+            try:
+                entry = json.loads(m.value())
+                led.record(m.key().decode(), entry["outcome"], entry)
+            except (ValueError, KeyError, TypeError):
+                continue
+    chosen = [(did, e) for did, e in led.waiting.items() if e.get("outcome") == "parked" and
+              (team is None or json.loads(e["body"])["alert"].get("team") == team)]
+    producer = Producer(producer_config(settings.kafka_bootstrap))
+    for did, entry in chosen:
+        producer.produce(DELIVERIES_TOPIC, key=did.encode(),
+                         value=json.dumps(dict(entry, outcome="requeued", at=int(time.time() * 1000))).encode())
+    if producer.flush(30):
+        raise RuntimeError("the webhook ledger was not acknowledged by Kafka; is the broker up?")
+    return len(chosen)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -19,6 +21,7 @@ from cem.connectors.kafka_admin import group_lag, partitions_of
 from cem.schemas.registry import default_registry
 from cem.settings import ALERTS_TOPIC, DELIVERIES_TOPIC, DLQ_TOPIC, RAW_TOPICS
 from cem.webhooks import delivery_id, verify
+from cem.procs import settings_env
 from tests.support.pipeline import read_topic, rss_mb, start, stop_role, wait_until
 
 pytestmark = pytest.mark.integration
@@ -26,9 +29,9 @@ SECRET = "test-webhook-secret"
 
 
 class Receiver:
-    """Counts what it accepted per delivery id. Mode 'down': 503 to everything; 'flaky': 500 to
-    the first attempt of each delivery, then 200. It does not deduplicate: a second accepted
-    delivery of one id shows up as a count of 2."""
+    """Counts what it accepted per delivery id. Mode 'down': 503 to everything; 'gone': 410 to
+    everything; 'up': 200; 'flaky': 500 to the first attempt of each delivery, then 200. It does
+    not deduplicate: a second accepted delivery of one id shows up as a count of 2."""
 
     def __init__(self) -> None:
         self.mode = "down"
@@ -49,7 +52,9 @@ class Receiver:
                     if not ok:
                         outer.bad_signatures += 1
                         code = 401
-                    elif outer.mode == "down" or outer.attempts[did] == 1:
+                    elif outer.mode == "gone":
+                        code = 410
+                    elif outer.mode == "down" or (outer.mode == "flaky" and outer.attempts[did] == 1):
                         code = 503 if outer.mode == "down" else 500
                     else:
                         code = 200
@@ -180,3 +185,69 @@ def test_a_receiver_down_for_many_alerts_parks_each_with_bounded_retries_and_fla
     assert len(parked(s)) == 400  # every alert accounted for: parked with its reason, none silently dropped
     assert max(samples) - samples[0] < 20, samples  # flat after the first wave
     print(f"notify RSS after each 100 parked (MB): {[round(x) for x in samples]}")
+
+
+def ledger(s) -> dict[str, dict]:
+    return {m.key().decode(): json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, DELIVERIES_TOPIC)}
+
+
+def test_parked_deliveries_are_retried_later_and_each_accepted_once_when_the_endpoint_returns(cem_settings):
+    """Issue 11: parked is not dropped. While the endpoint is down, each retry round sends one
+    probe (re-parked, no second DLQ record); once it answers, the probe's success re-queues the
+    rest, and every parked delivery is accepted exactly once."""
+    s = cem_settings
+    rx = Receiver()
+    env = {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": rx.url}), "CEM_WEBHOOK_SECRET": SECRET,
+           "CEM_WEBHOOK_BACKOFF_SECONDS": "0.05", "CEM_WEBHOOK_BACKOFF_MAX_SECONDS": "0.1",
+           "CEM_WEBHOOK_MAX_ATTEMPTS": "2", "CEM_WEBHOOK_PARK_RETRY_SECONDS": "2"}
+    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    worker = start("worker", s)
+    notify = start("notify", s, "notify", **env)
+    try:
+        publish_events(s.kafka_bootstrap, payment_failures("p", 6, int(time.time() * 1000) - 60_000),
+                       default_registry(), parts)
+        wait_until(lambda: len(parked(s)) == 6, 120, 0.3, "six parked deliveries", (worker, notify))
+        # rounds go on while it is down: some delivery is probed beyond its 2 attempts
+        wait_until(lambda: max(rx.attempts.values()) >= 4, 60, 0.3, "a retry round's probes", (worker, notify))
+        assert sum(rx.attempts.values()) < 6 * 2 + 20  # one probe per round, not a storm
+        rx.mode = "up"
+        wait_until(lambda: len(rx.accepted) == 6, 60, 0.3, "the parked deliveries to be accepted", (worker, notify))
+        time.sleep(5)  # two more rounds: nothing may be sent again
+    finally:
+        stop_role(notify), stop_role(worker)
+    assert all(n == 1 for n in rx.accepted.values()), rx.accepted
+    assert rx.bad_signatures == 0
+    assert {v["outcome"] for v in ledger(s).values()} == {"delivered"} and len(ledger(s)) == 6
+    assert len(parked(s)) == 6  # parked once each; failed probes did not add DLQ records
+
+
+def test_retry_parked_after_a_fix_sends_them_when_the_notifier_restarts(cem_settings):
+    """The operator's path: a receiver answered 410 (not retryable: parked at once); it is fixed,
+    `cem notify --retry-parked` queues the parked deliveries, and the notifier sends all of them
+    as soon as it has its partitions, long before its next probe round."""
+    s = cem_settings
+    rx = Receiver()
+    rx.mode = "gone"
+    env = {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": rx.url}), "CEM_WEBHOOK_SECRET": SECRET,
+           "CEM_WEBHOOK_PARK_RETRY_SECONDS": "3600"}
+    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    worker = start("worker", s)
+    notify = start("notify", s, "notify-1", **env)
+    try:
+        publish_events(s.kafka_bootstrap, payment_failures("g", 3, int(time.time() * 1000) - 60_000),
+                       default_registry(), parts)
+        wait_until(lambda: len(parked(s)) == 3, 120, 0.3, "three parked deliveries", (worker, notify))
+        assert sum(rx.attempts.values()) == 3  # 410: parked after one attempt
+        stop_role(notify)
+        done = subprocess.run([sys.executable, "-m", "cem.cli", "notify", "--retry-parked"], capture_output=True,
+                              text=True, env=settings_env(s, **env), timeout=120)
+        assert done.returncode == 0 and "requeued 3 parked webhook deliveries" in done.stdout, done.stdout + done.stderr
+        assert {v["outcome"] for v in ledger(s).values()} == {"requeued"}
+        rx.mode = "up"
+        notify = start("notify", s, "notify-2", **env)
+        wait_until(lambda: len(rx.accepted) == 3, 90, 0.3, "the requeued deliveries to be accepted", (worker, notify))
+        time.sleep(3)
+    finally:
+        stop_role(notify), stop_role(worker)
+    assert all(n == 1 for n in rx.accepted.values()), rx.accepted
+    assert {v["outcome"] for v in ledger(s).values()} == {"delivered"}

@@ -6,7 +6,7 @@ import random
 
 from hypothesis import given, strategies as st
 
-from cem.webhooks import Ledger, RetryPolicy, delivery_id, payload, sign, verify, wants_webhook
+from cem.webhooks import Ledger, RetryPolicy, delivery_id, payload, plan_round, sign, verify, wants_webhook
 
 ALERT = {"alert_id": "a1", "status": "open", "team": "customer-care", "rule": "payment_failed",
          "delivery": ["topic", "clickhouse", "webhook"]}
@@ -58,3 +58,40 @@ def test_ledger_remembers_final_outcomes():
     led = Ledger()
     led.record("a1:open", "delivered")
     assert led.done("a1:open") and not led.done("a1:resolved") and len(led) == 1
+
+
+def test_ledger_keeps_the_body_of_a_waiting_delivery_until_an_outcome_ends_it():
+    led = Ledger()
+    led.record("a1:1", "parked", {"outcome": "parked", "body": "{}"})
+    assert led.done("a1:1") and set(led.waiting) == {"a1:1"}
+    led.record("a1:1", "delivered", {"outcome": "delivered"})
+    assert led.outcome("a1:1") == "delivered" and not led.waiting
+    led.record("a2:1", "parked", {"outcome": "parked"})  # an old-format record without a body
+    assert led.done("a2:1") and not led.waiting
+
+
+def parked_entry(alert_id: str, team: str, parked_at: int, partition: int = 0, outcome: str = "parked") -> dict:
+    body = payload(dict(ALERT, alert_id=alert_id, team=team)).decode()
+    return {"outcome": outcome, "body": body, "parked_at": parked_at, "partition": partition}
+
+
+def test_a_retry_round_probes_each_endpoint_once_and_expires_the_too_old():
+    eps = {"customer-care": "http://care", "store-ops": "http://ops"}
+    hour = 3_600_000
+    waiting = {"c2:1": parked_entry("c2", "customer-care", 20 * hour),
+               "c1:1": parked_entry("c1", "customer-care", 10 * hour),      # oldest of care: the probe
+               "o1:1": parked_entry("o1", "store-ops", 30 * hour),
+               "old:1": parked_entry("old", "store-ops", 0),                 # parked > 72 h ago
+               "r1:1": parked_entry("r1", "customer-care", 40 * hour, outcome="requeued"),
+               "x1:1": parked_entry("x1", "finance", 15 * hour),             # no endpoint now
+               "p3:1": parked_entry("p3", "customer-care", 5 * hour, partition=3)}  # not this dispatcher's
+    r = plan_round(waiting, now_ms=73 * hour, partitions=[0, 1], endpoints=eps, park_ms=72 * hour)
+    assert r.probes == ["c1:1", "o1:1"]
+    assert r.requeue == ["r1:1"] and r.expire == ["old:1"] and r.unroutable == ["x1:1"]
+    # a delivery already in flight here is not planned twice; the next oldest becomes the probe
+    r = plan_round(waiting, now_ms=73 * hour, partitions=[0, 1], endpoints=eps, park_ms=72 * hour, skip={"c1:1"})
+    assert r.probes == ["c2:1", "o1:1"]
+    # the endpoint configured now decides: a wildcard makes the finance delivery routable again
+    r = plan_round(waiting, now_ms=73 * hour, partitions=[0, 1], endpoints=dict(eps, **{"*": "http://care"}),
+                   park_ms=72 * hour)
+    assert r.probes == ["c1:1", "o1:1"] and not r.unroutable  # x1 shares care's endpoint: waits for its probe
