@@ -9,6 +9,7 @@ Returns the touchpoint or a `Rejection` naming the field; never raises on bad in
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from datetime import datetime
 from typing import Any, Mapping
@@ -32,6 +33,11 @@ _INT_MIN, _INT_MAX = -(2 ** 31), 2 ** 31 - 1
 _LONG_FIELDS = {"amount_cents"}
 
 
+#: An integer in text: ASCII digits, one optional minus, short enough for int() (not "--2",
+#: not "²", not 5,000 digits — all found by the fuzzer or Python's own limits).
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+
+
 def parse_time(value: Any) -> int | None:
     """Epoch milliseconds from an int/float (ms) or an ISO-8601 string; None if unusable."""
     if isinstance(value, bool):
@@ -42,7 +48,7 @@ def parse_time(value: Any) -> int | None:
         return int(value)
     if isinstance(value, str) and value:
         s = value.strip()
-        if s.isdigit():
+        if _INTEGER.fullmatch(s):
             return int(s)
         try:
             dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
@@ -63,7 +69,7 @@ def _coerce(value: Any, kind: type, name: str, long_ok: bool) -> tuple[Any, Reje
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes"), None
     elif kind is int:
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
             value = int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             if long_ok or _INT_MIN <= value <= _INT_MAX:

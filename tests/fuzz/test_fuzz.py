@@ -68,6 +68,12 @@ HOSTILE = [
     (ev(identifiers={}), "no_identifier"),
     (ev(identifiers={"email": "not-an-email"}), "bad_value"),
     (ev(event_id={"id": 1}), "bad_type"),
+    # found by the fuzzer: text that str.isdigit() accepts but int() refuses raised ValueError
+    (ev(event_type="click", attributes={"y": "-" * 60 + "2"}), "bad_type"),
+    (ev(event_type="click", attributes={"x": "\u00b2"}), "bad_type"),
+    (ev(event_type="click", attributes={"x": "1" * 5000}), "bad_type"),
+    (ev(occurred_at="\u00b2"), "missing_field"),
+    (ev(occurred_at="9" * 5000), "missing_field"),
 ]
 
 
