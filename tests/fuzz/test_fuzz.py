@@ -5,7 +5,7 @@ the decoders every edge shares; then atheris fuzzes every decoder, seeded with t
 
 In CI the fuzz run is reproducible: a fixed libFuzzer seed (`CEM_FUZZ_SEED`, default 1), a fixed
 number of runs (`CEM_FUZZ_RUNS`, default 300,000 per target), PYTHONHASHSEED=0, and a time cap
-(`CEM_FUZZ_SECONDS`, default 120) — so CI replays exactly the inputs a developer's run of the same
+(`CEM_FUZZ_SECONDS`, default 30) — so CI replays exactly the inputs a developer's run of the same
 commit tried, and a red CI always reproduces. Exploration is `make fuzz` (CEM_FUZZ_SEED=0: a
 random seed; longer). A crash is any exception other than the decoder's own refusal; each one
 found becomes a regression case here (HOSTILE below, or its own test, like the importer one)."""
@@ -30,7 +30,7 @@ from cem.schemas.serde import DecodeError, decode_record, encode_batch
 from tests.fuzz.harnesses import HORIZON, NOW, TARGETS
 
 REPO = Path(__file__).resolve().parents[2]
-FUZZ_SECONDS = int(os.environ.get("CEM_FUZZ_SECONDS", "120"))
+FUZZ_SECONDS = int(os.environ.get("CEM_FUZZ_SECONDS", "30"))
 FUZZ_RUNS = int(os.environ.get("CEM_FUZZ_RUNS", "300000"))
 FUZZ_SEED = int(os.environ.get("CEM_FUZZ_SEED", "1"))
 
