@@ -105,7 +105,8 @@ class Landing:
     # -- main loop ----------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool], idle_exit: float | None = None) -> LandingCounts:
         """Consume, batch and insert until `should_stop()`; flush what is pending before return.
-        With `idle_exit`, also return once nothing arrived for that many seconds."""
+        With `idle_exit` (a drain run), also flush as soon as a poll comes back empty and
+        return once nothing arrived for that many seconds."""
         self._consumer.subscribe(list(self._tables), on_assign=self.on_assign,
                                  on_revoke=self.on_revoke)
         last_data = time.monotonic()
@@ -123,7 +124,10 @@ class Landing:
                         first_data = time.perf_counter()
                 for msg in msgs:
                     self._add(msg)
-                if self._due():
+                # a drain run (idle_exit: backfill, import, bench) has nothing to wait for once
+                # the input is drained, so the tail is flushed at once instead of lingering for
+                # max_seconds; a long-running sink keeps the timer (about one insert per second)
+                if self._due() or (idle_exit is not None and not msgs and self._batches):
                     self._flush(list(self._batches))
                     if first_data is not None:
                         self.counts.busy_seconds = time.perf_counter() - first_data
