@@ -12,12 +12,14 @@ KAFKA_SH = REPO / "scripts" / "kafka.sh"
 
 
 def kafka(action: str, port: int | None = None) -> int:
-    """Run `scripts/kafka.sh <action>`; returns its exit code (output goes to the terminal)."""
+    """Run `scripts/kafka.sh <action>`; returns its exit code. Its messages go to stderr, so a
+    command's stdout stays its own (`cem bench --json | jq …`)."""
+    import sys
     env = None
     if port is not None:
         import os
         env = dict(os.environ, CEM_KAFKA_PORT=str(port))
-    return subprocess.call(["bash", str(KAFKA_SH), action], env=env)
+    return subprocess.call(["bash", str(KAFKA_SH), action], env=env, stdout=sys.stderr)
 
 
 def create_topics(settings: Settings) -> list[str]:
