@@ -33,12 +33,15 @@ class JsonRowPublisher:
     def _send(self, tp: tuple[str, int]) -> None:
         self.produce(tp[0], tp[1], None, b"\n".join(self._buffers.pop(tp)))
 
-    def produce(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
-        """One record outside the row batches (e.g. a state changelog entry, value None = a
-        tombstone), under the same delivery tracking: `flush` raises if it was not acked."""
+    def produce(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+                headers: list[tuple[str, bytes]] | None = None) -> None:
+        """One record outside the row batches (a state changelog entry, value None = a
+        tombstone; a control record with its headers), under the same delivery tracking:
+        `flush` raises if it was not acked."""
         while True:
             try:
-                self._producer.produce(topic, key=key, value=value, partition=partition, on_delivery=self._delivered)
+                self._producer.produce(topic, key=key, value=value, partition=partition, headers=headers,
+                                       on_delivery=self._delivered)
                 return
             except BufferError:
                 self._producer.poll(0.05)

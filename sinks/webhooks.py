@@ -58,6 +58,23 @@ def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float) ->
         return None, f"no answer: {getattr(err, 'reason', err)}", None
 
 
+def replay_ledger(ledger: Ledger, records: Any, skip: Any = ()) -> Ledger:
+    """Apply ledger records (confluent Messages, in offset order) to `ledger`; tombstones and
+    the ids in `skip` are passed over, an unreadable record is logged and skipped."""
+    for m in records:
+        if m.value() is None:
+            continue
+        did = m.key().decode()
+        if did in skip:
+            continue
+        try:
+            entry = json.loads(m.value())
+            ledger.record(did, entry["outcome"], entry)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ledger record %s is unreadable; skipped", did)
+    return ledger
+
+
 @dataclass(order=True)
 class _Job:
     due: float
@@ -107,17 +124,7 @@ class Dispatcher:
         """Replay the ledger (an iterable of confluent Messages) before the first poll, and again
         at each retry round; entries of jobs in flight here are left alone (this process is
         writing them)."""
-        for m in records:
-            if m.value() is None:
-                continue
-            did = m.key().decode()
-            if did in self._inflight:
-                continue
-            try:
-                entry = json.loads(m.value())
-                self.ledger.record(did, entry["outcome"], entry)
-            except (ValueError, KeyError, TypeError):
-                log.warning("ledger record %s is unreadable; skipped", did)
+        replay_ledger(self.ledger, records, skip=self._inflight)
         if self._on_waiting:
             self._on_waiting(len(self.ledger.waiting))
 
@@ -346,14 +353,7 @@ def requeue_parked(settings: Any, team: str | None = None) -> int:
     from cem.connectors.topic_reader import read_to_end
     from cem.settings import DELIVERIES_TOPIC
 
-    led = Ledger()
-    for m in read_to_end(settings.kafka_bootstrap, DELIVERIES_TOPIC):
-        if m.value() is not None:
-            try:
-                entry = json.loads(m.value())
-                led.record(m.key().decode(), entry["outcome"], entry)
-            except (ValueError, KeyError, TypeError):
-                continue
+    led = replay_ledger(Ledger(), read_to_end(settings.kafka_bootstrap, DELIVERIES_TOPIC))
     chosen = [(did, e) for did, e in led.waiting.items() if e.get("outcome") == "parked" and
               (team is None or json.loads(e["body"])["alert"].get("team") == team)]
     producer = Producer(producer_config(settings.kafka_bootstrap))

@@ -66,9 +66,9 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
                            lambda p, key, value: rows.produce(changelog, p, key, value))
 
         def send_control(key: str, body: dict) -> None:
-            producer.produce(TOUCHPOINTS_TOPIC, key=key.encode(), value=json.dumps(body).encode(),
-                             partition=partition_for(key.encode(), parts[TOUCHPOINTS_TOPIC]),
-                             headers=[(CONTROL, body["control"].encode())])
+            # delivery-tracked like the derived rows: the input is not acked unless Kafka took it
+            rows.produce(TOUCHPOINTS_TOPIC, partition_for(key.encode(), parts[TOUCHPOINTS_TOPIC]), key.encode(),
+                         json.dumps(body).encode(), headers=[(CONTROL, body["control"].encode())])
 
         stage = CustomerStage(table, default_registry(), rows, send_control,
                               rules=load_rules(settings.rules_file), routes=load_routes(settings.rules_file),
