@@ -132,18 +132,12 @@ class Roles:
 
 
 def committed(settings: Settings, group: str, topics: list[str]) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-    from .connectors.kafka_admin import partitions_of
-    from .connectors.security import client_config
-    c = Consumer(client_config(settings.kafka_bootstrap, **{"group.id": group, "enable.auto.commit": False}))
+    """The group's committed-offset total, or -1 while the broker cannot say (no progress known)."""
+    from .connectors.kafka_admin import committed_total
     try:
-        parts = partitions_of(settings.kafka_bootstrap, topics)
-        tps = [TopicPartition(t, p) for t, n in parts.items() for p in range(n)]
-        return sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=10))
-    except Exception:  # noqa: BLE001 - broker unreachable: no progress known
+        return committed_total(settings.kafka_bootstrap, group, topics)
+    except Exception:  # noqa: BLE001 - broker unreachable
         return -1
-    finally:
-        c.close()
 
 
 def wait_progress(probe: Callable[[], int], caught_up: Callable[[], bool], timeout: float = 300) -> float | None:

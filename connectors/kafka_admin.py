@@ -3,6 +3,7 @@ Faust must not auto-create them)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -57,25 +58,42 @@ def delete_topics(bootstrap: str, topics: list[str], timeout: float = 30.0) -> N
         time.sleep(0.1)
 
 
+def _committed(consumer: Any, topics: list[str], timeout: float, attempts: int = 20) -> list:
+    """The group's committed TopicPartitions of every partition of `topics` (offset < 0: none);
+    asked up to `attempts` times (the group coordinator may still be loading on a fresh broker)."""
+    from confluent_kafka import TopicPartition
+    md = consumer.list_topics(timeout=timeout).topics
+    tps = [TopicPartition(t, p) for t in topics for p in md[t].partitions]
+    for attempt in range(1, attempts + 1):
+        try:
+            return consumer.committed(tps, timeout=timeout)
+        except KafkaException:
+            if attempt == attempts:
+                raise
+            time.sleep(0.25)
+    return []
+
+
+def committed_total(bootstrap: str, group: str, topics: list[str], timeout: float = 10.0) -> int:
+    """Sum of the offsets `group` committed on `topics`: grows whenever the group makes progress.
+    Asks once (a progress probe): raises KafkaException when the broker cannot answer."""
+    from confluent_kafka import Consumer
+    consumer = Consumer(client_config(bootstrap, **{"group.id": group, "enable.auto.commit": False}))
+    try:
+        return sum(max(tp.offset, 0) for tp in _committed(consumer, topics, timeout, attempts=1))
+    finally:
+        consumer.close()
+
+
 def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10.0) -> int:
     """Records in `topics` not yet committed by consumer group `group` (0 = caught up)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer
 
     consumer = Consumer(client_config(bootstrap, **{"group.id": group,
                                                     "enable.auto.commit": False}))
     try:
-        md = consumer.list_topics(timeout=timeout).topics
-        tps = [TopicPartition(t, p) for t in topics for p in md[t].partitions]
-        for attempt in range(20):  # the group coordinator may still be loading on a fresh broker
-            try:
-                committed = consumer.committed(tps, timeout=timeout)
-                break
-            except KafkaException:
-                if attempt == 19:
-                    raise
-                time.sleep(0.25)
         lag = 0
-        for tp in committed:
+        for tp in _committed(consumer, topics, timeout):
             low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
             pos = tp.offset if tp.offset >= 0 else low
             lag += max(0, high - pos)
