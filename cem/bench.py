@@ -128,7 +128,8 @@ def _naive(settings: Settings, data_dir: Path, n: int, progress: Any) -> tuple[i
     return res["events"], res["seconds"]
 
 
-def run_bench(settings: Settings, events: int, as_json: bool, console: Console) -> int:
+def run_bench(settings: Settings, events: int, as_json: bool, console: Console, *,
+              steady_seconds: float = 10.0, steady_rate: int = 5_000) -> int:
     from . import infra
     from .connectors.generate import publish_events
     from .connectors.kafka_admin import partitions_of
@@ -166,14 +167,21 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console) 
         wait_until(caught_up, 600, 0.05, "pipeline to land", (worker, sink))
         r["pipeline_eps"] = len(traffic) / (time.perf_counter() - t0)
         # (e) steady rate: produce time -> row visible
-        progress.update(task, advance=1, description="(e) steady 5,000 events/s for 10 s")
+        progress.update(task, advance=1,
+                        description=f"(e) steady {steady_rate:,} events/s for {steady_seconds:g} s")
         rss_before = {"worker": _rss_now_mb(worker.pid), "sink": _rss_now_mb(sink.pid)}
         steady_from = time.time()
-        _steady(settings, reg, parts, rate=5_000, seconds=10)
-        wait_until(caught_up, 120, 0.1, "steady traffic to land", (worker, sink))
+        samples = _RssSampler({"worker": worker.pid, "sink": sink.pid}, every=max(1.0, steady_seconds / 60))
+        samples.start()
+        _steady(settings, reg, parts, rate=steady_rate, seconds=steady_seconds)
+        samples.stop()
+        wait_until(caught_up, 120 + steady_seconds, 0.1, "steady traffic to land", (worker, sink))
+        r["steady"] = {"rate": steady_rate, "seconds": steady_seconds}
         r["rss_peak_mb"] = {"worker": _rss_peak_mb(worker.pid), "sink": _rss_peak_mb(sink.pid)}
         r["rss_growth_steady_mb"] = {k: _rss_now_mb(p.pid) - rss_before[k]
                                      for k, p in (("worker", worker), ("sink", sink))}
+        r["rss_growth_after_warmup_mb"] = samples.growth_after(0.2)
+        r["rss_samples_mb"] = samples.series
         stop_role(sink), stop_role(worker)
         r["state_bytes_per_customer"], r["customers_with_state"] = _state_bytes(settings)
         r["latency_row_ms"], r["latency_alert_ms"] = _latency(settings, steady_from)
@@ -204,6 +212,36 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console) 
     return 0
 
 
+class _RssSampler:
+    """RSS of the measured processes every `every` seconds, on a thread, during the steady phase."""
+
+    def __init__(self, pids: dict[str, int], every: float):
+        import threading
+        self._pids = pids
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self.series: dict[str, list[float]] = {k: [] for k in pids}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for k, pid in self._pids.items():
+                self.series[k].append(round(_rss_now_mb(pid), 1))
+            self._stop.wait(self._every)
+
+    def growth_after(self, warmup: float) -> dict[str, float]:
+        """Last sample minus the sample at `warmup` (a fraction) of the phase: growth once warm."""
+        return {k: round(xs[-1] - xs[min(len(xs) - 1, int(len(xs) * warmup))], 1) if xs else 0.0
+                for k, xs in self.series.items()}
+
+
 def _steady(settings: Settings, reg: Any, parts: dict[str, int], rate: int, seconds: float) -> None:
     from confluent_kafka import Producer
     from .connectors.publisher import BatchPublisher, producer_config
@@ -211,7 +249,7 @@ def _steady(settings: Settings, reg: Any, parts: dict[str, int], rate: int, seco
     w = reg.latest("touchpoint")
     pub = BatchPublisher(Producer(producer_config(settings.kafka_bootstrap)), w.parsed, parts,
                          max_events=settings.publisher_max_events, linger_ms=settings.publisher_linger_ms)
-    gen = simulated(int(rate * seconds), seed=3, end_ms=int(time.time() * 1000))
+    gen = simulated(int(rate * seconds), seed=3, end_ms=int(time.time() * 1000), lazy=True)
     tick = 0.01
     per_tick = max(1, int(rate * tick))
     start = time.perf_counter()
@@ -229,13 +267,15 @@ def _steady(settings: Settings, reg: Any, parts: dict[str, int], rate: int, seco
     pub.flush()
 
 
-def simulated(n: int, seed: int, end_ms: int) -> list[dict[str, Any]]:
+def simulated(n: int, seed: int, end_ms: int, lazy: bool = False) -> Any:
     """The first `n` events of a 7-day simulator run ending at `end_ms` (realistic customers:
-    ~25 touchpoints a week over every channel, with their identifiers, sessions and moments)."""
+    ~25 touchpoints a week over every channel, with their identifiers, sessions and moments);
+    a list, or with `lazy` an iterator generated while it is consumed (long steady phases)."""
     import itertools
     from .simulator import SimConfig, Simulator
     cfg = SimConfig(customers=max(50, n // 20), days=7, seed=seed, start_ms=end_ms - 7 * 86_400_000)
-    return list(itertools.islice(Simulator(cfg).run(), n))
+    events = itertools.islice(Simulator(cfg).run(), n)
+    return events if lazy else list(events)
 
 
 def _state_bytes(settings: Settings) -> tuple[float, int]:
@@ -280,14 +320,18 @@ def _print(r: dict[str, Any], console: Console) -> None:
     t.add_row("(c) cem landing alone (blocks → FORMAT Avro)", f"{r['landing_eps']:,.0f} events/s")
     t.add_row("(d) cem full pipeline (worker + landing), produce → committed row", f"{r['pipeline_eps']:,.0f} events/s")
     lat = r["latency_row_ms"]
-    t.add_row("(e) produce → row visible at 5,000 events/s (p50 / p99)", f"{lat['p50']:.0f} / {lat['p99']:.0f} ms")
+    rate = f"{r['steady']['rate']:,}"
+    t.add_row(f"(e) produce → row visible at {rate} events/s (p50 / p99)", f"{lat['p50']:.0f} / {lat['p99']:.0f} ms")
     al = r["latency_alert_ms"]
-    t.add_row(f"(e) event received → moment detected and alerted at 5,000 events/s (p50 / p99, {al['n']} moments)",
+    t.add_row(f"(e) event received → moment detected and alerted at {rate} events/s (p50 / p99, {al['n']} moments)",
               f"{al['p50']:.0f} / {al['p99']:.0f} ms")
     rss = r["rss_peak_mb"]
     g = r["rss_growth_steady_mb"]
     t.add_row("(f) peak RSS worker / sink", f"{rss['worker']:.0f} / {rss['sink']:.0f} MB")
     t.add_row("(f) RSS growth over the steady phase worker / sink", f"{g['worker']:+.1f} / {g['sink']:+.1f} MB")
+    w = r["rss_growth_after_warmup_mb"]
+    t.add_row(f"(f) RSS growth after warm-up (last sample minus the one at 20 % of the "
+              f"{r['steady']['seconds']:g} s phase) worker / sink", f"{w['worker']:+.1f} / {w['sink']:+.1f} MB")
     t.add_row("(f) state bytes per active customer (state changelog, latest value)",
               f"{r['state_bytes_per_customer']:,.0f} B over {r['customers_with_state']:,} customers")
     for k, v in r["ratios"].items():

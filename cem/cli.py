@@ -423,10 +423,14 @@ def chaos(quick: bool = typer.Option(False, "--quick", help="The short schedule 
 
 @app.command()
 def bench(events: int = typer.Option(200_000, help="Events per stage."),
-          as_json: bool = typer.Option(False, "--json", help="Print JSON for comparing commits.")) -> None:
+          as_json: bool = typer.Option(False, "--json", help="Print JSON for comparing commits."),
+          steady_seconds: float = typer.Option(10.0, help="Length of the steady phase (e); 600 for the "
+                                               "10-minute memory soak."),
+          steady_rate: int = typer.Option(5_000, help="Events/s sent during the steady phase.")) -> None:
     """Measure raw ceiling, naive baseline, landing and pipeline throughput in one run."""
     from .bench import run_bench
-    raise typer.Exit(run_bench(_settings(), events, as_json, console))
+    raise typer.Exit(run_bench(_settings(), events, as_json, console, steady_seconds=steady_seconds,
+                               steady_rate=steady_rate))
 
 
 def main() -> None:
