@@ -27,6 +27,8 @@ ALERT_LATENCY = Histogram("cem_alert_latency_seconds", "From the triggering even
 WEBHOOKS = Counter("cem_webhook_deliveries_total", "Alert webhook outcomes (delivered, retried, parked, reparked, expired)",
                    ["outcome"])
 WEBHOOKS_WAITING = Gauge("cem_webhook_parked", "Alert deliveries parked (or requeued) and waiting to be retried")
+GC_PAUSE = Histogram("cem_gc_pause_seconds", "Python garbage-collection pauses, by generation", ["generation"],
+                     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 CONSUMER_LAG = Gauge("cem_consumer_lag_records", "Records behind the log end (uncommitted)", ["topic", "partition"])
 WATERMARK_LAG = Gauge("cem_watermark_lag_seconds", "Wall clock minus the event-time watermark", ["partition"])
 STATE_CUSTOMERS = Gauge("cem_state_customers", "Customers whose timeline a worker holds", ["partition"])
@@ -78,3 +80,25 @@ def lag(topic: str, partition: int, records: int) -> None:
 def serve(port: int, host: str = "127.0.0.1") -> None:
     if port:
         start_http_server(port, addr=host)
+
+
+def watch_gc(log_slower_than: float = 0.2) -> None:
+    """Time every garbage collection of this process into cem_gc_pause_seconds and log the
+    ones slower than `log_slower_than` seconds (they stall every agent of a worker)."""
+    import gc
+    import logging
+    import time
+    started: list[float] = [0.0]
+    log = logging.getLogger("cem.gc")
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - started[0]
+        GC_PAUSE.labels(str(info.get("generation"))).observe(took)
+        if took > log_slower_than:
+            log.warning("garbage collection of generation %s took %.0f ms (%s objects collected)",
+                        info.get("generation"), took * 1000, info.get("collected"))
+
+    gc.callbacks.append(callback)

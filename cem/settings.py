@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(1.0, gt=0, description="First retry delay (doubles, jittered).")
     webhook_backoff_max_seconds: float = Field(300.0, gt=0, description="Longest retry delay.")
     webhook_timeout_seconds: float = Field(5.0, gt=0, description="HTTP timeout of one attempt.")
+    worker_gc_full_scan_seconds: float = Field(
+        600.0, ge=0, description="Worker GC policy: freeze survivors of each full collection, scan "
+        "everything once per this many seconds; 0 = CPython's default collector.")
     webhook_park_retry_seconds: float = Field(
         300.0, gt=0, description="How often parked deliveries are retried (one probe per endpoint).")
     webhook_park_hours: float = Field(

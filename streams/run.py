@@ -10,5 +10,9 @@ def run_worker(settings: Settings) -> None:
     from faust.worker import Worker
 
     metrics.serve(settings.worker_metrics_port, settings.metrics_host)
+    metrics.watch_gc()
+    if settings.worker_gc_full_scan_seconds > 0:
+        from .gc_policy import FreezingGC
+        FreezingGC(settings.worker_gc_full_scan_seconds).install()
     app = create_app(settings)
     Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
