@@ -210,7 +210,7 @@ def notify(idle_exit: Optional[float] = typer.Option(None, help="Exit after this
                       f"within CEM_WEBHOOK_PARK_RETRY_SECONDS ({settings.webhook_park_retry_seconds:g} s)")
         return
     d = run_notify(settings, idle_exit=idle_exit)
-    console.print(f"delivered {d.delivered} webhook(s); parked {d.parked}")
+    console.print(f"delivered {d.delivered} webhook(s); parked {d.parked}; expired {d.expired}")
 
 
 @app.command()

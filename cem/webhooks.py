@@ -125,11 +125,11 @@ class Ledger:
 
 @dataclass
 class Round:
-    """What one retry round does with the parked deliveries (ids)."""
-    probes: list[str] = field(default_factory=list)    # one per endpoint: sent once, re-parked on failure
-    requeue: list[str] = field(default_factory=list)   # sent again under the normal retry policy
-    expire: list[str] = field(default_factory=list)    # parked longer than park_hours: given up
-    unroutable: list[str] = field(default_factory=list)  # no endpoint configured for the team any more
+    """What one retry round does with the parked deliveries: ids, and for those sent, the URL."""
+    probes: dict[str, str] = field(default_factory=dict)   # one per endpoint: sent once, re-parked on failure
+    requeue: dict[str, str] = field(default_factory=dict)  # sent again under the normal retry policy
+    expire: list[str] = field(default_factory=list)        # parked longer than park_hours: given up
+    unroutable: list[str] = field(default_factory=list)    # no endpoint configured for the team any more
 
 
 def endpoint_now(entry: Mapping[str, Any], endpoints: Mapping[str, str]) -> str | None:
@@ -145,25 +145,25 @@ def plan_round(waiting: Mapping[str, Mapping[str, Any]], now_ms: int, partitions
                endpoints: Mapping[str, str], park_ms: int, skip: Iterable[str] = ()) -> Round:
     """Decide a retry round over the parked/requeued deliveries of the alert partitions this
     dispatcher owns (so two dispatchers never send the same one). Requeued entries are all sent;
-    of the parked ones, the oldest per endpoint is the probe; those older than `park_ms` expire.
-    Deterministic: ties are broken by delivery id."""
+    of the parked ones, the oldest per endpoint is the probe; those older than `park_ms` expire;
+    any whose team has no endpoint now is unroutable. Deterministic: ties are broken by id."""
     owned, busy = set(partitions), set(skip)
     r = Round()
     probed: set[str] = set()
     for did, e in sorted(waiting.items(), key=lambda kv: (kv[1].get("parked_at") or 0, kv[0])):
         if did in busy or e.get("partition") not in owned:
             continue
-        if e.get("outcome") == "requeued":
-            r.requeue.append(did)
-            continue
+        requeued = e.get("outcome") == "requeued"
         parked_at = e.get("parked_at")
-        if parked_at is not None and now_ms - parked_at > park_ms:
+        if not requeued and parked_at is not None and now_ms - parked_at > park_ms:
             r.expire.append(did)
             continue
         url = endpoint_now(e, endpoints)
         if url is None:
             r.unroutable.append(did)
+        elif requeued:
+            r.requeue[did] = url
         elif url not in probed:
             probed.add(url)
-            r.probes.append(did)
+            r.probes[did] = url
     return r

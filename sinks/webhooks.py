@@ -75,6 +75,12 @@ def replay_ledger(ledger: Ledger, records: Any, skip: Any = ()) -> Ledger:
     return ledger
 
 
+def _flush_ledger(producer: Producer) -> None:
+    """Wait until Kafka has every ledger record produced so far; an outcome counts only then."""
+    if producer.flush(30):
+        raise RuntimeError("the webhook ledger was not acknowledged by Kafka; is the broker up?")
+
+
 @dataclass(order=True)
 class _Job:
     due: float
@@ -194,8 +200,7 @@ class Dispatcher:
             log.info("webhook %s still failing on retry round %d: %s", job.did, record["rounds"], detail or status)
         else:
             self.delivered += 1
-        if self._producer.flush(30):
-            raise RuntimeError("the webhook ledger was not acknowledged by Kafka; is the broker up?")
+        _flush_ledger(self._producer)
         self.ledger.record(job.did, outcome, record)
         del self._inflight[job.did]
         for rec in job.records:
@@ -235,8 +240,7 @@ class Dispatcher:
                         f"(CEM_WEBHOOK_PARK_HOURS) and is no longer retried; last answer: "
                         f"{entry.get('detail') or entry.get('status')}", topic=self._topic,
                         partition=entry.get("partition", -1), offset=-1)
-        if self._producer.flush(30):
-            raise RuntimeError("the webhook ledger was not acknowledged by Kafka; is the broker up?")
+        _flush_ledger(self._producer)
         self.ledger.record(did, "expired", record)
         self.expired += 1
         log.warning("webhook %s expired after %d retry round(s)", did, entry.get("rounds") or 0)
@@ -251,10 +255,10 @@ class Dispatcher:
                           self._park_ms, skip=self._inflight)
         for did in plan.expire:
             self._expire(did)
-        for did in plan.requeue + plan.probes:
-            url = endpoint_now(self.ledger.waiting[did], self._endpoints)
-            if url is not None:
-                self._queue_parked(did, url, probe=did in plan.probes)
+        for did, url in plan.requeue.items():
+            self._queue_parked(did, url, probe=False)
+        for did, url in plan.probes.items():
+            self._queue_parked(did, url, probe=True)
         if plan.unroutable:
             log.warning("%d parked webhook deliveries have no endpoint for their team in "
                         "CEM_WEBHOOK_ENDPOINTS any more; they stay parked", len(plan.unroutable))
@@ -360,6 +364,5 @@ def requeue_parked(settings: Any, team: str | None = None) -> int:
     for did, entry in chosen:
         producer.produce(DELIVERIES_TOPIC, key=did.encode(),
                          value=json.dumps(dict(entry, outcome="requeued", at=int(time.time() * 1000))).encode())
-    if producer.flush(30):
-        raise RuntimeError("the webhook ledger was not acknowledged by Kafka; is the broker up?")
+    _flush_ledger(producer)
     return len(chosen)

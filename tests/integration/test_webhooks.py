@@ -76,17 +76,28 @@ def payment_failures(prefix: str, n: int, at: int) -> list[dict]:
              "web": {"url": "/checkout", "amount_cents": 1999, "currency": "EUR"}} for i in range(n)]
 
 
+def endpoint(url: str, **settings: str) -> dict[str, str]:
+    """`cem notify` settings: every team's alerts to `url`, signed with SECRET, plus `settings`
+    (CEM_WEBHOOK_<NAME> values)."""
+    return {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": url}), "CEM_WEBHOOK_SECRET": SECRET,
+            **{f"CEM_WEBHOOK_{k.upper()}": v for k, v in settings.items()}}
+
+
 def down_endpoint(backoff: str) -> dict[str, str]:
     """`cem notify` settings for a team whose endpoint refuses connections: 3 attempts, then parked."""
-    return {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": "http://127.0.0.1:9/down"}), "CEM_WEBHOOK_SECRET": SECRET,
-            "CEM_WEBHOOK_BACKOFF_SECONDS": backoff, "CEM_WEBHOOK_BACKOFF_MAX_SECONDS": "0.2",
-            "CEM_WEBHOOK_MAX_ATTEMPTS": "3", "CEM_WEBHOOK_TIMEOUT_SECONDS": "1"}
+    return endpoint("http://127.0.0.1:9/down", backoff_seconds=backoff, backoff_max_seconds="0.2",
+                    max_attempts="3", timeout_seconds="1")
 
 
 def parked(s) -> list:
     """The deliveries `cem notify` parked in cem.dlq."""
     return [m for m in read_topic(s.kafka_bootstrap, DLQ_TOPIC)
             if dict(m.headers() or []).get("cem-reason") == b"webhook_parked"]
+
+
+def ledger(s) -> dict[str, dict]:
+    """The webhook ledger: delivery id -> its latest outcome record."""
+    return {m.key().decode(): json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, DELIVERIES_TOPIC)}
 
 
 def webhook_alerts(s) -> set[str]:
@@ -102,9 +113,7 @@ def webhook_alerts(s) -> set[str]:
 def test_each_alert_is_accepted_exactly_once_through_failures_kills_and_a_replay(cem_settings):
     s = cem_settings
     rx = Receiver()
-    env = {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": rx.url}), "CEM_WEBHOOK_SECRET": SECRET,
-           "CEM_WEBHOOK_BACKOFF_SECONDS": "0.2", "CEM_WEBHOOK_BACKOFF_MAX_SECONDS": "0.5",
-           "CEM_WEBHOOK_MAX_ATTEMPTS": "100"}
+    env = endpoint(rx.url, backoff_seconds="0.2", backoff_max_seconds="0.5", max_attempts="100")
     parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
     reg = default_registry()
     now = int(time.time() * 1000) - 60_000
@@ -140,8 +149,8 @@ def test_each_alert_is_accepted_exactly_once_through_failures_kills_and_a_replay
     assert all(n == 1 for n in rx.accepted.values()), rx.accepted.most_common(3)
     assert rx.bad_signatures == 0
     assert all(rx.attempts[d] >= 2 for d in expected)  # every one went through a retry
-    ledger = {m.key().decode(): json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, DELIVERIES_TOPIC)}
-    assert set(ledger) == expected and {v["outcome"] for v in ledger.values()} == {"delivered"}
+    outcomes = ledger(s)
+    assert set(outcomes) == expected and {v["outcome"] for v in outcomes.values()} == {"delivered"}
     assert not parked(s)
 
 
@@ -187,19 +196,14 @@ def test_a_receiver_down_for_many_alerts_parks_each_with_bounded_retries_and_fla
     print(f"notify RSS after each 100 parked (MB): {[round(x) for x in samples]}")
 
 
-def ledger(s) -> dict[str, dict]:
-    return {m.key().decode(): json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, DELIVERIES_TOPIC)}
-
-
 def test_parked_deliveries_are_retried_later_and_each_accepted_once_when_the_endpoint_returns(cem_settings):
     """Issue 11: parked is not dropped. While the endpoint is down, each retry round sends one
     probe (re-parked, no second DLQ record); once it answers, the probe's success re-queues the
     rest, and every parked delivery is accepted exactly once."""
     s = cem_settings
     rx = Receiver()
-    env = {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": rx.url}), "CEM_WEBHOOK_SECRET": SECRET,
-           "CEM_WEBHOOK_BACKOFF_SECONDS": "0.05", "CEM_WEBHOOK_BACKOFF_MAX_SECONDS": "0.1",
-           "CEM_WEBHOOK_MAX_ATTEMPTS": "2", "CEM_WEBHOOK_PARK_RETRY_SECONDS": "2"}
+    env = endpoint(rx.url, backoff_seconds="0.05", backoff_max_seconds="0.1", max_attempts="2",
+                   park_retry_seconds="2")
     parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
     worker = start("worker", s)
     notify = start("notify", s, "notify", **env)
@@ -228,8 +232,7 @@ def test_retry_parked_after_a_fix_sends_them_when_the_notifier_restarts(cem_sett
     s = cem_settings
     rx = Receiver()
     rx.mode = "gone"
-    env = {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": rx.url}), "CEM_WEBHOOK_SECRET": SECRET,
-           "CEM_WEBHOOK_PARK_RETRY_SECONDS": "3600"}
+    env = endpoint(rx.url, park_retry_seconds="3600")
     parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
     worker = start("worker", s)
     notify = start("notify", s, "notify-1", **env)

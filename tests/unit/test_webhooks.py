@@ -84,14 +84,16 @@ def test_a_retry_round_probes_each_endpoint_once_and_expires_the_too_old():
                "old:1": parked_entry("old", "store-ops", 0),                 # parked > 72 h ago
                "r1:1": parked_entry("r1", "customer-care", 40 * hour, outcome="requeued"),
                "x1:1": parked_entry("x1", "finance", 15 * hour),             # no endpoint now
+               "r2:1": parked_entry("r2", "finance", 16 * hour, outcome="requeued"),  # requeued, no endpoint
                "p3:1": parked_entry("p3", "customer-care", 5 * hour, partition=3)}  # not this dispatcher's
     r = plan_round(waiting, now_ms=73 * hour, partitions=[0, 1], endpoints=eps, park_ms=72 * hour)
-    assert r.probes == ["c1:1", "o1:1"]
-    assert r.requeue == ["r1:1"] and r.expire == ["old:1"] and r.unroutable == ["x1:1"]
+    assert r.probes == {"c1:1": "http://care", "o1:1": "http://ops"}
+    assert r.requeue == {"r1:1": "http://care"} and r.expire == ["old:1"]
+    assert r.unroutable == ["x1:1", "r2:1"]
     # a delivery already in flight here is not planned twice; the next oldest becomes the probe
     r = plan_round(waiting, now_ms=73 * hour, partitions=[0, 1], endpoints=eps, park_ms=72 * hour, skip={"c1:1"})
-    assert r.probes == ["c2:1", "o1:1"]
+    assert r.probes == {"c2:1": "http://care", "o1:1": "http://ops"}
     # the endpoint configured now decides: a wildcard makes the finance delivery routable again
     r = plan_round(waiting, now_ms=73 * hour, partitions=[0, 1], endpoints=dict(eps, **{"*": "http://care"}),
                    park_ms=72 * hour)
-    assert r.probes == ["c1:1", "o1:1"] and not r.unroutable  # x1 shares care's endpoint: waits for its probe
+    assert r.probes == {"c1:1": "http://care", "o1:1": "http://ops"} and not r.unroutable  # x1 waits for care's probe
