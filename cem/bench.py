@@ -89,7 +89,8 @@ def _landing_alone(settings: Settings, data_dir: Path) -> tuple[int, float]:
     landing = Landing(client, consumer, DeadLetters(Producer(producer_config(settings.kafka_bootstrap)),
                                                     "cem.dlq", "bench"),
                       default_registry(), {TOUCHPOINTS_TOPIC: "touchpoints"},
-                      max_rows=settings.sink_max_rows, max_seconds=settings.sink_max_seconds)
+                      max_rows=settings.sink_max_rows, max_seconds=settings.sink_max_seconds,
+                      insert_threads=settings.sink_insert_threads)
     counts = landing.run(lambda: False, idle_exit=2.0)
     rows = client.query("SELECT count() FROM touchpoints").result_rows[0][0]
     client.close()

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     publisher_linger_ms: int = Field(20, ge=0)
     sink_max_rows: int = Field(100_000, ge=1, description="Rows per ClickHouse insert at most.")
     sink_max_seconds: float = Field(1.0, gt=0, description="Longest a row waits for its insert.")
+    sink_insert_threads: int = Field(1, ge=1, le=16, description="Inserts run at once per cut (partitions "
+                                     "split between them); raise it for a multi-core ClickHouse server.")
     worker_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem worker` (0 = off).")
     sink_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem sink` (0 = off).")
     kafka_security_protocol: str = Field("PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$",

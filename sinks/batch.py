@@ -3,11 +3,12 @@ what ClickHouse can decode").
 
 A `PartitionBatch` collects one partition's records between two offsets. Container-file records
 contribute their blocks as they are (`schemas/ocf.scan`: no schema parse, no per-event Python);
-single-event records contribute their one encoded event as a one-record block. `build()` returns
-one container file per writer schema, ready for `raw_insert(..., fmt="Avro")`, each with a dedup
-token from (topic, partition, first offset, last offset, group index) and a sync marker derived
-from that token: the same offsets always give byte-identical inserts, so a replay after a crash
-is dropped by ClickHouse's insert deduplication.
+single-event records contribute their one encoded event as a one-record block. `build_inserts`
+turns the batches of one table cut together (any number of partitions) into one container file
+per writer schema, ready for `raw_insert(..., fmt="Avro")`, each with a dedup token naming every
+(topic, partition, first offset, last offset) it covers and a sync marker derived from that
+token: the same cut always gives byte-identical inserts, so a replay after a crash is dropped by
+ClickHouse's insert deduplication.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class Insert:
     data: bytes
     rows: int
     fmt: str = "Avro"
+    #: (topic, partition, first offset, last offset) of every batch in it
+    ranges: tuple[tuple[str, int, int, int], ...] = ()
 
 
 @dataclass
@@ -95,21 +98,7 @@ class PartitionBatch:
         self._advance(offset, 0)
 
     def build(self, table_columns: frozenset[str]) -> list[Insert]:
-        inserts = []
-        for index, group in enumerate(self._groups.values()):
-            if not group.rows:
-                continue
-            token = f"{self.topic}:{self.partition}:{self.first}-{self.last}:{index}"
-            if group.schema_json == "JSONEachRow":
-                data = b"\n".join(block for _, block in group.blocks)
-                inserts.append(Insert(token, None, data, group.rows, "JSONEachRow"))
-                continue
-            marker = hashlib.blake2b(token.encode(), digest_size=16).digest()
-            data = assemble(group.schema_json, group.blocks, marker)
-            schema = json.loads(group.schema_json)
-            columns = [f["name"] for f in schema["fields"] if f["name"] in table_columns]
-            inserts.append(Insert(token, columns, data, group.rows))
-        return inserts
+        return build_inserts([self], table_columns)
 
     def _group(self, schema_json: str) -> _Group:
         group = self._groups.get(schema_json)
@@ -123,6 +112,63 @@ class PartitionBatch:
         self.last = offset
         self.rows += rows
         self.records += 1
+
+
+def cut_token(batches: list[PartitionBatch]) -> str:
+    """The ranges of a cut, in (topic, partition) order: `topic:partition:first-last|...`."""
+    return "|".join(f"{b.topic}:{b.partition}:{b.first}-{b.last}"
+                    for b in sorted(batches, key=lambda b: (b.topic, b.partition)))
+
+
+def cut_id(batches: list[PartitionBatch]) -> str:
+    """A short name of a cut, stored with each partition's plan so a restart can cut the same
+    partitions together again."""
+    return hashlib.blake2b(cut_token(batches).encode(), digest_size=8).hexdigest()
+
+
+def build_inserts(batches: list[PartitionBatch], table_columns: frozenset[str]) -> list[Insert]:
+    """One insert per writer schema over `batches` (one table's batches cut together), blocks
+    in (topic, partition, offset) order. Deterministic: the same batches give the same tokens
+    and bytes (token `<cut_token>:<schema index>`)."""
+    ordered = sorted((b for b in batches if b.first is not None), key=lambda b: (b.topic, b.partition))
+    if not ordered:
+        return []
+    prefix = cut_token(ordered)
+    ranges = tuple((b.topic, b.partition, b.first, b.last) for b in ordered)
+    groups: dict[str, list[_Group]] = {}
+    for b in ordered:
+        for schema_json, group in b._groups.items():
+            if group.rows:
+                groups.setdefault(schema_json, []).append(group)
+    inserts = []
+    for index, (schema_json, parts) in enumerate(groups.items()):
+        rows = sum(g.rows for g in parts)
+        token = f"{prefix}:{index}"
+        blocks = [block for g in parts for block in g.blocks]
+        if schema_json == "JSONEachRow":
+            inserts.append(Insert(token, None, b"\n".join(data for _, data in blocks), rows, "JSONEachRow", ranges))
+            continue
+        marker = hashlib.blake2b(token.encode(), digest_size=16).digest()
+        data = assemble(schema_json, blocks, marker)
+        schema = json.loads(schema_json)
+        columns = [f["name"] for f in schema["fields"] if f["name"] in table_columns]
+        inserts.append(Insert(token, columns, data, rows, "Avro", ranges))
+    return inserts
+
+
+def split_rows(batches: list[PartitionBatch], max_rows: int, parts: int) -> list[list[PartitionBatch]]:
+    """One table's cut as up to `parts` inserts of about `max_rows` rows each (whole partition
+    batches, largest first into the lightest insert): a small cut stays one insert (about one
+    insert per second per table at steady state), a large one keeps every insert thread busy."""
+    rows = sum(b.rows for b in batches)
+    n = max(1, min(parts, len(batches), -(-rows // max_rows)))
+    bins: list[list[PartitionBatch]] = [[] for _ in range(n)]
+    loads = [0] * n
+    for b in sorted(batches, key=lambda b: (-b.rows, b.topic, b.partition)):
+        i = loads.index(min(loads))
+        bins[i].append(b)
+        loads[i] += b.rows
+    return [b for b in bins if b]
 
 
 def is_container(value: bytes | None) -> bool:

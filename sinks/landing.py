@@ -5,12 +5,24 @@ container file, so Faust's per-record cost would dominate.
 Guarantees:
 * **at-least-once from Kafka, exactly-once rows**: offsets are committed only after the insert
   returned; every insert carries a dedup token from (topic, partition, first, last offset);
-* **same batches after a crash**: before inserting a partition's range, its planned last offset
-  is committed as offset metadata (`cem-plan:<last>`) at the range's first offset; after a
-  restart the first batch of that partition is cut at exactly that offset, so the replayed
-  insert carries the same token and ClickHouse drops it;
-* **backpressure**: when ClickHouse refuses inserts the consumer pauses (lag grows, memory does
-  not) and retries with capped backoff until it succeeds;
+* **one insert per table per cut**: every partition batch of a table cut together goes into one
+  insert (ClickHouse's cost is per insert and per part: ~1 insert/s/table at steady state), or
+  into up to `insert_threads` inserts of about `max_rows` each for a large cut;
+* **same inserts after a crash**: before inserting, each partition's planned last offset and the
+  id of the insert it belongs to are committed as offset metadata (`cem-plan:<last>:<cut id>`)
+  at the range's first offset; after a restart each planned range is cut at exactly that offset
+  and held until every range of the same insert (that this sink still owns) is whole, so the
+  replayed insert carries the same token and bytes and ClickHouse drops it (if its partitions
+  went to different sinks meanwhile, the replay differs and ReplacingMergeTree removes the
+  doubles at merge / FINAL);
+* **one cut in flight**: a cut's inserts (one per partition batch, `insert_threads` at a time)
+  run on background threads while the loop consumes and scans the next cut (chdb and the HTTP
+  client release the GIL while ClickHouse works, so reading Kafka overlaps inserting, and
+  ClickHouse's fixed cost per insert overlaps too); the next cut waits for them, so offsets are
+  still committed in order and only after their rows are in;
+* **backpressure**: when ClickHouse refuses inserts the insert thread retries with capped backoff
+  until it succeeds, and the consumer pauses as soon as the next batch is due (lag grows, memory
+  does not: at most one batch in flight and one being filled);
 * bad records go to cem.dlq with their reason; they never stop the loop.
 """
 from __future__ import annotations
@@ -18,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,7 +42,7 @@ from cem import metrics
 from cem.connectors.security import client_config
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, container_schema_json, decode_record
-from .batch import PartitionBatch, is_container
+from .batch import PartitionBatch, build_inserts, cut_id, is_container, split_rows
 from .clickhouse.client import ClickHouse
 from .dlq import DeadLetters
 
@@ -68,23 +81,33 @@ def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
 class Landing:
     def __init__(self, client: ClickHouse, consumer: Consumer, dead: DeadLetters,
                  registry: SchemaRegistry, tables: dict[str, str], *, max_rows: int = 100_000,
-                 max_seconds: float = 1.0, on_insert: Callable[[str, int, float], None] | None = None):
+                 max_seconds: float = 1.0, insert_threads: int = 1):
         self._ch = client
         self._consumer = consumer
         self._dead = dead
         self._registry = registry
         self._tables = tables
         self._max_rows = max_rows
+        self._threads = insert_threads
+        #: a cut is due at this many rows: up to `insert_threads` inserts of about max_rows each
+        self._cut_rows = max_rows * insert_threads
         self._max_seconds = max_seconds
-        self._on_insert = on_insert
         self._latest = registry.latest("touchpoint")
         self._latest_json = container_schema_json(self._latest.parsed)
         self._columns = {t: self._table_columns(t) for t in set(tables.values())}
         self._json_topics = {t for t, table in tables.items() if table in JSON_TABLES}
         self._batches: dict[tuple[str, int], PartitionBatch] = {}
-        self._plans: dict[tuple[str, int], int] = {}
+        #: a crashed run's plan per partition: (last offset of its cut, the cut's id)
+        self._plans: dict[tuple[str, int], tuple[int, str]] = {}
+        #: planned batches already whole, waiting for the rest of their cut: cut id -> batches
+        self._held: dict[str, list[PartitionBatch]] = {}
         self._opened: float | None = None
+        self._rows = 0  # rows in self._batches
         self._schema_ok: dict[str, str | None] = {}
+        self._inserter = ThreadPoolExecutor(max_workers=insert_threads, thread_name_prefix="cem-insert")
+        #: the cut in flight (its inserts) and the offsets to commit once they are all done
+        self._pending: tuple[list[Future], list[TopicPartition]] | None = None
+        self._first_data: float | None = None
         self.counts = LandingCounts()
 
     # -- consumer group callbacks ---------------------------------------------------------
@@ -92,13 +115,15 @@ class Landing:
         for tp in consumer.committed(partitions, timeout=30):
             meta = tp.metadata or ""
             if meta.startswith(PLAN_PREFIX):
-                self._plans[(tp.topic, tp.partition)] = int(meta[len(PLAN_PREFIX):])
+                last, _, cut = meta[len(PLAN_PREFIX):].partition(":")
+                self._plans[(tp.topic, tp.partition)] = (int(last), cut or f"{tp.topic}:{tp.partition}")
                 log.info("resuming %s[%d] at %d with planned batch end %s", tp.topic, tp.partition,
                          tp.offset, meta)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
-        self._flush([k for k in self._batches if k in revoked], final=True)
+        # inside a poll: wait for the insert in flight without polling again
+        self._flush([k for k in self._batches if k in revoked], final=True, polling=False)
         for key in revoked:
             self._plans.pop(key, None)
 
@@ -110,7 +135,6 @@ class Landing:
         self._consumer.subscribe(list(self._tables), on_assign=self.on_assign,
                                  on_revoke=self.on_revoke)
         last_data = time.monotonic()
-        first_data: float | None = None
         next_lag = 0.0
         try:
             while not should_stop():
@@ -120,23 +144,25 @@ class Landing:
                 msgs = self._consumer.consume(num_messages=2000, timeout=0.1)
                 if msgs:
                     last_data = time.monotonic()
-                    if first_data is None:
-                        first_data = time.perf_counter()
+                    if self._first_data is None:
+                        self._first_data = time.perf_counter()
                 for msg in msgs:
                     self._add(msg)
+                    if self._rows >= self._cut_rows:
+                        self._flush(list(self._batches))  # a full insert: cut now, not per poll
                 # a drain run (idle_exit: backfill, import, bench) has nothing to wait for once
                 # the input is drained, so the tail is flushed at once instead of lingering for
                 # max_seconds; a long-running sink keeps the timer (about one insert per second)
                 if self._due() or (idle_exit is not None and not msgs and self._batches):
                     self._flush(list(self._batches))
-                    if first_data is not None:
-                        self.counts.busy_seconds = time.perf_counter() - first_data
-                if idle_exit is not None and time.monotonic() - last_data > idle_exit and not self._batches:
+                if self._pending is not None and all(j.done() for j in self._pending[0]):
+                    self._settle()  # commit as soon as the rows are in, not at the next cut
+                if idle_exit is not None and time.monotonic() - last_data > idle_exit \
+                        and not self._batches and self._pending is None:
                     break
-            if self._batches and first_data is not None:
-                self._flush(list(self._batches), final=True)
-                self.counts.busy_seconds = time.perf_counter() - first_data
+            self._flush(list(self._batches), final=True)
         finally:
+            self._inserter.shutdown(wait=True)
             self._consumer.close()
         return self.counts
 
@@ -159,8 +185,9 @@ class Landing:
         key = (msg.topic(), msg.partition())
         offset = msg.offset()
         plan = self._plans.get(key)
-        if plan is not None and offset > plan and key in self._batches:
-            self._flush([key])  # cut exactly where the crashed run planned to
+        if plan is not None and offset > plan[0]:
+            self._hold(key)  # the crashed run's range is whole (its last record may be gone)
+            plan = None
         batch = self._batches.get(key)
         if batch is None:
             batch = self._batches[key] = PartitionBatch(key[0], key[1], self._latest.parsed,
@@ -169,9 +196,12 @@ class Landing:
                 self._opened = time.monotonic()
         value = msg.value()
         self.counts.records += 1
+        before = batch.rows
         headers = msg.headers()
         if headers and any(k == "cem-control" for k, _ in headers):
             batch.skip(offset)  # control records steer stream state; they are not rows
+            if plan is not None and offset >= plan[0]:
+                self._hold(key)
             return
         try:
             if key[0] in self._json_topics:
@@ -190,6 +220,10 @@ class Landing:
             batch.skip(offset)
             self.counts.dead += 1
             self._dead.send(value, err.reason, err.detail, topic=key[0], partition=key[1], offset=offset)
+        finally:
+            self._rows += batch.rows - before
+            if plan is not None and offset >= plan[0]:
+                self._hold(key)
 
     def _check_schema(self, schema_json: str) -> None:
         problem = self._schema_ok.get(schema_json, "?")
@@ -210,37 +244,111 @@ class Landing:
     def _due(self) -> bool:
         if not self._batches or self._opened is None:
             return False
-        rows = sum(b.rows for b in self._batches.values())
-        return rows >= self._max_rows or time.monotonic() - self._opened >= self._max_seconds
+        return self._rows >= self._cut_rows or time.monotonic() - self._opened >= self._max_seconds
 
-    def _flush(self, keys: list[tuple[str, int]], final: bool = False) -> None:
-        commits = []
+    def _hold(self, key: tuple[str, int]) -> None:
+        """A crashed run's planned range of `key` is whole: keep its batch aside until every
+        partition of the same cut (that this sink still owns) is whole too, then insert them
+        together, so the replayed insert has the crashed one's token and ClickHouse drops it."""
+        _, cut = self._plans.pop(key)
+        batch = self._batches.pop(key, None)
+        held = self._held.setdefault(cut, [])
+        if batch is not None:
+            self._rows -= batch.rows
+            if batch.first is not None:
+                held.append(batch)
+        if not any(c == cut for _, c in self._plans.values()):
+            self._submit(self._held.pop(cut))
+
+    def _flush(self, keys: list[tuple[str, int]], final: bool = False, polling: bool = True) -> None:
+        """Cut the batches of `keys` and hand their inserts to the insert threads, after the cut
+        in flight has settled (its offsets committed). A partition replaying a crashed run's
+        planned range is left to `_hold`, unless `final` (revoke, shutdown) cuts everything;
+        `final` also waits for this cut."""
+        # settle first: records polled meanwhile join the batches about to be cut, and a
+        # rebalance meanwhile flushes (and drops) the revoked partitions' batches itself
+        self._settle(polling)
+        cut = []
+        if final:
+            for held in self._held.values():
+                cut += held
+            self._held.clear()
+        waiting = {(b.topic, b.partition) for held in self._held.values() for b in held}
         for key in keys:
-            plan = self._plans.get(key)
-            pending = self._batches.get(key)
-            if plan is not None and not final and pending is not None and (pending.last or -1) < plan:
-                continue  # replaying a crashed run's batch: wait until it is whole again
+            if key in self._plans or key in waiting:
+                if not final:
+                    # replaying a crashed run's range (cut when its cut is whole, `_hold`), or
+                    # later records of a partition whose replayed range still waits: not before it
+                    continue
+                self._plans.pop(key, None)
             batch = self._batches.pop(key, None)
-            if batch is None or batch.first is None:
-                continue
-            table = self._tables[key[0]]
-            inserts = batch.build(self._columns[table])
-            if inserts:
-                # write-ahead: remember where this batch ends before inserting it
-                self._commit([TopicPartition(key[0], key[1], batch.first,
-                                             metadata=f"{PLAN_PREFIX}{batch.last}")])
-            for ins in inserts:
-                self._insert(table, ins)
-            self._plans.pop(key, None)
-            commits.append(TopicPartition(key[0], key[1], batch.last + 1))
-        if commits:
-            self._commit(commits)
+            if batch is not None and batch.first is not None:
+                cut.append(batch)
+        self._rows = sum(b.rows for b in self._batches.values())
         if not self._batches:
             self._opened = None
+        self._submit(cut, polling)
+        if final:
+            self._settle(polling)
+
+    def _submit(self, cut: list[PartitionBatch], polling: bool = True) -> None:
+        """One insert per table (and writer schema) over the cut batches, after a write-ahead
+        commit of each batch's planned end and the cut's id (so a restart cuts the same ranges
+        together again); offsets are committed when all of them are in (`_settle`)."""
+        if not cut:
+            return
+        self._settle(polling)
+        by_table: dict[str, list[PartitionBatch]] = {}
+        for batch in cut:
+            by_table.setdefault(self._tables[batch.topic], []).append(batch)
+        inserts = []
+        plans = []
+        for table, all_batches in by_table.items():
+            for batches in split_rows(all_batches, self._max_rows, self._threads):
+                built = build_inserts(batches, self._columns[table])
+                inserts += [(table, ins) for ins in built]
+                if built:
+                    name = cut_id(batches)
+                    plans += [TopicPartition(b.topic, b.partition, b.first, metadata=f"{PLAN_PREFIX}{b.last}:{name}")
+                              for b in batches]
+        if plans:
+            self._commit(plans)  # write-ahead: remember where each batch ends before inserting it
+        commits = [TopicPartition(b.topic, b.partition, b.last + 1) for b in cut]
+        self._pending = ([self._inserter.submit(self._insert, table, ins) for table, ins in inserts], commits)
+
+    def _settle(self, polling: bool = True) -> None:
+        """Wait for the cut in flight, then commit its offsets. While it takes long (ClickHouse
+        down), the consumer is paused and polled so it keeps its group membership; a record that
+        polling hands over may cut and submit another insert, which is settled too."""
+        while self._pending is not None:
+            jobs, commits = self._pending
+            paused = False
+            while polling and wait(jobs, timeout=0.5).not_done:
+                if not paused:
+                    self._consumer.pause(self._consumer.assignment())
+                    paused = True
+                # keeps the member alive; returns nothing from paused partitions, but a
+                # rebalance meanwhile may hand over unpaused ones: their records are kept
+                msg = self._consumer.poll(0.1)
+                if msg is not None:
+                    self._add(msg)
+            if paused:
+                self._consumer.resume(self._consumer.assignment())
+            if self._pending is None or self._pending[0] is not jobs:
+                continue  # settled meanwhile, inside a rebalance callback or a nested cut
+            try:
+                for job in jobs:
+                    job.result()  # re-raises what an insert thread could not handle
+            finally:
+                self._pending = None
+            self._commit(commits)
+            if self._first_data is not None:
+                self.counts.busy_seconds = time.perf_counter() - self._first_data
 
     def _insert(self, table: str, ins: Any) -> None:
+        """Insert thread: one insert, retried with capped backoff until it succeeds or ClickHouse
+        refuses its data (then it is dead-lettered whole, with the reason)."""
         delay = 0.2
-        paused = False
         while True:
             started = time.perf_counter()
             try:
@@ -254,24 +362,17 @@ class Landing:
                 if _permanent(err):
                     # the data itself is refused: retrying cannot help; park it with its reason
                     log.error("insert into %s refused its data (token %s): %s", table, ins.token, str(err)[:300])
-                    topic, partition, rng = ins.token.split(":")[:3]
-                    self._dead.send(ins.data, "insert_rejected", f"{table}: {str(err)[:500]}", topic=topic,
-                                    partition=int(partition), offset=int(rng.split("-")[0]))
+                    topic, partition, first, _ = ins.ranges[0]
+                    self._dead.send(ins.data, "insert_rejected", f"{table} (insert {ins.token}): {str(err)[:500]}",
+                                    topic=topic, partition=partition, offset=first)
                     self.counts.dead += 1
                     return
                 self.counts.retries += 1
                 metrics.SINK_ERRORS.labels(table).inc()
                 log.warning("insert into %s (%d rows, token %s) failed, retry in %.1f s: %s",
                             table, ins.rows, ins.token, delay, str(err)[:300])
-                if not paused:
-                    self._consumer.pause(self._consumer.assignment())
-                    paused = True
-                end = time.monotonic() + delay
-                while time.monotonic() < end:
-                    self._consumer.poll(0.1)  # keeps group membership; paused: returns nothing
+                time.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        if paused:
-            self._consumer.resume(self._consumer.assignment())
         elapsed = time.perf_counter() - started
         self.counts.rows += ins.rows
         self.counts.inserts += 1

@@ -56,7 +56,8 @@ def run_sink(settings: Settings, *, group: str | None = None, idle_exit: float |
     consumer = Consumer(consumer_config(settings.kafka_bootstrap, group or f"{settings.app_id}-landing"))
     landing = Landing(client, consumer, DeadLetters(producer, DLQ_TOPIC, "landing", metrics.dead_letter),
                       default_registry(), topics or TABLES, max_rows=settings.sink_max_rows,
-                      max_seconds=settings.sink_max_seconds)
+                      max_seconds=settings.sink_max_seconds,
+                      insert_threads=settings.sink_insert_threads)
     try:
         counts = landing.run(should_stop, idle_exit=idle_exit)
     finally:

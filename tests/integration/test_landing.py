@@ -97,7 +97,7 @@ def test_sigkill_of_landing_during_200k_events_then_restart_lands_each_once(cem_
             time.sleep(0.2)
 
     feeder = threading.Thread(target=produce_in_waves)
-    sink = start("sink", s, "sink-1", CEM_SINK_MAX_ROWS="7000")
+    sink = start("sink", s, "sink-1", CEM_SINK_MAX_ROWS="7000", CEM_SINK_INSERT_THREADS="2")
     feeder.start()
     try:
         wait_until(lambda: 0 < landing_committed(s) < len(events) // 2, 120, interval=0.05,
@@ -106,7 +106,7 @@ def test_sigkill_of_landing_during_200k_events_then_restart_lands_each_once(cem_
         sink.wait()
         committed_at_kill = landing_committed(s)
         feeder.join()
-        sink = start("sink", s, "sink-2", CEM_SINK_MAX_ROWS="7000")
+        sink = start("sink", s, "sink-2", CEM_SINK_MAX_ROWS="7000", CEM_SINK_INSERT_THREADS="2")
         wait_until(lambda: landing_lag(s) == 0, 180, what="landing after restart", procs=(sink,))
     finally:
         feeder.join()

@@ -6,7 +6,7 @@ import pytest
 from cem.generator import touchpoints
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import DecodeError, container_schema_json, encode_batch
-from cem.sinks.batch import PartitionBatch
+from cem.sinks.batch import PartitionBatch, build_inserts, cut_id, split_rows
 
 W = default_registry().latest("touchpoint")
 COLUMNS = frozenset(f["name"] for f in W.raw["fields"])
@@ -62,3 +62,37 @@ def test_skipped_offsets_extend_the_range_without_rows():
     b.add_container(4, encode_batch(list(touchpoints(3, start_ms=1_790_000_000_000)), W.parsed))
     [ins] = b.build(COLUMNS)
     assert ins.token.endswith(":3-4:0") and ins.rows == 3
+
+
+def test_a_cut_over_several_partitions_is_one_insert_whatever_the_order_of_its_batches():
+    events = list(touchpoints(300, start_ms=1_790_000_000_000))
+
+    def cut():
+        a = PartitionBatch("cem.touchpoints", 0, W.parsed, container_schema_json(W.parsed))
+        b = PartitionBatch("cem.touchpoints", 3, W.parsed, container_schema_json(W.parsed))
+        a.add_container(7, encode_batch(events[:100], W.parsed))
+        b.skip(40)
+        b.add_container(41, encode_batch(events[100:], W.parsed))
+        return a, b
+
+    a, b = cut()
+    [ins] = build_inserts([b, a], COLUMNS)
+    assert ins.token == "cem.touchpoints:0:7-7|cem.touchpoints:3:40-41:0"
+    assert ins.ranges == (("cem.touchpoints", 0, 7, 7), ("cem.touchpoints", 3, 40, 41))
+    assert ins.rows == 300 and sorted(ids(ins.data)) == sorted(e["event_id"] for e in events)
+    again = cut()
+    assert build_inserts(list(again), COLUMNS) == [ins]  # a replay re-forms the same bytes
+    assert cut_id([a, b]) == cut_id(list(again)) != cut_id([a])
+
+
+def test_a_large_cut_is_split_by_partition_and_a_small_one_stays_one_insert():
+    def batch(p, rows):
+        b = PartitionBatch("cem.touchpoints", p, W.parsed, container_schema_json(W.parsed))
+        b.add_container(0, encode_batch(list(touchpoints(rows, start_ms=1_790_000_000_000)), W.parsed))
+        return b
+    batches = [batch(0, 60), batch(1, 50), batch(2, 40), batch(3, 30)]
+    assert split_rows(batches, max_rows=1000, parts=2) == [batches]  # small: one insert per table
+    halves = split_rows(batches, max_rows=100, parts=2)
+    assert sorted(sum(b.rows for b in h) for h in halves) == [90, 90]
+    assert sorted(b.partition for h in halves for b in h) == [0, 1, 2, 3]
+    assert len(split_rows(batches, max_rows=10, parts=8)) == 4  # never more inserts than partitions
