@@ -37,13 +37,17 @@ def is_blocked(value: Any, shared: frozenset[str] = frozenset()) -> bool:
     if value is None or not isinstance(value, str):
         return True
     v = value.strip().lower()
-    return v in BLOCKED_VALUES or set(v) <= {"0", "-"} or value in shared
+    return v in BLOCKED_VALUES or not v.strip("0-") or value in shared  # "", "000", "--0": blocked
 
 
 def usable_identifiers(identifiers: Mapping[str, Any], shared: frozenset[str] = frozenset()) -> list[str]:
-    """`kind:value` strings of the usable identifiers, strongest first."""
-    return [f"{kind}:{identifiers[kind]}" for kind in PRECEDENCE
-            if not is_blocked(identifiers.get(kind), shared)]
+    """`kind:value` strings of the usable identifiers, strongest first (hot: every event)."""
+    out = []
+    for kind in PRECEDENCE:
+        value = identifiers.get(kind)
+        if value is not None and not is_blocked(value, shared):
+            out.append(f"{kind}:{value}")
+    return out
 
 
 def customer_key(identifiers: Mapping[str, Any]) -> str:

@@ -86,13 +86,13 @@ class Ingest:
             ids = event["identifiers"]
             customer = self._lookup(ids) if self._lookup is not None else None
             if customer is None:
-                if self._links is not None and usable_identifiers(ids):
+                first = usable_identifiers(ids)
+                if self._links is not None and first:
                     # new identifier or a link between profiles: the coordinator decides
                     publish(self._links, b"", event)
                     counts.to_coordinator += 1
                     forwarded += 1
                     continue
-                first = usable_identifiers(ids)
                 # nothing usable to link with (only blocked values): the event stands alone
                 customer = profile_id_for(first[0] if first else f"event:{event['event_id']}")
             event["cem"] = (RESOLUTION, {"customer_id": customer, "late": False, "processed_at": now_ms})
