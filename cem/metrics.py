@@ -32,6 +32,8 @@ GC_PAUSE = Histogram("cem_gc_pause_seconds", "Python garbage-collection pauses, 
 CONSUMER_LAG = Gauge("cem_consumer_lag_records", "Records behind the log end (uncommitted)", ["topic", "partition"])
 WATERMARK_LAG = Gauge("cem_watermark_lag_seconds", "Wall clock minus the event-time watermark", ["partition"])
 STATE_CUSTOMERS = Gauge("cem_state_customers", "Customers whose timeline a worker holds", ["partition"])
+STATE_LIVE = Gauge("cem_state_live_customers", "Customer timelines a worker holds as live objects (the rest spilled to disk)")
+STATE_EVICTED = Gauge("cem_state_evictions", "Timelines spilled from memory to the worker's scratch store so far")
 IDENTIFIERS = Gauge("cem_identity_identifiers", "Identifiers in the coordinator's identity graph")
 
 

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(1.0, gt=0, description="First retry delay (doubles, jittered).")
     webhook_backoff_max_seconds: float = Field(300.0, gt=0, description="Longest retry delay.")
     webhook_timeout_seconds: float = Field(5.0, gt=0, description="HTTP timeout of one attempt.")
+    worker_live_customers: int = Field(50_000, ge=0, description="Customer timelines a worker keeps as live objects; "
+                                       "the least recently used beyond that are spilled to a scratch file on disk "
+                                       "(0 = no bound).")
     worker_gc_full_scan_seconds: float = Field(
         600.0, ge=0, description="Worker GC policy: freeze survivors of each full collection, scan "
         "everything once per this many seconds; 0 = CPython's default collector.")

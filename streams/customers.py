@@ -90,12 +90,15 @@ class CustomerStage:
         # first record of a partition since it was assigned: restore its state from the
         # changelog and re-arm every deadline of it
         heap = self._heaps.setdefault(partition, [])
-        for key in self.table.open(partition):
+        for i, key in enumerate(self.table.open(partition)):
             tl = self.table.get(key)
             if isinstance(tl, Timeline):
                 d = tl.next_deadline()
                 if d is not None:
                     heapq.heappush(heap, (d, key))
+            if i % 1000 == 999:
+                self.table.trim()  # a restore bigger than the live bound is decoded in passes
+        self.table.trim()
 
     def revoke(self, partitions: set[int]) -> None:
         """These partitions went to another worker: forget their state, deadlines and watermarks

@@ -16,24 +16,65 @@ Contract:
   never behind the committed offsets. It may be ahead of them: updates must be idempotent when
   input is replayed (the customer stage dedups events by id).
 - `close(p)` (partition revoked) forgets p's keys without writing; `open(p)` restores them again.
+- **bounded memory** (`max_live` with a `Spill`): at most `max_live` values stay live objects;
+  after each `flush()` (so only clean values), the least recently used beyond that are encoded
+  into the spill (a scratch on-disk store, not durable: the changelog stays the truth) and
+  decoded again on their next `get`. Like Kafka Streams' or Flink's RocksDB state: memory stays
+  flat however many customers a worker holds, at one encode + decode per customer that comes
+  back after being evicted. `trim()` evicts the same way between flushes (after a restore).
 """
 from __future__ import annotations
 
+import itertools
+import sqlite3
 from typing import Any, Callable, Iterable, Iterator
 
 Loader = Callable[[int], Iterable[tuple[bytes, bytes | None]]]
 Writer = Callable[[int, bytes, bytes | None], None]
+_MISSING = object()
+
+
+class Spill:
+    """Scratch store of evicted values: a private SQLite database in a temporary file, deleted
+    when the process ends (`sqlite3.connect("")`). Not durable and never read after a restart."""
+
+    def __init__(self) -> None:
+        # used from the agent's loop and from flush threads, never at the same time
+        self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, part INTEGER, value BLOB) WITHOUT ROWID")
+        self.count = 0  # rows written minus partitions dropped: an upper bound of what it holds
+
+    def put_many(self, rows: list[tuple[str, int, bytes]]) -> None:
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", rows)
+        self._db.execute("COMMIT")
+        self.count += len(rows)
+
+    def get(self, key: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def drop(self, partition: int) -> None:
+        self._db.execute("DELETE FROM kv WHERE part = ?", (partition,))
+        self.count = self._db.execute("SELECT count() FROM kv").fetchone()[0]
 
 
 class KeyedState:
     def __init__(self, encode: Callable[[str, Any], bytes], decode: Callable[[str, bytes], Any],
-                 load: Loader | None = None, write: Writer | None = None):
+                 load: Loader | None = None, write: Writer | None = None, *,
+                 max_live: int = 0, spill: Spill | None = None):
         self._encode = encode
         self._decode = decode
         self._load = load
         self._write = write
-        self._values: dict[str, Any] = {}
-        self._owner: dict[str, int] = {}
+        self._max_live = max_live
+        self._spill = (spill or Spill()) if max_live > 0 else None
+        self._values: dict[str, Any] = {}  # live objects, least recently used first
+        self._owner: dict[str, int] = {}   # every key held, live or spilled -> its partition
+        self.evicted = 0                   # evictions so far (metrics)
+        self.reloaded = 0                  # spilled values decoded again
         self._open: set[int] = set()
         self._dirty: dict[str, int] = {}
 
@@ -48,12 +89,18 @@ class KeyedState:
         for key, value in self._load(partition):
             latest[key.decode()] = value
         restored = []
+        spilled = []
         for key, value in latest.items():
             if value is None:
                 continue
-            self._values[key] = self._decode(key, value)
             self._owner[key] = partition
             restored.append(key)
+            if self._spill is not None and len(self._values) >= self._max_live:
+                spilled.append((key, partition, value))  # decoded when first asked for
+            else:
+                self._values[key] = self._decode(key, value)
+        if spilled:
+            self._spill.put_many(spilled)  # type: ignore[union-attr]
         return restored
 
     def close(self, partition: int) -> None:
@@ -62,18 +109,38 @@ class KeyedState:
             self._values.pop(key, None)
             del self._owner[key]
             self._dirty.pop(key, None)
+        if self._spill is not None:
+            self._spill.drop(partition)
 
     def is_open(self, partition: int) -> bool:
         return partition in self._open
 
     # -- values ------------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
-        return self._values.get(key, default)
+        if self._spill is None:
+            return self._values.get(key, default)
+        value = self._values.pop(key, _MISSING)
+        if value is not _MISSING:
+            self._values[key] = value  # most recently used now
+            return value
+        if key not in self._owner:
+            return default  # the owner map is the truth: a spilled copy of a deleted key is dead
+        data = self._spill.get(key)
+        if data is None:
+            return default
+        value = self._values[key] = self._decode(key, data)
+        self.reloaded += 1
+        return value
 
     def __contains__(self, key: str) -> bool:
-        return key in self._values
+        return key in self._owner
 
     def __len__(self) -> int:
+        return len(self._owner)
+
+    @property
+    def live(self) -> int:
+        """Values held as live objects (the rest are spilled)."""
         return len(self._values)
 
     def owners(self) -> list[int]:
@@ -82,10 +149,12 @@ class KeyedState:
 
     def keys(self, partition: int | None = None) -> Iterator[str]:
         if partition is None:
-            return iter(list(self._values))
+            return iter(list(self._owner))
         return iter([k for k, p in self._owner.items() if p == partition])
 
     def put(self, key: str, value: Any, partition: int) -> None:
+        if self._spill is not None:
+            self._values.pop(key, None)  # most recently used now
         self._values[key] = value
         self._owner[key] = partition
         self._dirty[key] = partition
@@ -103,4 +172,23 @@ class KeyedState:
             for key, partition in dirty.items():
                 value = self._values.get(key)
                 self._write(partition, key.encode(), None if value is None else self._encode(key, value))
+        self.trim()
         return len(dirty)
+
+    def trim(self) -> int:
+        """Spill the least recently used clean values beyond `max_live` (down to 90 % of it, so
+        evictions come in batches); returns how many."""
+        if self._spill is None or len(self._values) <= self._max_live:
+            return 0
+        target = len(self._values) - int(self._max_live * 0.9)
+        rows = []
+        for key in itertools.islice(list(self._values), target + len(self._dirty)):
+            if len(rows) >= target:
+                break
+            if key in self._dirty:
+                continue  # changed since the last flush: stays until written
+            rows.append((key, self._owner[key], self._encode(key, self._values.pop(key))))
+        if rows:
+            self._spill.put_many(rows)
+        self.evicted += len(rows)
+        return len(rows)

@@ -41,6 +41,8 @@ def report_gauges(stage: CustomerStage, every: float = 5.0) -> None:
         except RuntimeError:  # the stage changed a dict while we copied it: next time
             continue
         now = time.time()
+        metrics.STATE_LIVE.set(stage.table.live)
+        metrics.STATE_EVICTED.set(stage.table.evicted)
         for p, (wm, held) in gauges.items():
             metrics.STATE_CUSTOMERS.labels(str(p)).set(held)
             if wm is not None:
@@ -63,7 +65,8 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
             return ((m.key(), m.value()) for m in read_to_end(settings.kafka_bootstrap, changelog, [p], 600))
 
         table = KeyedState(encode_state, decode_state, load,
-                           lambda p, key, value: rows.produce(changelog, p, key, value))
+                           lambda p, key, value: rows.produce(changelog, p, key, value),
+                           max_live=settings.worker_live_customers)
 
         def send_control(key: str, body: dict) -> None:
             # delivery-tracked like the derived rows: the input is not acked unless Kafka took it

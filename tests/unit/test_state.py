@@ -60,6 +60,31 @@ def test_open_restores_the_latest_value_per_key_and_close_forgets_the_partition(
     assert s.flush() == 0  # a revoked partition's unflushed changes are not written
 
 
+def test_values_beyond_the_live_bound_are_spilled_after_a_flush_and_come_back_on_get():
+    log = Log()
+    s = KeyedState(lambda k, v: json.dumps(v).encode(), lambda k, b: json.loads(b), log.load, log.write, max_live=2)
+    s.open(0)
+    for i in range(5):
+        s.put(f"k{i}", {"n": i}, 0)
+    assert s.live == 5  # nothing is evicted before it is written
+    s.flush()
+    assert 1 <= s.live <= 2 and len(s) == 5 and s.evicted == 5 - s.live  # down to 90 % of the bound
+    assert s.get("k4") == {"n": 4} and s.reloaded == 0  # the most recently used stayed live
+    assert [s.get(f"k{i}") for i in range(5)] == [{"n": i} for i in range(5)]
+    assert s.reloaded == s.evicted
+    s.flush()
+    s.delete("k0", 0)
+    s.flush()
+    assert s.get("k0") is None and "k0" not in s  # a spilled copy of a deleted key stays dead
+    s.put("k9", {"n": 9}, 1)
+    s.flush()
+    s.close(0)
+    assert len(s) == 1 and s.get("k1") is None and s.get("k9") == {"n": 9}
+    restored = sorted(s.open(0))  # a restore beyond the bound spills the rest undecoded
+    assert restored == ["k1", "k2", "k3", "k4"] and s.live <= 3
+    assert {k: s.get(k) for k in restored} == {f"k{i}": {"n": i} for i in range(1, 5)}
+
+
 class Rows:
     def __init__(self) -> None:
         self.sessions: dict[str, dict] = {}
@@ -99,8 +124,8 @@ def _records() -> list[tuple[int, bytes, list | None]]:
     return out
 
 
-def _stage(log: Log, rows: Rows) -> CustomerStage:
-    state = KeyedState(encode_state, decode_state, log.load, log.write)
+def _stage(log: Log, rows: Rows, max_live: int = 0) -> CustomerStage:
+    state = KeyedState(encode_state, decode_state, log.load, log.write, max_live=max_live)
     return CustomerStage(state, default_registry(), rows, lambda key, body: None,
                          rules=load_rules(None), routes=load_routes(None))
 
@@ -157,3 +182,17 @@ def test_a_touch_forwarded_after_a_merge_meets_the_winners_rules():
     stage.flush()
     fired = [m for m in rows.moments.values() if m["rule"] == "no_refund"]
     assert [(m["customer_id"], m["evidence"]) for m in fired] == [("cus-winner", [received["event_id"]])]
+
+
+def test_a_stage_whose_memory_holds_few_customers_ends_where_an_unbounded_one_does():
+    records = _records()
+    whole, bounded = Rows(), Rows()
+    _run(_stage(Log(), whole), records, 0, len(records))
+    small = _stage(Log(), bounded, max_live=20)  # 150 customers through 20 live timelines
+    _run(small, records, 0, len(records))
+    assert small.table.evicted > 100 and small.table.reloaded > 100
+    def same(rows: dict) -> dict:  # the wall-clock fields aside
+        return {k: {f: x for f, x in v.items() if f not in ("detected_at", "version", "latency_ms")}
+                for k, v in rows.items()}
+    assert same(bounded.sessions) == same(whole.sessions) and len(whole.sessions) > 100
+    assert same(bounded.moments) == same(whole.moments) and whole.moments
