@@ -15,11 +15,10 @@ Guarantees:
   replayed insert carries the same token and bytes and ClickHouse drops it (if its partitions
   went to different sinks meanwhile, the replay differs and ReplacingMergeTree removes the
   doubles at merge / FINAL);
-* **one cut in flight**: a cut's inserts (one per partition batch, `insert_threads` at a time)
-  run on background threads while the loop consumes and scans the next cut (chdb and the HTTP
-  client release the GIL while ClickHouse works, so reading Kafka overlaps inserting, and
-  ClickHouse's fixed cost per insert overlaps too); the next cut waits for them, so offsets are
-  still committed in order and only after their rows are in;
+* **one cut in flight**: a cut's inserts run on background threads (`insert_threads` at a time)
+  while the loop consumes and scans the next cut (chdb and the HTTP client release the GIL while
+  ClickHouse works, so reading Kafka overlaps inserting); the next cut waits for them, so offsets
+  are still committed in order and only after their rows are in;
 * **backpressure**: when ClickHouse refuses inserts the insert thread retries with capped backoff
   until it succeeds, and the consumer pauses as soon as the next batch is due (lag grows, memory
   does not: at most one batch in flight and one being filled);
