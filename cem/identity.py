@@ -224,7 +224,8 @@ class IdentityGraph:
 class LookupGraph(IdentityGraph):
     """A replica's graph: only what `lookup` reads (identifier -> profile). Replaying the same
     changelog gives the same `owner` as the coordinator's graph, without the per-profile member
-    sets and first sightings that only decisions need (~40 % of a replica's memory)."""
+    sets and first sightings that only decisions need (replaying 65 k identifiers allocated
+    9.3 MB into an IdentityGraph, 1.9 MB into this, the key strings aside)."""
 
     def apply(self, identifier: str, profile: str | None) -> None:
         if profile is None:

@@ -97,9 +97,6 @@ class PartitionBatch:
         """Record an offset that contributes no rows (dead-lettered), so the range stays whole."""
         self._advance(offset, 0)
 
-    def build(self, table_columns: frozenset[str]) -> list[Insert]:
-        return build_inserts([self], table_columns)
-
     def _group(self, schema_json: str) -> _Group:
         group = self._groups.get(schema_json)
         if group is None:

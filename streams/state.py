@@ -44,13 +44,11 @@ class Spill:
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, part INTEGER, value BLOB) WITHOUT ROWID")
-        self.count = 0  # rows written minus partitions dropped: an upper bound of what it holds
 
     def put_many(self, rows: list[tuple[str, int, bytes]]) -> None:
         self._db.execute("BEGIN")
         self._db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", rows)
         self._db.execute("COMMIT")
-        self.count += len(rows)
 
     def get(self, key: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
@@ -58,19 +56,18 @@ class Spill:
 
     def drop(self, partition: int) -> None:
         self._db.execute("DELETE FROM kv WHERE part = ?", (partition,))
-        self.count = self._db.execute("SELECT count() FROM kv").fetchone()[0]
 
 
 class KeyedState:
     def __init__(self, encode: Callable[[str, Any], bytes], decode: Callable[[str, bytes], Any],
                  load: Loader | None = None, write: Writer | None = None, *,
-                 max_live: int = 0, spill: Spill | None = None):
+                 max_live: int = 0):
         self._encode = encode
         self._decode = decode
         self._load = load
         self._write = write
         self._max_live = max_live
-        self._spill = (spill or Spill()) if max_live > 0 else None
+        self._spill = Spill() if max_live > 0 else None
         self._values: dict[str, Any] = {}  # live objects, least recently used first
         self._owner: dict[str, int] = {}   # every key held, live or spilled -> its partition
         self.evicted = 0                   # evictions so far (metrics)
@@ -182,7 +179,8 @@ class KeyedState:
             return 0
         target = len(self._values) - int(self._max_live * 0.9)
         rows = []
-        for key in itertools.islice(list(self._values), target + len(self._dirty)):
+        # the oldest keys only (copied: values are popped below); dirty ones are skipped
+        for key in list(itertools.islice(self._values, target + len(self._dirty))):
             if len(rows) >= target:
                 break
             if key in self._dirty:

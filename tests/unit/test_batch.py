@@ -26,7 +26,7 @@ def test_blocks_and_single_events_merge_into_one_container_in_offset_order():
     b.add_container(10, encode_batch(events[:500], W.parsed))
     b.add_event(11, events[500])
     b.add_container(12, encode_batch(events[501:], W.parsed))
-    [ins] = b.build(COLUMNS)
+    [ins] = build_inserts([b], COLUMNS)
     assert ins.rows == 1200 and b.first == 10 and b.last == 12
     got = ids(ins.data)
     assert sorted(got) == sorted(e["event_id"] for e in events)
@@ -39,7 +39,7 @@ def test_same_offsets_give_the_same_token_and_bytes():
     for _ in range(2):
         b = new_batch()
         b.add_container(5, encode_batch(events, W.parsed))
-        builds.append(b.build(COLUMNS))
+        builds.append(build_inserts([b], COLUMNS))
     assert builds[0] == builds[1]
 
 
@@ -53,14 +53,14 @@ def test_corrupt_containers_are_refused_and_add_nothing():
         with pytest.raises(DecodeError) as err:
             b.add_container(1, bad)
         assert err.value.reason == "corrupt_batch"
-    assert b.rows == 0 and b.build(COLUMNS) == []
+    assert b.rows == 0 and build_inserts([b], COLUMNS) == []
 
 
 def test_skipped_offsets_extend_the_range_without_rows():
     b = new_batch()
     b.skip(3)
     b.add_container(4, encode_batch(list(touchpoints(3, start_ms=1_790_000_000_000)), W.parsed))
-    [ins] = b.build(COLUMNS)
+    [ins] = build_inserts([b], COLUMNS)
     assert ins.token.endswith(":3-4:0") and ins.rows == 3
 
 
