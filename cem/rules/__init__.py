@@ -14,9 +14,30 @@ from typing import Any, Iterable, Mapping
 DEFAULT_RULES = Path(__file__).resolve().parent / "default.toml"
 KINDS = ("single", "count", "sequence", "absence")
 SEVERITIES = ("low", "medium", "high", "critical")
-OPS = {"eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a is not None and a < b,
-       "le": lambda a, b: a is not None and a <= b, "gt": lambda a, b: a is not None and a > b,
-       "ge": lambda a, b: a is not None and a >= b, "in": lambda a, b: a in b}
+def _ordered(cmp):
+    """A comparison that is False, never TypeError, when the event's value cannot be ordered
+    against the rule's (a string attribute compared with a number): a worker never crashes on
+    an attribute of the wrong type, the rule just does not match."""
+    def op(a, b):
+        try:
+            return a is not None and cmp(a, b)
+        except TypeError:
+            return False
+    return op
+
+
+def _member(a, b):
+    try:
+        return a in b
+    except TypeError:  # an unhashable attribute value against a set-like list
+        return False
+
+
+OPS = {"eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": _ordered(lambda a, b: a < b),
+       "le": _ordered(lambda a, b: a <= b), "gt": _ordered(lambda a, b: a > b),
+       "ge": _ordered(lambda a, b: a >= b), "in": _member}
+_SCALAR = (str, int, float, bool)
+
 GROUPS = ("subject", "element", "call_id", "order_id", "rma_id", "customer")
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -76,16 +97,31 @@ def _match(spec: Any, rule: str, name: str) -> Match:
     types = [et] if isinstance(et, str) else et
     if not types or not all(isinstance(t, str) for t in types):
         raise RuleError(rule, f"{name}.event_type", "give an event type or a list of them")
+    channel = spec.get("channel")
+    if channel is not None and not isinstance(channel, str):
+        raise RuleError(rule, f"{name}.channel", "a channel name such as \"web\"")
+    conditions = spec.get("where", {})
+    if not isinstance(conditions, dict):
+        raise RuleError(rule, f"{name}.where", "a table like { amount = { gt = 100 } }")
     where = []
-    for f, cond in (spec.get("where") or {}).items():
-        if isinstance(cond, dict):
-            for op, v in cond.items():
-                if op not in OPS:
-                    raise RuleError(rule, f"{name}.where.{f}", f"unknown operator '{op}'; use {', '.join(OPS)}")
-                where.append((f, op, tuple(v) if isinstance(v, list) else v))
-        else:
-            where.append((f, "eq", cond))
-    return Match(frozenset(types), spec.get("channel"), tuple(where))
+    for f, cond in conditions.items():
+        for op, v in (cond.items() if isinstance(cond, dict) else [("eq", cond)]):
+            where.append((f, op, _operand(v, op, rule, f"{name}.where.{f}")))
+    return Match(frozenset(types), channel, tuple(where))
+
+
+def _operand(value: Any, op: str, rule: str, name: str) -> Any:
+    """The checked right-hand side of one `where` condition: `in` takes a list of scalars, every
+    other operator one scalar (string, number, boolean)."""
+    if op not in OPS:
+        raise RuleError(rule, name, f"unknown operator '{op}'; use {', '.join(OPS)}")
+    if op == "in":
+        if not isinstance(value, list) or not all(isinstance(v, _SCALAR) for v in value):
+            raise RuleError(rule, name, "'in' takes a list of values, e.g. in = [\"a\", \"b\"]")
+        return tuple(value)
+    if not isinstance(value, _SCALAR):
+        raise RuleError(rule, name, f"'{op}' compares with one string, number or boolean, not {value!r}")
+    return value
 
 
 def parse_rule(spec: Mapping[str, Any]) -> Rule:
@@ -190,16 +226,27 @@ class Route:
 
 
 def load_routes(path: Path | None = None) -> tuple[Route, ...]:
+    """The `[[route]]` tables, checked: RuleError naming the route and the key that is wrong."""
     routes = []
     for i, r in enumerate(_read(path or DEFAULT_RULES, "route")):
+        where = f"route[{i}]"
         unknown = set(r) - {"rule", "channel", "store", "team", "severity", "delivery"}
         if unknown:
-            raise RuleError(f"route[{i}]", sorted(unknown)[0], "unknown key")
-        bad = set(r.get("delivery", ())) - DELIVERIES
+            raise RuleError(where, sorted(unknown)[0], "unknown key; use rule, channel, store, team, severity, delivery")
+        for key in ("rule", "channel", "store", "team"):
+            if not isinstance(r.get(key, "*"), str) or not r.get(key, "*"):
+                raise RuleError(where, key, "a non-empty string ('*' matches any)" if key != "team" else "a team name")
+        severity = r.get("severity")
+        if severity is not None and severity not in SEVERITIES:
+            raise RuleError(where, "severity", f"{severity!r} is not one of {', '.join(SEVERITIES)}")
+        delivery = r.get("delivery", list(DEFAULT_DELIVERY))
+        if not isinstance(delivery, list) or not all(isinstance(d, str) for d in delivery):
+            raise RuleError(where, "delivery", f"a list drawn from {', '.join(DEFAULT_DELIVERY)}")
+        bad = set(delivery) - DELIVERIES
         if bad:
-            raise RuleError(f"route[{i}]", "delivery", f"unknown delivery {sorted(bad)[0]!r}; use {', '.join(DEFAULT_DELIVERY)}")
+            raise RuleError(where, "delivery", f"unknown delivery {sorted(bad)[0]!r}; use {', '.join(DEFAULT_DELIVERY)}")
         routes.append(Route(r.get("rule", "*"), r.get("channel", "*"), r.get("store", "*"), r.get("team"),
-                            r.get("severity"), tuple(r.get("delivery", DEFAULT_DELIVERY))))
+                            severity, tuple(delivery)))
     return tuple(routes)
 
 

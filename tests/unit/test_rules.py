@@ -51,6 +51,15 @@ def test_default_catalogue_loads_with_every_kind():
      "window"),
     ({"name": "x", "kind": "single", "match": {"event_type": "a"}}, "team"),
     ({"name": "x", "kind": "sequence", "team": "t", "steps": [{"event_type": "a"}], "within": "1h"}, "steps"),
+    # found by the rule_file fuzzer: `where` written as an array crashed the loader with AttributeError
+    ({"name": "x", "kind": "single", "team": "t", "match": {"event_type": "a", "where": [1]}}, "match.where"),
+    ({"name": "x", "kind": "single", "team": "t", "match": {"event_type": "a", "channel": 3}}, "match.channel"),
+    ({"name": "x", "kind": "single", "team": "t", "match": {"event_type": "a", "where": {"n": {"in": "ab"}}}},
+     "match.where.n"),
+    ({"name": "x", "kind": "single", "team": "t", "match": {"event_type": "a", "where": {"n": {"gt": [1]}}}},
+     "match.where.n"),
+    ({"name": "x", "kind": "single", "team": "t", "match": {"event_type": "a", "where": {"n": {"eq": {"a": 1}}}}},
+     "match.where.n"),
 ])
 def test_broken_rules_name_rule_and_field(spec, field):
     with pytest.raises(RuleError) as err:
@@ -64,6 +73,30 @@ def test_broken_toml_file(tmp_path: Path):
                  "kind = 'single'\nteam = 't'\nmatch = { event_type = 'x' }\n")
     with pytest.raises(RuleError, match="defined twice"):
         load_rules(f)
+
+
+@pytest.mark.parametrize("body, field", [
+    ("delivery = 3", "delivery"),
+    ("delivery = ['pager']", "delivery"),
+    ("severity = 'urgent'", "severity"),
+    ("team = 7", "team"),
+    ("store = ['a']", "store"),
+    ("priority = 1", "priority"),
+])
+def test_broken_routes_name_route_and_key(tmp_path: Path, body, field):
+    f = tmp_path / "r.toml"
+    f.write_text(f"[[route]]\nrule = 'long_queue'\n{body}\n")
+    with pytest.raises(RuleError) as err:
+        load_routes(f)
+    assert err.value.rule == "route[0]" and err.value.field == field
+
+
+def test_a_condition_on_an_attribute_of_the_wrong_type_does_not_match_and_does_not_raise():
+    rule = parse_rule({"name": "big", "kind": "single", "team": "t",
+                       "match": {"event_type": "order", "where": {"amount": {"gt": 100}, "tag": {"in": ["a"]}}}})
+    assert rule.match("order", "web", {"amount": 150, "tag": "a"})
+    assert not rule.match("order", "web", {"amount": "lots", "tag": "a"})
+    assert not rule.match("order", "web", {"amount": 150, "tag": ["a"]})
 
 
 def test_single_event_rules_fire_and_near_misses_stay_silent():
