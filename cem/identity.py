@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, MutableMapping
 
 #: Strongest first: a login id beats a loyalty card beats a hashed email ... beats a cookie.
 PRECEDENCE: tuple[str, ...] = ("customer_id", "loyalty_id", "email_hash", "phone_hash",
@@ -93,11 +93,14 @@ class Resolution:
 
 @dataclass
 class IdentityGraph:
+    """The maps are dicts by default; a worker passes bounded ones (any mapping with dict's
+    `get`/`pop`/`setdefault`/`[]=`/`in`, whose member sets may be mutated in place right after
+    they are read) so the graph's memory stays flat."""
     limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     shared: frozenset[str] = frozenset()
-    owner: dict[str, str] = field(default_factory=dict)            # identifier -> profile
-    members: dict[str, set[str]] = field(default_factory=dict)     # profile -> identifiers
-    first_seen: dict[str, int] = field(default_factory=dict)       # profile -> event time
+    owner: MutableMapping[str, str] = field(default_factory=dict)         # identifier -> profile
+    members: MutableMapping[str, set[str]] = field(default_factory=dict)  # profile -> identifiers
+    first_seen: MutableMapping[str, int] = field(default_factory=dict)    # profile -> event time
 
     # -- replay --------------------------------------------------------------------------
     def apply(self, identifier: str, profile: str | None) -> None:

@@ -35,6 +35,8 @@ STATE_CUSTOMERS = Gauge("cem_state_customers", "Customers whose timeline a worke
 STATE_LIVE = Gauge("cem_state_live_customers", "Customer timelines a worker holds as live objects (the rest spilled to disk)")
 STATE_EVICTED = Gauge("cem_state_evictions", "Timelines spilled from memory to the worker's scratch store so far")
 IDENTIFIERS = Gauge("cem_identity_identifiers", "Identifiers in the coordinator's identity graph")
+IDENTIFIERS_LIVE = Gauge("cem_identity_live_identifiers", "Identifiers the coordinator holds as live objects "
+                         "(the rest spilled to disk, CEM_WORKER_LIVE_IDENTIFIERS)")
 
 
 def events_in(topic: str, n: int) -> None:

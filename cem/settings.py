@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     worker_live_customers: int = Field(50_000, ge=0, description="Customer timelines a worker keeps as live objects; "
                                        "the least recently used beyond that are spilled to a scratch file on disk "
                                        "(0 = no bound).")
+    worker_live_identifiers: int = Field(200_000, ge=0, description="Entries of each identity-graph map (identifier -> "
+                                         "profile, profile -> members, profile -> first sighting) a worker keeps as live "
+                                         "objects, in the coordinator and in every replica; the oldest beyond that are "
+                                         "spilled to a scratch file on disk (0 = no bound).")
     worker_gc_full_scan_seconds: float = Field(
         600.0, ge=0, description="Worker GC policy: freeze survivors of each full collection, scan "
         "everything once per this many seconds; 0 = CPython's default collector.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from typing import TypeVar
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -18,10 +19,22 @@ from cem.connectors.topic_reader import read_to_end
 from cem.identity import IdentityGraph, LookupGraph, Merge, Resolution
 from cem.settings import IDENTITY_MAP_TOPIC, IDENTITY_MERGES_TOPIC
 from cem.connectors.security import client_config
+from .spillmap import SpillMap
 
 log = logging.getLogger(__name__)
+G = TypeVar("G", bound=IdentityGraph)
 PROFILE_PREFIX = "~p:"
 WM_PREFIX = "~wm:"  # source watermark: value "<wm>:<wall ms>" (the coordinator's, not the graph's)
+
+
+def bounded_graph(cls: type[G], max_live: int, shared: frozenset[str] = frozenset()) -> G:
+    """A graph whose maps keep at most `max_live` entries each as Python objects and spill the
+    rest to scratch SQLite (`SpillMap`); `max_live` 0 = plain dicts, unbounded."""
+    if max_live <= 0:
+        return cls(shared=shared)
+    return cls(shared=shared, owner=SpillMap(max_live),
+               members=SpillMap(max_live, lambda s: json.dumps(sorted(s)), lambda b: set(json.loads(b))),
+               first_seen=SpillMap(max_live))
 
 
 def merge_json(m: Merge, decided_at: int) -> bytes:
@@ -90,9 +103,9 @@ class Replica(threading.Thread):
     only a fast path: a stale or half-applied merge makes `lookup` disagree and the event goes
     to the coordinator, which is always right."""
 
-    def __init__(self, bootstrap: str):
+    def __init__(self, bootstrap: str, max_live: int = 0):
         super().__init__(name="identity-replica", daemon=True)
-        self.graph: IdentityGraph = LookupGraph()
+        self.graph: IdentityGraph = bounded_graph(LookupGraph, max_live)
         self._servers = bootstrap
         self._halt = threading.Event()
         self.applied = 0

@@ -34,16 +34,23 @@ Writer = Callable[[int, bytes, bytes | None], None]
 _MISSING = object()
 
 
+def scratch_db(schema: str) -> sqlite3.Connection:
+    """A private SQLite database in a temporary file, deleted when the process ends
+    (`sqlite3.connect("")`), with no journal and no fsync: scratch space, never durable.
+    The caller serialises access (it may come from more than one thread)."""
+    db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute(schema)
+    return db
+
+
 class Spill:
-    """Scratch store of evicted values: a private SQLite database in a temporary file, deleted
-    when the process ends (`sqlite3.connect("")`). Not durable and never read after a restart."""
+    """Scratch store of evicted values (`scratch_db`). Not durable and never read after a restart."""
 
     def __init__(self) -> None:
         # used from the agent's loop and from flush threads, never at the same time
-        self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, part INTEGER, value BLOB) WITHOUT ROWID")
+        self._db = scratch_db("CREATE TABLE kv (key TEXT PRIMARY KEY, part INTEGER, value BLOB) WITHOUT ROWID")
 
     def put_many(self, rows: list[tuple[str, int, bytes]]) -> None:
         self._db.execute("BEGIN")

@@ -23,7 +23,7 @@ from cem.schemas.registry import default_registry
 from cem.settings import DLQ_TOPIC, IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
 from cem.sinks.dlq import DeadLetters
 from cem.streams.coordinator import CONTROL_HEADER, Coordinator
-from cem.streams.identity_log import load_graph
+from cem.streams.identity_log import bounded_graph, load_graph
 from .ingest import run_agent
 from cem.connectors.security import client_config
 
@@ -44,7 +44,7 @@ class Ticker(threading.Thread):
     A failed check marks every partition busy (holds event time, never advances it wrongly)."""
 
     def __init__(self, bootstrap: str, group: str, parts: dict[str, int], every: float,
-                 identifiers: Callable[[], int] = lambda: 0):
+                 identifiers: Callable[[], tuple[int, int]] = lambda: (0, 0)):
         super().__init__(name="cem-ticker", daemon=True)
         self._servers = bootstrap
         self._group = group
@@ -67,7 +67,9 @@ class Ticker(threading.Thread):
                     if high > max(tp.offset, low):
                         busy.append(f"{tp.topic}:{tp.partition}")
                     metrics.lag(tp.topic, tp.partition, high - max(tp.offset, low))
-                metrics.IDENTIFIERS.set(self._identifiers())
+                total, live = self._identifiers()
+                metrics.IDENTIFIERS.set(total)
+                metrics.IDENTIFIERS_LIVE.set(live)
             except Exception as err:  # noqa: BLE001 - unknown: keep everything busy (safe side)
                 log.warning("backlog check failed, holding event time: %s", err)
                 busy = [f"{tp.topic}:{tp.partition}" for tp in tps]
@@ -83,7 +85,8 @@ def attach_identity(app: faust.App, links: faust.TopicT, settings: Settings) -> 
     state: dict[str, Coordinator] = {}
 
     def build() -> Coordinator:
-        graph = IdentityGraph(shared=frozenset(settings.identity_shared_devices))
+        graph = bounded_graph(IdentityGraph, settings.worker_live_identifiers,
+                              frozenset(settings.identity_shared_devices))
         n = load_graph(settings.kafka_bootstrap, graph)
         log.info("identity coordinator: replayed %d changelog records, %d identifiers", n, len(graph.owner))
         producer = Producer(producer_config(settings.kafka_bootstrap))
@@ -94,7 +97,7 @@ def attach_identity(app: faust.App, links: faust.TopicT, settings: Settings) -> 
                                    max_events=settings.publisher_max_events, linger_ms=settings.publisher_linger_ms)
         dead = DeadLetters(producer, DLQ_TOPIC, "identity", on_dead=metrics.dead_letter)
         Ticker(settings.kafka_bootstrap, settings.app_id, raw_parts, settings.tick_seconds,
-               lambda: len(graph.owner)).start()
+               lambda: (len(graph.owner), getattr(graph.owner, "live", len(graph.owner)))).start()
         return Coordinator(graph, registry, producer, publisher, dead, TOUCHPOINTS_TOPIC, parts[TOUCHPOINTS_TOPIC],
                            lateness_ms=settings.allowed_lateness_ms,
                            idle_ms=int(settings.idle_timeout_seconds * 1000),

@@ -42,7 +42,7 @@ def attach_ingest(app: faust.App, raw: faust.TopicT, settings: Settings) -> None
             max_events=settings.publisher_max_events, max_bytes=settings.publisher_max_bytes,
             linger_ms=settings.publisher_linger_ms)
         dead = DeadLetters(producer, DLQ_TOPIC, "ingest", on_dead=metrics.dead_letter)
-        replica = Replica(settings.kafka_bootstrap)
+        replica = Replica(settings.kafka_bootstrap, settings.worker_live_identifiers)
         replica.start()
         return Ingest(registry, publisher, dead, TOUCHPOINTS_TOPIC,
                       settings.accept_horizon_days * 86_400_000, on_events=metrics.events_in,
