@@ -24,3 +24,15 @@ def test_settings_are_frozen():
     s = Settings()
     with pytest.raises(ValidationError):
         s.topic_partitions = 9
+
+
+def test_the_delivery_ledger_outlives_parked_deliveries_and_expires_after_its_retention(monkeypatch):
+    from cem.settings import DELIVERIES_TOPIC, IDENTITY_MAP_TOPIC, topic_configs
+    monkeypatch.setenv("CEM_WEBHOOK_LEDGER_DAYS", "2")
+    monkeypatch.setenv("CEM_WEBHOOK_PARK_HOURS", "72")
+    with pytest.raises(ValidationError, match="CEM_WEBHOOK_LEDGER_DAYS"):
+        Settings()
+    monkeypatch.setenv("CEM_WEBHOOK_LEDGER_DAYS", "14")
+    configs = topic_configs(Settings())
+    assert configs[DELIVERIES_TOPIC] == {"cleanup.policy": "compact,delete", "retention.ms": str(14 * 86_400_000)}
+    assert configs[IDENTITY_MAP_TOPIC] == {"cleanup.policy": "compact"}  # the graph never expires
