@@ -19,6 +19,8 @@ Contract:
   thread applies the changelog while the worker looks identifiers up). Reads of live entries
   take no lock; everything that touches SQLite or moves entries holds the map's lock, and moves
   a key so that it is always live or counted in the spill (never in neither place).
+- Memory: the live entries, plus a fixed 4 MiB filter of spilled keys once anything is spilled
+  (so looking up a key that was never spilled, such as a new identifier, touches no SQLite).
 - Not durable: the spill is a private temporary file, deleted when the process ends. The
   changelog stays the truth; a restart replays it.
 """
@@ -32,6 +34,10 @@ from .state import scratch_db
 
 V = TypeVar("V")
 _MISSING: Any = object()
+#: Bits of the filter of spilled keys (4 MiB, allocated at the first eviction): a key whose bit is
+#: clear was never spilled, so a lookup of a key the map does not hold (every new identifier)
+#: costs no SQLite query. One hash per key; false positives ~ spilled keys / 2^25 (1 % at 330 k).
+_FILTER_BITS = 1 << 25
 
 
 class SpillMap(Generic[V]):
@@ -44,6 +50,7 @@ class SpillMap(Generic[V]):
         self._decode = decode
         self._live: dict[str, V] = {}  # insertion order = eviction order
         self._spilled = 0               # rows in the spill
+        self._filter = bytearray()      # bit hash(key) % _FILTER_BITS set: key may be spilled
         self._db = scratch_db("CREATE TABLE kv (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
         self._lock = threading.Lock()
         self.evicted = 0                # values written to the spill so far (metrics)
@@ -54,7 +61,7 @@ class SpillMap(Generic[V]):
         value = self._live.get(key, _MISSING)
         if value is not _MISSING:
             return value
-        if not self._spilled:
+        if not self._spilled or not self._may_hold(key):
             return default
         with self._lock:
             value = self._reload(key)
@@ -103,7 +110,7 @@ class SpillMap(Generic[V]):
     def __setitem__(self, key: str, value: V) -> None:
         with self._lock:
             if key not in self._live:
-                if self._spilled:
+                if self._spilled and self._may_hold(key):
                     self._drop(key)
                 self._live[key] = value
                 self._evict(protect=key)
@@ -120,7 +127,7 @@ class SpillMap(Generic[V]):
     def pop(self, key: str, default: Any = _MISSING) -> Any:
         with self._lock:
             value = self._live.pop(key, _MISSING)
-            if value is _MISSING and self._spilled:
+            if value is _MISSING and self._spilled and self._may_hold(key):
                 value = self._reload(key, keep=False)
         if value is _MISSING:
             if default is _MISSING:
@@ -132,6 +139,10 @@ class SpillMap(Generic[V]):
         self.pop(key)
 
     # -- the spill (lock held) ------------------------------------------------------------------
+    def _may_hold(self, key: str) -> bool:
+        h = hash(key) & (_FILTER_BITS - 1)
+        return bool(self._filter[h >> 3] & (1 << (h & 7)))
+
     def _reload(self, key: str, keep: bool = True) -> Any:
         value = self._live.get(key, _MISSING)  # another thread may have brought it back
         if value is not _MISSING:
@@ -161,8 +172,14 @@ class SpillMap(Generic[V]):
         self._db.execute("BEGIN")
         self._db.executemany("INSERT INTO kv VALUES (?, ?)", rows)
         self._db.execute("COMMIT")
-        # counted and written before they leave the live dict: a lock-free reader never finds a
-        # key in neither place
+        if not self._filter:
+            self._filter = bytearray(_FILTER_BITS >> 3)
+        bits = self._filter
+        for key, _ in rows:
+            h = hash(key) & (_FILTER_BITS - 1)
+            bits[h >> 3] |= 1 << (h & 7)
+        # counted, filtered and written before they leave the live dict: a lock-free reader
+        # never finds a key in neither place
         self._spilled += len(rows)
         for key, _ in rows:
             del self._live[key]

@@ -97,3 +97,15 @@ def test_a_graph_on_small_spill_maps_decides_exactly_like_one_on_dicts(events):
     assert {p: s for p, s in spilled.members.items() if s} == {p: s for p, s in plain.members.items() if s}
     assert dict(spilled.first_seen.items()) == plain.first_seen
     assert [lookups.lookup(ids) for _, ids in events] == [plain.lookup(ids) for _, ids in events]
+
+
+def test_looking_up_keys_never_spilled_does_not_query_the_spill():
+    m: SpillMap[str] = SpillMap(100)
+    for i in range(1000):
+        m[f"known{i}"] = "p"
+    assert m.evicted >= 900
+    queries: list[str] = []
+    m._db.set_trace_callback(queries.append)
+    assert all(m.get(f"new{i}") is None and f"new{i}" not in m for i in range(10_000))
+    assert len(queries) <= 50  # the filter's false positives only (~1000 / 2^25 each)
+    assert m.get("known3") == "p" and queries  # a spilled key is still found
