@@ -54,6 +54,10 @@ class CustomerStage:
         self._on_late = on_late
         self._wm: dict[int, dict[str, int]] = {}
         self._heaps: dict[int, list[tuple[int, str]]] = {}
+        # partition -> customer -> the earliest deadline of theirs in the heap: a customer is
+        # pushed again only for an earlier deadline, so the heap holds ~one entry per customer
+        # with a timer instead of one per change (which grew with every event)
+        self._armed: dict[int, dict[str, int]] = {}
         self._seq = 0
         self._revoked: set[int] = set()
         self.late = 0
@@ -89,13 +93,10 @@ class CustomerStage:
     def _open(self, partition: int) -> None:
         # first record of a partition since it was assigned: restore its state from the
         # changelog and re-arm every deadline of it
-        heap = self._heaps.setdefault(partition, [])
         for i, key in enumerate(self.table.open(partition)):
             tl = self.table.get(key)
             if isinstance(tl, Timeline):
-                d = tl.next_deadline()
-                if d is not None:
-                    heapq.heappush(heap, (d, key))
+                self._arm(partition, key, tl.next_deadline())
             if i % 1000 == 999:
                 self.table.trim()  # a restore bigger than the live bound is decoded in passes
         self.table.trim()
@@ -111,6 +112,7 @@ class CustomerStage:
         for p in revoked:
             self.table.close(p)
             self._heaps.pop(p, None)
+            self._armed.pop(p, None)
             self._wm.pop(p, None)
 
     # -- records ----------------------------------------------------------------------------------
@@ -253,12 +255,15 @@ class CustomerStage:
                 changes.extend(tl.advance(wm))
                 self._detect_time(customer, tl, wm)
         heap = self._heaps.setdefault(partition, [])
+        armed = self._armed.setdefault(partition, {})
         held: list[tuple[int, str]] = []
         while heap and heap[0][0] <= wm:
             deadline, customer = heapq.heappop(heap)
             if self.table.get(AWAIT + customer):
                 held.append((deadline, customer))  # a merge is handing state over: not yet
                 continue
+            if armed.get(customer) == deadline:
+                del armed[customer]  # (an entry superseded by an earlier one just wakes it early)
             tl = dirty.get(customer) or self.table.get(customer)
             if tl is None:
                 continue
@@ -271,12 +276,21 @@ class CustomerStage:
         for customer, tl in dirty.items():  # one table write per changed customer
             if tl.holds_state():
                 self.table.put(customer, tl, partition)
-                d = tl.next_deadline()
-                if d is not None:
-                    heapq.heappush(heap, (d, customer))
+                self._arm(partition, customer, tl.next_deadline())
             else:
                 self._drop(customer, partition)
         self._emit(changes, dirty)
+
+    def _arm(self, partition: int, customer: str, deadline: int | None) -> None:
+        """Make sure the customer wakes up by `deadline`: pushed only when earlier than the entry
+        it already has. A deadline that moved later is found when the earlier entry fires (the
+        timeline advances, finds nothing due, and is armed again at its real next deadline)."""
+        if deadline is None:
+            return
+        armed = self._armed.setdefault(partition, {})
+        if deadline < armed.get(customer, 1 << 62):
+            armed[customer] = deadline
+            heapq.heappush(self._heaps.setdefault(partition, []), (deadline, customer))
 
     def _detect_time(self, customer: str, tl: Timeline, wm: int) -> None:
         if self._rules:

@@ -2,6 +2,7 @@
 restored from that changelog mid-stream: pure, no broker."""
 from __future__ import annotations
 
+import heapq
 import json
 
 from cem.connectors.partitioning import partition_for
@@ -184,6 +185,65 @@ def test_a_touch_forwarded_after_a_merge_meets_the_winners_rules():
     assert [(m["customer_id"], m["evidence"]) for m in fired] == [("cus-winner", [received["event_id"]])]
 
 
+class PushEveryChange(CustomerStage):
+    """The timer heap before it was bounded: an entry pushed for every change of a customer."""
+
+    def _arm(self, partition: int, customer: str, deadline: int | None) -> None:
+        if deadline is not None:
+            heapq.heappush(self._heaps.setdefault(partition, []), (deadline, customer))
+
+
+def _same(rows: dict) -> dict:  # the wall-clock fields aside
+    return {k: {f: x for f, x in v.items() if f not in ("detected_at", "version", "latency_ms")}
+            for k, v in rows.items()}
+
+
+def test_timers_armed_once_per_customer_fire_exactly_like_timers_pushed_on_every_change():
+    records = _records()
+    every, armed = Rows(), Rows()
+    reference = PushEveryChange(KeyedState(encode_state, decode_state), default_registry(), every,
+                                lambda key, body: None, rules=load_rules(None), routes=load_routes(None))
+    stage = _stage(Log(), armed)
+    _run(reference, records, 0, len(records))
+    _run(stage, records, 0, len(records))
+    assert _same(armed.sessions) == _same(every.sessions) and len(every.sessions) > 100
+    assert _same(armed.moments) == _same(every.moments) and every.moments
+
+
+
+def test_a_customer_active_for_half_an_hour_holds_one_timer_entry_not_one_per_event():
+    """Live traffic: 120 clicks 15 s apart, the watermark trailing by the allowed lateness. Every
+    click moves the session's inactivity deadline later; pushing each one kept 120 heap entries
+    for 30 minutes (at 5,000 events/s that is millions), arming keeps one. Same sessions."""
+    template = next(e for e in Simulator(SimConfig(customers=20, days=1, seed=5)).run() if e["channel"] == "web")
+    schema = default_registry().latest("touchpoint").parsed
+    start = template["occurred_at"]
+    records = []
+    for i in range(120):
+        at = start + i * 15_000
+        ev = dict(template, event_id=f"click-{i}", occurred_at=at, received_at=at,
+                  cem=(RESOLUTION, {"customer_id": "cus-1", "late": False, "processed_at": 0}))
+        if ev["web"] is not None:
+            ev["web"] = (ATTRIBUTE_RECORDS["web"], ev["web"])
+        p = partition_for(b"cus-1", PARTS)
+        records += [(p, encode_batch([ev], schema), None),
+                    (p, json.dumps({"control": "watermark", "wm": at - 600_000}).encode(), [(CONTROL, b"watermark")])]
+    every, armed = Rows(), Rows()
+    reference = PushEveryChange(KeyedState(encode_state, decode_state), default_registry(), every,
+                                lambda key, body: None, rules=load_rules(None), routes=load_routes(None))
+    stage = _stage(Log(), armed)
+    _run(reference, records, 0, len(records))
+    _run(stage, records, 0, len(records))
+    assert sum(len(h) for h in stage._heaps.values()) <= 2
+    assert sum(len(h) for h in reference._heaps.values()) >= 60
+    end = json.dumps({"control": "watermark", "wm": start + 10 * 86_400_000}).encode()
+    for s_ in (reference, stage):
+        s_.process(end, "cem.touchpoints", partition_for(b"cus-1", PARTS), len(records), [(CONTROL, b"watermark")])
+        s_.flush()
+    assert _same(armed.sessions) == _same(every.sessions)
+    assert [v["status"] for v in armed.sessions.values()] == ["closed"]
+
+
 def test_a_stage_whose_memory_holds_few_customers_ends_where_an_unbounded_one_does():
     records = _records()
     whole, bounded = Rows(), Rows()
@@ -191,8 +251,5 @@ def test_a_stage_whose_memory_holds_few_customers_ends_where_an_unbounded_one_do
     small = _stage(Log(), bounded, max_live=20)  # 150 customers through 20 live timelines
     _run(small, records, 0, len(records))
     assert small.table.evicted > 100 and small.table.reloaded > 100
-    def same(rows: dict) -> dict:  # the wall-clock fields aside
-        return {k: {f: x for f, x in v.items() if f not in ("detected_at", "version", "latency_ms")}
-                for k, v in rows.items()}
-    assert same(bounded.sessions) == same(whole.sessions) and len(whole.sessions) > 100
-    assert same(bounded.moments) == same(whole.moments) and whole.moments
+    assert _same(bounded.sessions) == _same(whole.sessions) and len(whole.sessions) > 100
+    assert _same(bounded.moments) == _same(whole.moments) and whole.moments
