@@ -198,17 +198,22 @@ def _same(rows: dict) -> dict:  # the wall-clock fields aside
             for k, v in rows.items()}
 
 
-def test_timers_armed_once_per_customer_fire_exactly_like_timers_pushed_on_every_change():
-    records = _records()
+def _both(records: list) -> tuple[Rows, Rows, PushEveryChange, CustomerStage]:
+    """`records` through the reference (pushing every change) and through the real stage."""
     every, armed = Rows(), Rows()
     reference = PushEveryChange(KeyedState(encode_state, decode_state), default_registry(), every,
                                 lambda key, body: None, rules=load_rules(None), routes=load_routes(None))
     stage = _stage(Log(), armed)
     _run(reference, records, 0, len(records))
     _run(stage, records, 0, len(records))
+    return every, armed, reference, stage
+
+
+def test_timers_armed_once_per_customer_fire_exactly_like_timers_pushed_on_every_change():
+    records = _records()
+    every, armed, reference, stage = _both(records)
     assert _same(armed.sessions) == _same(every.sessions) and len(every.sessions) > 100
     assert _same(armed.moments) == _same(every.moments) and every.moments
-
 
 
 def test_a_customer_active_for_half_an_hour_holds_one_timer_entry_not_one_per_event():
@@ -228,12 +233,7 @@ def test_a_customer_active_for_half_an_hour_holds_one_timer_entry_not_one_per_ev
         p = partition_for(b"cus-1", PARTS)
         records += [(p, encode_batch([ev], schema), None),
                     (p, json.dumps({"control": "watermark", "wm": at - 600_000}).encode(), [(CONTROL, b"watermark")])]
-    every, armed = Rows(), Rows()
-    reference = PushEveryChange(KeyedState(encode_state, decode_state), default_registry(), every,
-                                lambda key, body: None, rules=load_rules(None), routes=load_routes(None))
-    stage = _stage(Log(), armed)
-    _run(reference, records, 0, len(records))
-    _run(stage, records, 0, len(records))
+    every, armed, reference, stage = _both(records)
     assert sum(len(h) for h in stage._heaps.values()) <= 2
     assert sum(len(h) for h in reference._heaps.values()) >= 60
     end = json.dumps({"control": "watermark", "wm": start + 10 * 86_400_000}).encode()
