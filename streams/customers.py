@@ -263,7 +263,7 @@ class CustomerStage:
                 held.append((deadline, customer))  # a merge is handing state over: not yet
                 continue
             if armed.get(customer) == deadline:
-                del armed[customer]  # (an entry superseded by an earlier one just wakes it early)
+                del armed[customer]  # else an entry an earlier one superseded: one more wake-up
             tl = dirty.get(customer) or self.table.get(customer)
             if tl is None:
                 continue
