@@ -24,12 +24,13 @@ def kafka(action: str, port: int | None = None) -> int:
 
 def create_topics(settings: Settings) -> list[str]:
     from cem.connectors.kafka_admin import ensure_topics
-    from .settings import FIXED_PARTITIONS, TOPIC_CONFIGS, topic_configs
+    from .settings import FIXED_PARTITIONS, topic_configs
 
     created = []
-    plain = {t: FIXED_PARTITIONS.get(t, settings.topic_partitions) for t in ALL_TOPICS if t not in TOPIC_CONFIGS}
+    configs = topic_configs(settings)
+    plain = {t: FIXED_PARTITIONS.get(t, settings.topic_partitions) for t in ALL_TOPICS if t not in configs}
     created += ensure_topics(settings.kafka_bootstrap, plain)
-    for topic, config in topic_configs(settings).items():
+    for topic, config in configs.items():
         created += ensure_topics(settings.kafka_bootstrap, {topic: settings.topic_partitions}, config=config)
     return created
 

@@ -98,12 +98,16 @@ class Settings(BaseSettings):
     notify_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem notify` (0 = off).")
 
     @model_validator(mode="after")
-    def _reject_unknown_env(self) -> "Settings":
-        known = {f"CEM_{name.upper()}" for name in type(self).model_fields} | _SCRIPT_ONLY
+    def _ledger_outlives_parking(self) -> "Settings":
         if self.webhook_ledger_days * 24 <= self.webhook_park_hours:
             raise ValueError(f"CEM_WEBHOOK_LEDGER_DAYS ({self.webhook_ledger_days:g}) must be longer than "
                              f"CEM_WEBHOOK_PARK_HOURS ({self.webhook_park_hours:g} h): a parked delivery "
                              "needs its ledger record until it expires")
+        return self
+
+    @model_validator(mode="after")
+    def _reject_unknown_env(self) -> "Settings":
+        known = {f"CEM_{name.upper()}" for name in type(self).model_fields} | _SCRIPT_ONLY
         unknown = sorted(k for k in os.environ if k.startswith("CEM_") and k not in known)
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -142,7 +146,8 @@ def state_topic(app_id: str) -> str:
 
 #: Topics whose partition count is fixed regardless of CEM_TOPIC_PARTITIONS.
 FIXED_PARTITIONS = {IDENTITY_LINKS_TOPIC: 1}
-TOPIC_CONFIGS = {IDENTITY_MAP_TOPIC: {"cleanup.policy": "compact"}, DELIVERIES_TOPIC: {"cleanup.policy": "compact"}}
+#: Configs that do not depend on settings; `topic_configs` adds the rest.
+TOPIC_CONFIGS = {IDENTITY_MAP_TOPIC: {"cleanup.policy": "compact"}}
 
 
 def topic_configs(settings: "Settings") -> dict[str, dict[str, str]]:
@@ -151,7 +156,6 @@ def topic_configs(settings: "Settings") -> dict[str, dict[str, str]]:
     alert is gone from cem.alerts). A parked delivery gets its final outcome ('expired') after
     `webhook_park_hours`, which the settings check is shorter, so its record never ages out
     while it still waits."""
-    configs = {t: dict(c) for t, c in TOPIC_CONFIGS.items()}
-    configs[DELIVERIES_TOPIC] = {"cleanup.policy": "compact,delete",
-                                 "retention.ms": str(int(settings.webhook_ledger_days * 86_400_000))}
-    return configs
+    return {**{t: dict(c) for t, c in TOPIC_CONFIGS.items()},
+            DELIVERIES_TOPIC: {"cleanup.policy": "compact,delete",
+                               "retention.ms": str(int(settings.webhook_ledger_days * 86_400_000))}}
