@@ -290,7 +290,23 @@ class CustomerStage:
         armed = self._armed.setdefault(partition, {})
         if deadline < armed.get(customer, 1 << 62):
             armed[customer] = deadline
-            heapq.heappush(self._heaps.setdefault(partition, []), (deadline, customer))
+            heap = self._heaps.setdefault(partition, [])
+            heapq.heappush(heap, (deadline, customer))
+            if len(heap) > 2 * len(armed) + 64:
+                self._compact(partition)
+
+    def _compact(self, partition: int) -> None:
+        """Rebuild a partition's heap from its armed deadlines, dropping superseded entries.
+
+        An entry is superseded when an earlier deadline of the same customer was pushed after
+        it; it would stay until its own time came, and a far one (a lifecycle timer weeks ahead)
+        outlived many sessions, each pushing it again once their own deadline fired: the heap
+        grew by one entry per session. Superseded entries are never needed (the earlier entry
+        fires first and re-arms the customer at its real next deadline), so the armed map alone
+        holds every wake-up due. Amortized O(1) per push: it runs when the heap has doubled."""
+        heap = self._heaps.setdefault(partition, [])
+        heap[:] = [(d, c) for c, d in self._armed.get(partition, {}).items()]
+        heapq.heapify(heap)
 
     def _detect_time(self, customer: str, tl: Timeline, wm: int) -> None:
         if self._rules:

@@ -244,6 +244,35 @@ def test_a_customer_active_for_half_an_hour_holds_one_timer_entry_not_one_per_ev
     assert [v["status"] for v in armed.sessions.values()] == ["closed"]
 
 
+def test_superseded_timer_entries_do_not_pile_up_over_weeks_of_sessions():
+    """100 customers, one web visit a day for 30 days. Each visit pushes its session's deadline,
+    earlier than the armed one (the journey's expiry a week ahead), which stays behind as a
+    superseded entry for a week: ~7 per customer, growing with the sessions a window covers.
+    The heap is rebuilt from the armed deadlines when it doubles; same sessions and moments."""
+    template = next(e for e in Simulator(SimConfig(customers=20, days=1, seed=5)).run() if e["channel"] == "web")
+    schema = default_registry().latest("touchpoint").parsed
+    start = template["occurred_at"]
+    records = []
+    for day in range(30):
+        by_part: dict[int, list] = {}
+        for c in range(100):
+            at = start + day * 86_400_000 + c * 1000
+            ev = dict(template, event_id=f"visit-{c}-{day}", occurred_at=at, received_at=at,
+                      cem=(RESOLUTION, {"customer_id": f"cus-{c}", "late": False, "processed_at": 0}))
+            if ev["web"] is not None:
+                ev["web"] = (ATTRIBUTE_RECORDS["web"], ev["web"])
+            by_part.setdefault(partition_for(f"cus-{c}".encode(), PARTS), []).append(ev)
+        wm = json.dumps({"control": "watermark", "wm": start + day * 86_400_000 + 12 * 3_600_000}).encode()
+        for p, evs in sorted(by_part.items()):
+            records += [(p, encode_batch(evs, schema), None), (p, wm, [(CONTROL, b"watermark")])]
+    every, armed, reference, stage = _both(records)
+    held = sum(len(h) for h in stage._heaps.values())
+    armed_now = sum(len(a) for a in stage._armed.values())
+    assert held <= 2 * armed_now + 64 * PARTS
+    assert sum(len(h) for h in reference._heaps.values()) > 3 * held  # what piling up looks like
+    assert _same(armed.sessions) == _same(every.sessions) and len(every.sessions) == 3000
+
+
 def test_a_stage_whose_memory_holds_few_customers_ends_where_an_unbounded_one_does():
     records = _records()
     whole, bounded = Rows(), Rows()
