@@ -35,6 +35,10 @@ STATE_CUSTOMERS = Gauge("cem_state_customers", "Customers whose timeline a worke
 STATE_LIVE = Gauge("cem_state_live_customers", "Customer timelines a worker holds as live objects (the rest spilled to disk)")
 STATE_EVICTED = Gauge("cem_state_evictions", "Timelines spilled from memory to the worker's scratch store so far")
 IDENTIFIERS = Gauge("cem_identity_identifiers", "Identifiers in the coordinator's identity graph")
+HEAP_TRIMMED = Counter("cem_heap_trimmed_bytes_total", "Freed heap a worker handed back to the operating "
+                       "system (RSS drop over each malloc_trim, CEM_WORKER_HEAP_TRIM_SECONDS)")
+HEAP_TRIM_SECONDS = Histogram("cem_heap_trim_seconds", "Duration of one malloc_trim of a worker",
+                              buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 1))
 IDENTIFIERS_LIVE = Gauge("cem_identity_live_identifiers", "Identifiers the coordinator holds as live objects "
                          "(the rest spilled to disk, CEM_WORKER_LIVE_IDENTIFIERS)")
 
@@ -79,6 +83,11 @@ def webhooks_waiting(n: int) -> None:
 
 def lag(topic: str, partition: int, records: int) -> None:
     CONSUMER_LAG.labels(topic, str(partition)).set(records)
+
+
+def heap_trimmed(released: int, took: float) -> None:
+    HEAP_TRIMMED.inc(released)
+    HEAP_TRIM_SECONDS.observe(took)
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     worker_gc_full_scan_seconds: float = Field(
         600.0, ge=0, description="Worker GC policy: freeze survivors of each full collection, scan "
         "everything once per this many seconds; 0 = CPython's default collector.")
+    worker_heap_trim_seconds: float = Field(
+        30.0, ge=0, description="How often a worker hands freed heap back to the operating system "
+        "(glibc malloc_trim), so its RSS follows the data it holds rather than its busiest moment; 0 = never.")
     webhook_park_retry_seconds: float = Field(
         300.0, gt=0, description="How often parked deliveries are retried (one probe per endpoint).")
     webhook_park_hours: float = Field(

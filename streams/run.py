@@ -14,5 +14,8 @@ def run_worker(settings: Settings) -> None:
     if settings.worker_gc_full_scan_seconds > 0:
         from .gc_policy import FreezingGC
         FreezingGC(settings.worker_gc_full_scan_seconds).install()
+    if settings.worker_heap_trim_seconds > 0:
+        from .heap_trim import HeapTrimmer
+        HeapTrimmer(settings.worker_heap_trim_seconds, metrics.heap_trimmed).start()
     app = create_app(settings)
     Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
