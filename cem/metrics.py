@@ -33,6 +33,8 @@ CONSUMER_LAG = Gauge("cem_consumer_lag_records", "Records behind the log end (un
 WATERMARK_LAG = Gauge("cem_watermark_lag_seconds", "Wall clock minus the event-time watermark", ["partition"])
 STATE_CUSTOMERS = Gauge("cem_state_customers", "Customers whose timeline a worker holds", ["partition"])
 STATE_LIVE = Gauge("cem_state_live_customers", "Customer timelines a worker holds as live objects (the rest spilled to disk)")
+STATE_LIVE_BYTES = Gauge("cem_state_live_bytes", "Encoded size of the customer timelines a worker holds as live "
+                         "objects (at most CEM_WORKER_LIVE_STATE_MB; in memory they take ~3.5x this)")
 STATE_EVICTED = Gauge("cem_state_evictions", "Timelines spilled from memory to the worker's scratch store so far")
 IDENTIFIERS = Gauge("cem_identity_identifiers", "Identifiers in the coordinator's identity graph")
 HEAP_TRIMMED = Counter("cem_heap_trimmed_bytes_total", "Freed heap a worker handed back to the operating "

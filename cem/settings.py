@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     worker_live_customers: int = Field(50_000, ge=0, description="Customer timelines a worker keeps as live objects; "
                                        "the least recently used beyond that are spilled to a scratch file on disk "
                                        "(0 = no bound).")
+    worker_live_state_mb: float = Field(100.0, ge=0, description="Megabytes the live customer timelines of a worker "
+                                        "may take encoded (as in its changelog; as Python objects they take ~3.5x this); "
+                                        "the least recently used beyond that are spilled like those beyond "
+                                        "CEM_WORKER_LIVE_CUSTOMERS, so memory holds as histories deepen (0 = no bound).")
     worker_live_identifiers: int = Field(200_000, ge=0, description="Entries of each identity-graph map (identifier -> "
                                          "profile, profile -> members, profile -> first sighting) a worker keeps as live "
                                          "objects, in the coordinator and in every replica; the oldest beyond that are "

@@ -16,16 +16,16 @@ Contract:
   never behind the committed offsets. It may be ahead of them: updates must be idempotent when
   input is replayed (the customer stage dedups events by id).
 - `close(p)` (partition revoked) forgets p's keys without writing; `open(p)` restores them again.
-- **bounded memory** (`max_live` with a `Spill`): at most `max_live` values stay live objects;
-  after each `flush()` (so only clean values), the least recently used beyond that are encoded
-  into the spill (a scratch on-disk store, not durable: the changelog stays the truth) and
+- **bounded memory** (`max_live` values and/or `max_live_bytes`, with a `Spill`): at most
+  `max_live` values stay live objects, together at most `max_live_bytes` as last encoded (a value
+  never flushed counts as its previous encoding, or 0); after each `flush()` (so only clean
+  values), the least recently used beyond either bound are encoded into the spill (a scratch on-disk store, not durable: the changelog stays the truth) and
   decoded again on their next `get`. Like Kafka Streams' or Flink's RocksDB state: memory stays
   flat however many customers a worker holds, at one encode + decode per customer that comes
   back after being evicted. `trim()` evicts the same way between flushes (after a restore).
 """
 from __future__ import annotations
 
-import itertools
 import sqlite3
 from typing import Any, Callable, Iterable, Iterator
 
@@ -68,14 +68,17 @@ class Spill:
 class KeyedState:
     def __init__(self, encode: Callable[[str, Any], bytes], decode: Callable[[str, bytes], Any],
                  load: Loader | None = None, write: Writer | None = None, *,
-                 max_live: int = 0):
+                 max_live: int = 0, max_live_bytes: int = 0):
         self._encode = encode
         self._decode = decode
         self._load = load
         self._write = write
-        self._max_live = max_live
-        self._spill = Spill() if max_live > 0 else None
+        self._max_live = max_live or (1 << 62)
+        self._max_bytes = max_live_bytes or (1 << 62)
+        self._spill = Spill() if max_live > 0 or max_live_bytes > 0 else None
         self._values: dict[str, Any] = {}  # live objects, least recently used first
+        self._sizes: dict[str, int] = {}   # live key -> bytes of its last encoding
+        self.live_bytes = 0                # their sum
         self._owner: dict[str, int] = {}   # every key held, live or spilled -> its partition
         self.evicted = 0                   # evictions so far (metrics)
         self.reloaded = 0                  # spilled values decoded again
@@ -99,10 +102,12 @@ class KeyedState:
                 continue
             self._owner[key] = partition
             restored.append(key)
-            if self._spill is not None and len(self._values) >= self._max_live:
+            if self._spill is not None and (len(self._values) >= self._max_live
+                                            or self.live_bytes + len(value) > self._max_bytes):
                 spilled.append((key, partition, value))  # decoded when first asked for
             else:
                 self._values[key] = self._decode(key, value)
+                self._sized(key, len(value))
         if spilled:
             self._spill.put_many(spilled)  # type: ignore[union-attr]
         return restored
@@ -111,6 +116,7 @@ class KeyedState:
         self._open.discard(partition)
         for key in [k for k, p in self._owner.items() if p == partition]:
             self._values.pop(key, None)
+            self._sized(key, 0)
             del self._owner[key]
             self._dirty.pop(key, None)
         if self._spill is not None:
@@ -133,6 +139,7 @@ class KeyedState:
         if data is None:
             return default
         value = self._values[key] = self._decode(key, data)
+        self._sized(key, len(data))
         self.reloaded += 1
         return value
 
@@ -166,7 +173,14 @@ class KeyedState:
     def delete(self, key: str, partition: int) -> None:
         if self._values.pop(key, None) is not None or key in self._owner:
             self._owner.pop(key, None)
+            self._sized(key, 0)
             self._dirty[key] = partition
+
+    def _sized(self, key: str, size: int) -> None:
+        """Record a live key's encoded size (0: not live any more)."""
+        self.live_bytes += size - self._sizes.pop(key, 0)
+        if size:
+            self._sizes[key] = size
 
     # -- durability --------------------------------------------------------------------------
     def flush(self) -> int:
@@ -175,24 +189,33 @@ class KeyedState:
         if self._write is not None:
             for key, partition in dirty.items():
                 value = self._values.get(key)
-                self._write(partition, key.encode(), None if value is None else self._encode(key, value))
+                data = None if value is None else self._encode(key, value)
+                if data is not None and self._spill is not None:
+                    self._sized(key, len(data))
+                self._write(partition, key.encode(), data)
         self.trim()
         return len(dirty)
 
     def trim(self) -> int:
-        """Spill the least recently used clean values beyond `max_live` (down to 90 % of it, so
-        evictions come in batches); returns how many."""
-        if self._spill is None or len(self._values) <= self._max_live:
+        """Spill the least recently used clean values beyond `max_live` or `max_live_bytes` (down
+        to 90 % of each, so evictions come in batches); returns how many."""
+        if self._spill is None or (len(self._values) <= self._max_live and self.live_bytes <= self._max_bytes):
             return 0
-        target = len(self._values) - int(self._max_live * 0.9)
-        rows = []
-        # the oldest keys only (copied: values are popped below); dirty ones are skipped
-        for key in list(itertools.islice(self._values, target + len(self._dirty))):
-            if len(rows) >= target:
+        count = len(self._values) - int(self._max_live * 0.9)
+        excess = self.live_bytes - int(self._max_bytes * 0.9)
+        chosen = []
+        for key in self._values:  # the oldest first; collected, then popped (no change while iterating)
+            if count <= 0 and excess <= 0:
                 break
             if key in self._dirty:
                 continue  # changed since the last flush: stays until written
+            chosen.append(key)
+            count -= 1
+            excess -= self._sizes.get(key, 0)
+        rows = []
+        for key in chosen:
             rows.append((key, self._owner[key], self._encode(key, self._values.pop(key))))
+            self._sized(key, 0)
         if rows:
             self._spill.put_many(rows)
         self.evicted += len(rows)

@@ -42,6 +42,7 @@ def report_gauges(stage: CustomerStage, every: float = 5.0) -> None:
             continue
         now = time.time()
         metrics.STATE_LIVE.set(stage.table.live)
+        metrics.STATE_LIVE_BYTES.set(stage.table.live_bytes)
         metrics.STATE_EVICTED.set(stage.table.evicted)
         for p, (wm, held) in gauges.items():
             metrics.STATE_CUSTOMERS.labels(str(p)).set(held)
@@ -66,7 +67,8 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
 
         table = KeyedState(encode_state, decode_state, load,
                            lambda p, key, value: rows.produce(changelog, p, key, value),
-                           max_live=settings.worker_live_customers)
+                           max_live=settings.worker_live_customers,
+                           max_live_bytes=int(settings.worker_live_state_mb * 2**20))
 
         def send_control(key: str, body: dict) -> None:
             # delivery-tracked like the derived rows: the input is not acked unless Kafka took it

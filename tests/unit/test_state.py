@@ -86,6 +86,29 @@ def test_values_beyond_the_live_bound_are_spilled_after_a_flush_and_come_back_on
     assert {k: s.get(k) for k in restored} == {f"k{i}": {"n": i} for i in range(1, 5)}
 
 
+def test_live_values_stay_within_a_byte_budget_as_they_grow():
+    """A count bound holds ever more memory as each value deepens (a customer's history); the
+    byte bound keeps the live values' encoded size within it, with fewer live as they grow."""
+    enc = lambda k, v: json.dumps(v).encode()  # noqa: E731
+    log = Log()
+    s = KeyedState(enc, lambda k, b: json.loads(b), log.load, log.write, max_live_bytes=400)
+    s.open(0)
+    live_counts = []
+    for step in range(30):
+        for i in range(10):
+            v = s.get(f"k{i}") or []
+            s.put(f"k{i}", v + [step], 0)
+        s.flush()
+        assert s.live_bytes <= 400
+        assert s.live_bytes == sum(len(enc(k, v)) for k, v in s._values.items())  # exact, not estimated
+        live_counts.append(s.live)
+    assert live_counts[0] == 10 and live_counts[-1] < 5  # 10 short lists fit; long ones do not
+    assert {f"k{i}": s.get(f"k{i}") for i in range(10)} == {f"k{i}": list(range(30)) for i in range(10)}
+    s.delete("k0", 0)
+    s.close(0)
+    assert s.live_bytes == 0 and s.live == 0
+
+
 class Rows:
     def __init__(self) -> None:
         self.sessions: dict[str, dict] = {}
@@ -125,8 +148,9 @@ def _records() -> list[tuple[int, bytes, list | None]]:
     return out
 
 
-def _stage(log: Log, rows: Rows, max_live: int = 0) -> CustomerStage:
-    state = KeyedState(encode_state, decode_state, log.load, log.write, max_live=max_live)
+def _stage(log: Log, rows: Rows, max_live: int = 0, max_live_bytes: int = 0) -> CustomerStage:
+    state = KeyedState(encode_state, decode_state, log.load, log.write, max_live=max_live,
+                       max_live_bytes=max_live_bytes)
     return CustomerStage(state, default_registry(), rows, lambda key, body: None,
                          rules=load_rules(None), routes=load_routes(None))
 
@@ -282,3 +306,10 @@ def test_a_stage_whose_memory_holds_few_customers_ends_where_an_unbounded_one_do
     assert small.table.evicted > 100 and small.table.reloaded > 100
     assert _same(bounded.sessions) == _same(whole.sessions) and len(whole.sessions) > 100
     assert _same(bounded.moments) == _same(whole.moments) and whole.moments
+    by_bytes = Rows()
+    budget = _stage(Log(), by_bytes, max_live_bytes=20_000)  # ~10 timelines' worth
+    _run(budget, records, 0, len(records))
+    budget.flush()
+    assert budget.table.evicted > 100 and budget.table.live_bytes <= 20_000
+    assert _same(by_bytes.sessions) == _same(whole.sessions)
+    assert _same(by_bytes.moments) == _same(whole.moments)
