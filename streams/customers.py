@@ -10,13 +10,12 @@ the non-idle ones, the wall clock when all are idle) and appends them behind the
 cover, so a watermark never overtakes an event still in flight, however fast a replay runs.
 Each partition's watermark lives in memory (a restart replays input from committed offsets and
 waits for fresh watermarks; finalized events are remembered per customer so a replay does not
-duplicate their sessions); an event-time deadline heap fires
-session and journey closes as it passes them. Control records `merge` hand a loser's timeline
+duplicate their sessions); event-time timers (`streams/timers.py`: in memory, or in
+the scratch file when state is bounded) fire session and journey closes as it passes them. Control records `merge` hand a loser's timeline
 to the winner's partition (`transfer`), where it is absorbed.
 """
 from __future__ import annotations
 
-import heapq
 import json
 import time
 from typing import Any, Callable
@@ -31,6 +30,7 @@ from cem.lifecycle import Change
 from cem.rules import Route, Rule, by_event_type, route
 from cem.settings import ALERTS_TOPIC, CUSTOMERS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC
 from .state import KeyedState
+from .timers import HeapTimers, Timers
 
 CONTROL = "cem-control"
 ALIAS = "__alias__:"
@@ -44,7 +44,8 @@ class CustomerStage:
                  rules: tuple[Rule, ...] = (), routes: tuple[Route, ...] = (),
                  on_moment: Callable[[str, float], None] | None = None,
                  on_recovery: Callable[[str, str], None] | None = None,
-                 on_alert: Callable[[str, str], None] | None = None):
+                 on_alert: Callable[[str, str], None] | None = None,
+                 timers: Timers | None = None):
         self.table = table
         self._registry = registry
         self._reader = registry.latest("touchpoint").parsed
@@ -53,11 +54,9 @@ class CustomerStage:
         self._clock = clock
         self._on_late = on_late
         self._wm: dict[int, dict[str, int]] = {}
-        self._heaps: dict[int, list[tuple[int, str]]] = {}
-        # partition -> customer -> the earliest deadline of theirs in the heap: a customer is
-        # pushed again only for an earlier deadline, so the heap holds ~one entry per customer
-        # with a timer instead of one per change (which grew with every event)
-        self._armed: dict[int, dict[str, int]] = {}
+        # each customer's earliest deadline (streams/timers.py): re-armed only for an earlier
+        # one, so ~one entry per customer with a timer instead of one per change
+        self._timers: Timers = timers if timers is not None else HeapTimers()
         self._seq = 0
         self._revoked: set[int] = set()
         self.late = 0
@@ -111,8 +110,7 @@ class CustomerStage:
         revoked, self._revoked = self._revoked, set()
         for p in revoked:
             self.table.close(p)
-            self._heaps.pop(p, None)
-            self._armed.pop(p, None)
+            self._timers.drop(p)
             self._wm.pop(p, None)
 
     # -- records ----------------------------------------------------------------------------------
@@ -254,24 +252,18 @@ class CustomerStage:
             if not self.table.get(AWAIT + customer):
                 changes.extend(tl.advance(wm))
                 self._detect_time(customer, tl, wm)
-        heap = self._heaps.setdefault(partition, [])
-        armed = self._armed.setdefault(partition, {})
         held: list[tuple[int, str]] = []
-        while heap and heap[0][0] <= wm:
-            deadline, customer = heapq.heappop(heap)
+        for deadline, customer in self._timers.due(partition, wm):
             if self.table.get(AWAIT + customer):
                 held.append((deadline, customer))  # a merge is handing state over: not yet
                 continue
-            if armed.get(customer) == deadline:
-                del armed[customer]  # else an entry an earlier one superseded: one more wake-up
             tl = dirty.get(customer) or self.table.get(customer)
             if tl is None:
                 continue
             changes.extend(tl.advance(wm))
             self._detect_time(customer, tl, wm)
             dirty[customer] = tl
-        for item in held:
-            heapq.heappush(heap, item)
+        self._timers.hold(partition, held)
         self._emit_moments()  # alert state changes with them, before the timelines are written
         for customer, tl in dirty.items():  # one table write per changed customer
             if tl.holds_state():
@@ -282,31 +274,11 @@ class CustomerStage:
         self._emit(changes, dirty)
 
     def _arm(self, partition: int, customer: str, deadline: int | None) -> None:
-        """Make sure the customer wakes up by `deadline`: pushed only when earlier than the entry
-        it already has. A deadline that moved later is found when the earlier entry fires (the
-        timeline advances, finds nothing due, and is armed again at its real next deadline)."""
-        if deadline is None:
-            return
-        armed = self._armed.setdefault(partition, {})
-        if deadline < armed.get(customer, 1 << 62):
-            armed[customer] = deadline
-            heap = self._heaps.setdefault(partition, [])
-            heapq.heappush(heap, (deadline, customer))
-            if len(heap) > 2 * len(armed) + 64:
-                self._compact(partition)
-
-    def _compact(self, partition: int) -> None:
-        """Rebuild a partition's heap from its armed deadlines, dropping superseded entries.
-
-        An entry is superseded when an earlier deadline of the same customer was pushed after
-        it; it would stay until its own time came, and a far one (a lifecycle timer weeks ahead)
-        outlived many sessions, each pushing it again once their own deadline fired: the heap
-        grew by one entry per session. Superseded entries are never needed (the earlier entry
-        fires first and re-arms the customer at its real next deadline), so the armed map alone
-        holds every wake-up due. Amortized O(1) per push: it runs when the heap has doubled."""
-        heap = self._heaps.setdefault(partition, [])
-        heap[:] = [(d, c) for c, d in self._armed.get(partition, {}).items()]
-        heapq.heapify(heap)
+        """Make sure the customer wakes up by `deadline` (a deadline that moved later is found
+        when the earlier one fires: the timeline advances, finds nothing due, and is armed again
+        at its real next deadline)."""
+        if deadline is not None:
+            self._timers.arm(partition, customer, deadline)
 
     def _detect_time(self, customer: str, tl: Timeline, wm: int) -> None:
         if self._rules:

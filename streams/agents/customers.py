@@ -29,6 +29,7 @@ from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, JOURNEYS_TOPIC, MOMENTS
                           TOUCHPOINTS_TOPIC, Settings, state_topic)
 from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
 from cem.streams.state import KeyedState
+from cem.streams.timers import HeapTimers, ScratchTimers, Timers
 from .ingest import run_agent
 
 
@@ -48,6 +49,14 @@ def report_gauges(stage: CustomerStage, every: float = 5.0) -> None:
             metrics.STATE_CUSTOMERS.labels(str(p)).set(held)
             if wm is not None:
                 metrics.WATERMARK_LAG.labels(str(p)).set(max(0.0, now - wm / 1000))
+
+
+def timers_for(settings: Settings) -> Timers:
+    """Bounded state, bounded timers: with either live bound set, the deadlines of every customer
+    ever seen live in the scratch file (a cache of the live bound's size in front), not in memory."""
+    if settings.worker_live_customers or settings.worker_live_state_mb:
+        return ScratchTimers(cache=settings.worker_live_customers or 50_000)
+    return HeapTimers()
 
 
 def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settings) -> None:
@@ -77,7 +86,8 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
 
         stage = CustomerStage(table, default_registry(), rows, send_control,
                               rules=load_rules(settings.rules_file), routes=load_routes(settings.rules_file),
-                              on_moment=metrics.moment, on_recovery=metrics.recovery, on_alert=metrics.alert)
+                              on_moment=metrics.moment, on_recovery=metrics.recovery, on_alert=metrics.alert,
+                              timers=timers_for(settings))
         threading.Thread(target=report_gauges, args=(stage,), name="cem-gauges", daemon=True).start()
         return stage
 

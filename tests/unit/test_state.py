@@ -5,6 +5,8 @@ from __future__ import annotations
 import heapq
 import json
 
+import pytest
+
 from cem.connectors.partitioning import partition_for
 from cem.rules import load_routes, load_rules
 from cem.schemas.registry import default_registry
@@ -13,6 +15,7 @@ from cem.simulator import SimConfig, Simulator
 from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
 from cem.streams.ingest import ATTRIBUTE_RECORDS, RESOLUTION
 from cem.streams.state import KeyedState
+from cem.streams.timers import HeapTimers, ScratchTimers
 
 PARTS = 2
 
@@ -148,11 +151,11 @@ def _records() -> list[tuple[int, bytes, list | None]]:
     return out
 
 
-def _stage(log: Log, rows: Rows, max_live: int = 0, max_live_bytes: int = 0) -> CustomerStage:
+def _stage(log: Log, rows: Rows, max_live: int = 0, max_live_bytes: int = 0, timers=None) -> CustomerStage:  # noqa: ANN001
     state = KeyedState(encode_state, decode_state, log.load, log.write, max_live=max_live,
                        max_live_bytes=max_live_bytes)
     return CustomerStage(state, default_registry(), rows, lambda key, body: None,
-                         rules=load_rules(None), routes=load_routes(None))
+                         rules=load_rules(None), routes=load_routes(None), timers=timers)
 
 
 def _run(stage: CustomerStage, records: list, start: int, stop: int) -> None:
@@ -209,12 +212,31 @@ def test_a_touch_forwarded_after_a_merge_meets_the_winners_rules():
     assert [(m["customer_id"], m["evidence"]) for m in fired] == [("cus-winner", [received["event_id"]])]
 
 
-class PushEveryChange(CustomerStage):
-    """The timer heap before it was bounded: an entry pushed for every change of a customer."""
+class PushEveryChange:
+    """The timer heap before it was bounded: an entry pushed for every change of a customer, and
+    every entry fired when due (a customer as often as it has entries)."""
 
-    def _arm(self, partition: int, customer: str, deadline: int | None) -> None:
-        if deadline is not None:
-            heapq.heappush(self._heaps.setdefault(partition, []), (deadline, customer))
+    def __init__(self) -> None:
+        self.heaps: dict[int, list[tuple[int, str]]] = {}
+
+    def arm(self, partition: int, key: str, deadline: int) -> None:
+        heapq.heappush(self.heaps.setdefault(partition, []), (deadline, key))
+
+    def due(self, partition: int, watermark: int) -> list[tuple[int, str]]:
+        heap, out = self.heaps.get(partition, []), []
+        while heap and heap[0][0] <= watermark:
+            out.append(heapq.heappop(heap))
+        return out
+
+    def hold(self, partition: int, items) -> None:  # noqa: ANN001
+        for deadline, key in items:
+            self.arm(partition, key, deadline)
+
+    def drop(self, partition: int) -> None:
+        self.heaps.pop(partition, None)
+
+    def __len__(self) -> int:
+        return sum(len(h) for h in self.heaps.values())
 
 
 def _same(rows: dict) -> dict:  # the wall-clock fields aside
@@ -222,20 +244,22 @@ def _same(rows: dict) -> dict:  # the wall-clock fields aside
             for k, v in rows.items()}
 
 
-def _both(records: list) -> tuple[Rows, Rows, PushEveryChange, CustomerStage]:
+def _both(records: list, timers=None) -> tuple[Rows, Rows, CustomerStage, CustomerStage]:  # noqa: ANN001
     """`records` through the reference (pushing every change) and through the real stage."""
     every, armed = Rows(), Rows()
-    reference = PushEveryChange(KeyedState(encode_state, decode_state), default_registry(), every,
-                                lambda key, body: None, rules=load_rules(None), routes=load_routes(None))
-    stage = _stage(Log(), armed)
+    reference = CustomerStage(KeyedState(encode_state, decode_state), default_registry(), every,
+                              lambda key, body: None, rules=load_rules(None), routes=load_routes(None),
+                              timers=PushEveryChange())
+    stage = _stage(Log(), armed, timers=timers)
     _run(reference, records, 0, len(records))
     _run(stage, records, 0, len(records))
     return every, armed, reference, stage
 
 
-def test_timers_armed_once_per_customer_fire_exactly_like_timers_pushed_on_every_change():
+@pytest.mark.parametrize("timers", [HeapTimers, lambda: ScratchTimers(cache=7)], ids=["heap", "scratch"])
+def test_timers_armed_once_per_customer_fire_exactly_like_timers_pushed_on_every_change(timers):
     records = _records()
-    every, armed, reference, stage = _both(records)
+    every, armed, reference, stage = _both(records, timers())
     assert _same(armed.sessions) == _same(every.sessions) and len(every.sessions) > 100
     assert _same(armed.moments) == _same(every.moments) and every.moments
 
@@ -258,8 +282,8 @@ def test_a_customer_active_for_half_an_hour_holds_one_timer_entry_not_one_per_ev
         records += [(p, encode_batch([ev], schema), None),
                     (p, json.dumps({"control": "watermark", "wm": at - 600_000}).encode(), [(CONTROL, b"watermark")])]
     every, armed, reference, stage = _both(records)
-    assert sum(len(h) for h in stage._heaps.values()) <= 2
-    assert sum(len(h) for h in reference._heaps.values()) >= 60
+    assert stage._timers.entries() <= 2
+    assert len(reference._timers) >= 60
     end = json.dumps({"control": "watermark", "wm": start + 10 * 86_400_000}).encode()
     for s_ in (reference, stage):
         s_.process(end, "cem.touchpoints", partition_for(b"cus-1", PARTS), len(records), [(CONTROL, b"watermark")])
@@ -290,18 +314,20 @@ def test_superseded_timer_entries_do_not_pile_up_over_weeks_of_sessions():
         for p, evs in sorted(by_part.items()):
             records += [(p, encode_batch(evs, schema), None), (p, wm, [(CONTROL, b"watermark")])]
     every, armed, reference, stage = _both(records)
-    held = sum(len(h) for h in stage._heaps.values())
-    armed_now = sum(len(a) for a in stage._armed.values())
-    assert held <= 2 * armed_now + 64 * PARTS
-    assert sum(len(h) for h in reference._heaps.values()) > 3 * held  # what piling up looks like
+    held = stage._timers.entries()
+    assert held <= 2 * len(stage._timers) + 64 * PARTS
+    assert len(reference._timers) > 3 * held  # what piling up looks like
     assert _same(armed.sessions) == _same(every.sessions) and len(every.sessions) == 3000
+    _, scratch, _, on_disk = _both(records, ScratchTimers(cache=10))  # a cache of 10 for 100 customers
+    assert len(on_disk._timers) == len(stage._timers) == 100
+    assert _same(scratch.sessions) == _same(every.sessions)
 
 
 def test_a_stage_whose_memory_holds_few_customers_ends_where_an_unbounded_one_does():
     records = _records()
     whole, bounded = Rows(), Rows()
     _run(_stage(Log(), whole), records, 0, len(records))
-    small = _stage(Log(), bounded, max_live=20)  # 150 customers through 20 live timelines
+    small = _stage(Log(), bounded, max_live=20, timers=ScratchTimers(cache=20))  # 150 customers, 20 live
     _run(small, records, 0, len(records))
     assert small.table.evicted > 100 and small.table.reloaded > 100
     assert _same(bounded.sessions) == _same(whole.sessions) and len(whole.sessions) > 100
