@@ -74,9 +74,7 @@ class CustomerStage:
     def gauges(self) -> dict[int, tuple[int | None, int]]:
         """partition -> (event-time watermark or None, customers held), for metrics; read from
         another thread, so it copies and may be a moment old."""
-        held: dict[int, int] = {}
-        for p in list(self.table.owners()):
-            held[p] = held.get(p, 0) + 1
+        held = self.table.counts()
         marks = {p: w["wm"] for p, w in list(self._wm.items())}
         return {p: (marks.get(p) if marks.get(p, -(1 << 62)) > 0 else None, held.get(p, 0))
                 for p in set(held) | set(marks)}

@@ -30,14 +30,10 @@ import itertools
 import threading
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from .state import scratch_db
+from .state import KeyFilter, scratch_db
 
 V = TypeVar("V")
 _MISSING: Any = object()
-#: Bits of the filter of spilled keys (4 MiB, allocated at the first eviction): a key whose bit is
-#: clear was never spilled, so a lookup of a key the map does not hold (every new identifier)
-#: costs no SQLite query. One hash per key; false positives ~ spilled keys / 2^25 (1 % at 330 k).
-_FILTER_BITS = 1 << 25
 
 
 class SpillMap(Generic[V]):
@@ -50,7 +46,7 @@ class SpillMap(Generic[V]):
         self._decode = decode
         self._live: dict[str, V] = {}  # insertion order = eviction order
         self._spilled = 0               # rows in the spill
-        self._filter = bytearray()      # bit hash(key) % _FILTER_BITS set: key may be spilled
+        self._filter = KeyFilter()      # keys that may be spilled: a new identifier costs no query
         self._db = scratch_db("CREATE TABLE kv (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
         self._lock = threading.Lock()
         self.evicted = 0                # values written to the spill so far (metrics)
@@ -140,8 +136,7 @@ class SpillMap(Generic[V]):
 
     # -- the spill (lock held) ------------------------------------------------------------------
     def _may_hold(self, key: str) -> bool:
-        h = hash(key) & (_FILTER_BITS - 1)
-        return bool(self._filter[h >> 3] & (1 << (h & 7)))
+        return self._filter.may_hold(key)
 
     def _reload(self, key: str, keep: bool = True) -> Any:
         value = self._live.get(key, _MISSING)  # another thread may have brought it back
@@ -172,12 +167,7 @@ class SpillMap(Generic[V]):
         self._db.execute("BEGIN")
         self._db.executemany("INSERT INTO kv VALUES (?, ?)", rows)
         self._db.execute("COMMIT")
-        if not self._filter:
-            self._filter = bytearray(_FILTER_BITS >> 3)
-        bits = self._filter
-        for key, _ in rows:
-            h = hash(key) & (_FILTER_BITS - 1)
-            bits[h >> 3] |= 1 << (h & 7)
+        self._filter.add(key for key, _ in rows)
         # counted, filtered and written before they leave the live dict: a lock-free reader
         # never finds a key in neither place
         self._spilled += len(rows)

@@ -45,24 +45,77 @@ def scratch_db(schema: str) -> sqlite3.Connection:
     return db
 
 
-class Spill:
-    """Scratch store of evicted values (`scratch_db`). Not durable and never read after a restart."""
+class KeyFilter:
+    """A fixed-size bit filter of keys put in a spill (4 MiB, allocated at the first `add`): a
+    key whose bit is clear was never spilled, so looking it up costs no SQLite query. One hash
+    per key; false positives ~ keys added / 2^25 (1 % at 330 k). Bits are never cleared (a key
+    read back or deleted costs one query more when next asked for). `may_hold` takes no lock."""
+
+    BITS = 1 << 25
 
     def __init__(self) -> None:
-        # used from the agent's loop and from flush threads, never at the same time
+        self._bits = bytearray()
+
+    def add(self, keys: Iterable[str]) -> None:
+        if not self._bits:
+            self._bits = bytearray(self.BITS >> 3)
+        bits = self._bits
+        for key in keys:
+            h = hash(key) & (self.BITS - 1)
+            bits[h >> 3] |= 1 << (h & 7)
+
+    def may_hold(self, key: str) -> bool:
+        if not self._bits:
+            return False
+        h = hash(key) & (self.BITS - 1)
+        return bool(self._bits[h >> 3] & (1 << (h & 7)))
+
+
+class Spill:
+    """Scratch store of evicted values and their partitions (`scratch_db`), with a count per
+    partition and a `KeyFilter`. Not durable and never read after a restart. Used from the
+    agent's loop and from flush threads, never at the same time."""
+
+    def __init__(self) -> None:
         self._db = scratch_db("CREATE TABLE kv (key TEXT PRIMARY KEY, part INTEGER, value BLOB) WITHOUT ROWID")
+        self._db.execute("CREATE INDEX kv_part ON kv (part)")
+        self._filter = KeyFilter()
+        self.count: dict[int, int] = {}  # partition -> rows
 
     def put_many(self, rows: list[tuple[str, int, bytes]]) -> None:
+        """Rows of keys not in the spill (the caller holds each key in one place)."""
         self._db.execute("BEGIN")
-        self._db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", rows)
+        self._db.executemany("INSERT INTO kv VALUES (?, ?, ?)", rows)
         self._db.execute("COMMIT")
+        self._filter.add(key for key, _, _ in rows)
+        for _, part, _ in rows:
+            self.count[part] = self.count.get(part, 0) + 1
 
-    def get(self, key: str) -> bytes | None:
-        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+    def take(self, key: str) -> tuple[int, bytes] | None:
+        """Remove `key` and return (partition, value), or None if it is not spilled."""
+        if not self._filter.may_hold(key):
+            return None
+        row = self._db.execute("DELETE FROM kv WHERE key = ? RETURNING part, value", (key,)).fetchone()
+        if row is None:
+            return None
+        self.count[row[0]] -= 1
+        return row[0], row[1]
+
+    def holds(self, key: str) -> bool:
+        return self._filter.may_hold(key) and \
+            self._db.execute("SELECT 1 FROM kv WHERE key = ?", (key,)).fetchone() is not None
+
+    def keys(self, partition: int) -> list[str]:
+        if not self.count.get(partition):
+            return []
+        return [k for (k,) in self._db.execute("SELECT key FROM kv WHERE part = ?", (partition,))]
 
     def drop(self, partition: int) -> None:
-        self._db.execute("DELETE FROM kv WHERE part = ?", (partition,))
+        if self.count.pop(partition, 0):
+            self._db.execute("DELETE FROM kv WHERE part = ?", (partition,))
+
+    def __len__(self) -> int:
+        return sum(self.count.values())
 
 
 class KeyedState:
@@ -79,7 +132,9 @@ class KeyedState:
         self._values: dict[str, Any] = {}  # live objects, least recently used first
         self._sizes: dict[str, int] = {}   # live key -> bytes of its last encoding
         self.live_bytes = 0                # their sum
-        self._owner: dict[str, int] = {}   # every key held, live or spilled -> its partition
+        # live key -> its partition; a spilled key's partition is in the spill (a key is held in
+        # exactly one of the two), so a customer not live costs no memory
+        self._owner: dict[str, int] = {}
         self.evicted = 0                   # evictions so far (metrics)
         self.reloaded = 0                  # spilled values decoded again
         self._open: set[int] = set()
@@ -100,13 +155,13 @@ class KeyedState:
         for key, value in latest.items():
             if value is None:
                 continue
-            self._owner[key] = partition
             restored.append(key)
             if self._spill is not None and (len(self._values) >= self._max_live
                                             or self.live_bytes + len(value) > self._max_bytes):
                 spilled.append((key, partition, value))  # decoded when first asked for
             else:
                 self._values[key] = self._decode(key, value)
+                self._owner[key] = partition
                 self._sized(key, len(value))
         if spilled:
             self._spill.put_many(spilled)  # type: ignore[union-attr]
@@ -118,7 +173,8 @@ class KeyedState:
             self._values.pop(key, None)
             self._sized(key, 0)
             del self._owner[key]
-            self._dirty.pop(key, None)
+        for key in [k for k, p in self._dirty.items() if p == partition]:
+            del self._dirty[key]
         if self._spill is not None:
             self._spill.drop(partition)
 
@@ -133,45 +189,56 @@ class KeyedState:
         if value is not _MISSING:
             self._values[key] = value  # most recently used now
             return value
-        if key not in self._owner:
-            return default  # the owner map is the truth: a spilled copy of a deleted key is dead
-        data = self._spill.get(key)
-        if data is None:
+        row = self._spill.take(key)
+        if row is None:
             return default
+        partition, data = row
         value = self._values[key] = self._decode(key, data)
+        self._owner[key] = partition
         self._sized(key, len(data))
         self.reloaded += 1
         return value
 
     def __contains__(self, key: str) -> bool:
-        return key in self._owner
+        return key in self._owner or (self._spill is not None and self._spill.holds(key))
 
     def __len__(self) -> int:
-        return len(self._owner)
+        return len(self._owner) + (len(self._spill) if self._spill is not None else 0)
 
     @property
     def live(self) -> int:
         """Values held as live objects (the rest are spilled)."""
         return len(self._values)
 
-    def owners(self) -> list[int]:
-        """The partition of every key held (a copy)."""
-        return list(self._owner.values())
+    def counts(self) -> dict[int, int]:
+        """partition -> keys held, live or spilled (read from another thread: may be a moment old)."""
+        out: dict[int, int] = {}
+        for p in list(self._owner.values()):
+            out[p] = out.get(p, 0) + 1
+        if self._spill is not None:
+            for p, n in list(self._spill.count.items()):
+                out[p] = out.get(p, 0) + n
+        return out
 
     def keys(self, partition: int | None = None) -> Iterator[str]:
-        if partition is None:
-            return iter(list(self._owner))
-        return iter([k for k, p in self._owner.items() if p == partition])
+        live = [k for k, p in self._owner.items() if partition is None or p == partition]
+        if self._spill is None:
+            return iter(live)
+        parts = [partition] if partition is not None else list(self._spill.count)
+        return iter(live + [k for p in parts for k in self._spill.keys(p)])
 
     def put(self, key: str, value: Any, partition: int) -> None:
-        if self._spill is not None:
-            self._values.pop(key, None)  # most recently used now
+        if self._spill is not None and self._values.pop(key, _MISSING) is _MISSING:
+            self._spill.take(key)  # a spilled copy is replaced (it is held in one place)
         self._values[key] = value
         self._owner[key] = partition
         self._dirty[key] = partition
 
     def delete(self, key: str, partition: int) -> None:
-        if self._values.pop(key, None) is not None or key in self._owner:
+        held = self._values.pop(key, _MISSING) is not _MISSING
+        if not held and self._spill is not None:
+            held = self._spill.take(key) is not None
+        if held:
             self._owner.pop(key, None)
             self._sized(key, 0)
             self._dirty[key] = partition
@@ -214,7 +281,7 @@ class KeyedState:
             excess -= self._sizes.get(key, 0)
         rows = []
         for key in chosen:
-            rows.append((key, self._owner[key], self._encode(key, self._values.pop(key))))
+            rows.append((key, self._owner.pop(key), self._encode(key, self._values.pop(key))))
             self._sized(key, 0)
         if rows:
             self._spill.put_many(rows)

@@ -6,6 +6,7 @@ import heapq
 import json
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from cem.connectors.partitioning import partition_for
 from cem.rules import load_routes, load_rules
@@ -87,6 +88,44 @@ def test_values_beyond_the_live_bound_are_spilled_after_a_flush_and_come_back_on
     restored = sorted(s.open(0))  # a restore beyond the bound spills the rest undecoded
     assert restored == ["k1", "k2", "k3", "k4"] and s.live <= 3
     assert {k: s.get(k) for k in restored} == {f"k{i}": {"n": i} for i in range(1, 5)}
+
+
+_KEYS = st.sampled_from([f"k{i}" for i in range(8)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("put"), _KEYS, st.integers(0, 99)), st.tuples(st.just("get"), _KEYS),
+                          st.tuples(st.just("delete"), _KEYS), st.tuples(st.just("flush"))), max_size=80),
+       st.integers(1, 3))
+def test_a_bounded_state_behaves_like_a_dict_and_holds_spilled_keys_only_in_the_spill(ops, max_live):
+    """Keys in two partitions (by their digit), a live bound of 1-3: every answer as from a dict;
+    a key is live or spilled, never both, and only live keys take memory beyond their value."""
+    log = Log()
+    s = KeyedState(lambda k, v: json.dumps(v).encode(), lambda k, b: json.loads(b), log.load, log.write, max_live=max_live)
+    s.open(0), s.open(1)
+    model: dict[str, int] = {}
+    part = lambda k: int(k[1:]) % 2  # noqa: E731
+    for op in ops:
+        if op[0] == "put":
+            s.put(op[1], op[2], part(op[1]))
+            model[op[1]] = op[2]
+        elif op[0] == "get":
+            assert s.get(op[1]) == model.get(op[1])
+        elif op[0] == "delete":
+            s.delete(op[1], part(op[1]))
+            model.pop(op[1], None)
+        else:
+            s.flush()
+            assert s.live <= max_live  # every value clean after a flush, so none kept beyond the bound
+        assert len(s) == len(model) and set(s._owner) == set(s._values)
+        assert all((k in s) == (k in model) for k in ("k0", "k1", "k5"))
+    assert s.counts() == {p: n for p in (0, 1) if (n := sum(1 for k in model if part(k) == p))}
+    assert sorted(s.keys(1)) == sorted(k for k in model if part(k) == 1)
+    s.flush()
+    s.close(1)  # forgets partition 1, live and spilled; a restore brings back what was flushed
+    assert sorted(s.keys()) == sorted(k for k in model if part(k) == 0)
+    s.open(1)
+    assert {k: s.get(k) for k in model} == model
 
 
 def test_live_values_stay_within_a_byte_budget_as_they_grow():
