@@ -10,9 +10,10 @@ the non-idle ones, the wall clock when all are idle) and appends them behind the
 cover, so a watermark never overtakes an event still in flight, however fast a replay runs.
 Each partition's watermark lives in memory (a restart replays input from committed offsets and
 waits for fresh watermarks; finalized events are remembered per customer so a replay does not
-duplicate their sessions); event-time timers (`streams/timers.py`: in memory, or in
-the scratch file when state is bounded) fire session and journey closes as it passes them. Control records `merge` hand a loser's timeline
-to the winner's partition (`transfer`), where it is absorbed.
+duplicate their sessions); event-time timers (`streams/timers.py`: in memory, or in the
+scratch file when state is bounded) fire session and journey closes as it passes them. Control
+records `merge` hand a loser's timeline to the winner's partition (`transfer`), where it is
+absorbed.
 """
 from __future__ import annotations
 

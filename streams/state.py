@@ -19,8 +19,10 @@ Contract:
 - **bounded memory** (`max_live` values and/or `max_live_bytes`, with a `Spill`): at most
   `max_live` values stay live objects, together at most `max_live_bytes` as last encoded (a value
   never flushed counts as its previous encoding, or 0); after each `flush()` (so only clean
-  values), the least recently used beyond either bound are encoded into the spill (a scratch on-disk store, not durable: the changelog stays the truth) and
-  decoded again on their next `get`. Like Kafka Streams' or Flink's RocksDB state: memory stays
+  values), the least recently used beyond either bound are encoded into the spill (a scratch
+  on-disk store, not durable: the changelog stays the truth) and decoded again on their next
+  `get`. A key is live or spilled, never both; a spilled key's partition is in its spill row, so
+  a key that is not live takes no memory. Like Kafka Streams' or Flink's RocksDB state: memory stays
   flat however many customers a worker holds, at one encode + decode per customer that comes
   back after being evicted. `trim()` evicts the same way between flushes (after a restore).
 """
@@ -48,7 +50,7 @@ def scratch_db(schema: str) -> sqlite3.Connection:
 class KeyFilter:
     """A fixed-size bit filter of keys put in a spill (4 MiB, allocated at the first `add`): a
     key whose bit is clear was never spilled, so looking it up costs no SQLite query. One hash
-    per key; false positives ~ keys added / 2^25 (1 % at 330 k). Bits are never cleared (a key
+    per key; false positives ~ distinct keys ever added / 2^25 (1 % at 330 k). Bits are never cleared (a key
     read back or deleted costs one query more when next asked for). `may_hold` takes no lock."""
 
     BITS = 1 << 25
