@@ -219,7 +219,8 @@ class KeyedState:
             out[p] = out.get(p, 0) + 1
         if self._spill is not None:
             for p, n in list(self._spill.count.items()):
-                out[p] = out.get(p, 0) + n
+                if n:
+                    out[p] = out.get(p, 0) + n
         return out
 
     def keys(self, partition: int | None = None) -> Iterator[str]:

@@ -93,7 +93,7 @@ def test_values_beyond_the_live_bound_are_spilled_after_a_flush_and_come_back_on
 _KEYS = st.sampled_from([f"k{i}" for i in range(8)])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.lists(st.one_of(st.tuples(st.just("put"), _KEYS, st.integers(0, 99)), st.tuples(st.just("get"), _KEYS),
                           st.tuples(st.just("delete"), _KEYS), st.tuples(st.just("flush"))), max_size=80),
        st.integers(1, 3))
