@@ -208,6 +208,11 @@ class KeyedState:
         return len(self._owner) + (len(self._spill) if self._spill is not None else 0)
 
     @property
+    def spills(self) -> bool:
+        """True when memory is bounded (values beyond a bound go to the spill)."""
+        return self._spill is not None
+
+    @property
     def live(self) -> int:
         """Values held as live objects (the rest are spilled)."""
         return len(self._values)

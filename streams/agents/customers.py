@@ -51,12 +51,11 @@ def report_gauges(stage: CustomerStage, every: float = 5.0) -> None:
                 metrics.WATERMARK_LAG.labels(str(p)).set(max(0.0, now - wm / 1000))
 
 
-def timers_for(settings: Settings) -> Timers:
-    """Bounded state, bounded timers: with either live bound set, the deadlines of every customer
-    ever seen live in the scratch file (a cache of the live bound's size in front), not in memory."""
-    if settings.worker_live_customers or settings.worker_live_state_mb:
-        return ScratchTimers(cache=settings.worker_live_customers or 50_000)
-    return HeapTimers()
+def timers_for(table: KeyedState, live_customers: int) -> Timers:
+    """Bounded state, bounded timers: when the table spills, the deadlines of every customer ever
+    seen live in the scratch file (a cache of the live bound's size in front, 50,000 with only a
+    byte bound), not in memory."""
+    return ScratchTimers(cache=live_customers or 50_000) if table.spills else HeapTimers()
 
 
 def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settings) -> None:
@@ -87,7 +86,7 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
         stage = CustomerStage(table, default_registry(), rows, send_control,
                               rules=load_rules(settings.rules_file), routes=load_routes(settings.rules_file),
                               on_moment=metrics.moment, on_recovery=metrics.recovery, on_alert=metrics.alert,
-                              timers=timers_for(settings))
+                              timers=timers_for(table, settings.worker_live_customers))
         threading.Thread(target=report_gauges, args=(stage,), name="cem-gauges", daemon=True).start()
         return stage
 
