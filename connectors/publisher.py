@@ -9,11 +9,15 @@ Contract:
 * `flush()` returns only when every record handed to Kafka so far is acknowledged, and raises
   `DeliveryFailed` if any was not — the caller acks its input only after that (acks after the sink);
 * when librdkafka's local queue is full, `publish` blocks on delivery progress instead of
-  buffering without bound (backpressure to the caller).
+  buffering without bound (backpressure to the caller);
+* a buffer holds its events' Avro encodings back to back and becomes one container block under
+  this publisher's header, so an event already encoded in the publisher's schema
+  (`publish_datum`, what ingest and the coordinator forward) goes in without a decode or encode.
 """
 from __future__ import annotations
 
 import io
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,8 +25,10 @@ from typing import Any, Callable
 from cem import metrics
 from .security import client_config
 from confluent_kafka import KafkaException, Producer
-from fastavro.write import Writer
+from fastavro import schemaless_writer
 
+from cem.schemas import ocf
+from cem.schemas.serde import container_schema_json
 from .partitioning import partition_for
 
 
@@ -41,11 +47,11 @@ class PublisherStats:
 
 
 class _Buffer:
-    __slots__ = ("out", "writer", "count", "opened")
+    """One partition's pending events: their Avro encodings back to back (one container block)."""
+    __slots__ = ("out", "count", "opened")
 
-    def __init__(self, schema: Any, max_bytes: int):
+    def __init__(self):
         self.out = io.BytesIO()
-        self.writer = Writer(self.out, schema, codec="null", sync_interval=max_bytes * 4)
         self.count = 0
         self.opened = time.monotonic()
 
@@ -72,6 +78,8 @@ class BatchPublisher:
                  on_delivery: Callable[[str, int, int], None] | None = None):
         self._producer = producer
         self._schema = schema
+        self._sync = os.urandom(16)
+        self._header = ocf.header(container_schema_json(schema), self._sync)
         self._partitions = dict(partitions)
         self._max_events = max_events
         self._max_bytes = max_bytes
@@ -85,17 +93,29 @@ class BatchPublisher:
         tp = (topic, partition_for(key, self._partitions[topic]))
         buf = self._buffers.get(tp)
         if buf is None:
-            buf = self._buffers[tp] = _Buffer(self._schema, self._max_bytes)
-        buf.writer.write(event)
+            buf = self._buffers[tp] = _Buffer()
+        schemaless_writer(buf.out, self._schema, event)
         buf.count += 1
-        if buf.count >= self._max_events or buf.writer.io.tell() >= self._max_bytes:
+        if buf.count >= self._max_events or buf.out.tell() >= self._max_bytes:
+            self._send(tp)
+
+    def publish_datum(self, topic: str, key: bytes, datum: bytes) -> None:
+        """Like `publish`, for an event already encoded: `datum` must be the Avro binary
+        encoding of one record in this publisher's schema (it is not checked here)."""
+        tp = (topic, partition_for(key, self._partitions[topic]))
+        buf = self._buffers.get(tp)
+        if buf is None:
+            buf = self._buffers[tp] = _Buffer()
+        buf.out.write(datum)
+        buf.count += 1
+        if buf.count >= self._max_events or buf.out.tell() >= self._max_bytes:
             self._send(tp)
 
     def publish_to_partition(self, topic: str, partition: int, events: list[dict[str, Any]]) -> None:
         """Send `events` as one batch record to an explicit partition (already grouped)."""
-        buf = _Buffer(self._schema, self._max_bytes)
+        buf = _Buffer()
         for ev in events:
-            buf.writer.write(ev)
+            schemaless_writer(buf.out, self._schema, ev)
         buf.count = len(events)
         self._produce(topic, partition, buf)
 
@@ -143,9 +163,10 @@ class BatchPublisher:
         self._produce(tp[0], tp[1], buf)
 
     def _produce(self, topic: str, partition: int, buf: _Buffer) -> None:
-        buf.writer.flush()
-        value = buf.out.getvalue()
         count = buf.count
+        data = buf.out.getvalue()
+        value = self._header if not count else b"".join(
+            (self._header, ocf.write_long(count), ocf.write_long(len(data)), data, self._sync))
         stats = self.stats
 
         def delivered(err: Any, msg: Any) -> None:

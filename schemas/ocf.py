@@ -45,7 +45,7 @@ def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
             raise CorruptContainer("varint longer than 64 bits")
 
 
-def _write_long(n: int) -> bytes:
+def write_long(n: int) -> bytes:
     n = (n << 1) ^ (n >> 63)
     out = bytearray()
     while n & ~0x7F:
@@ -104,10 +104,10 @@ def scan(value: bytes) -> Container:
 def header(schema_json: str, sync: bytes, codec: str = "null") -> bytes:
     """A container-file header for `schema_json` with the given 16-byte sync marker."""
     out = bytearray(MAGIC)
-    out += _write_long(2)
+    out += write_long(2)
     for key, val in (("avro.schema", schema_json.encode()), ("avro.codec", codec.encode())):
-        out += _write_long(len(key)) + key.encode() + _write_long(len(val)) + val
-    out += _write_long(0) + sync
+        out += write_long(len(key)) + key.encode() + write_long(len(val)) + val
+    out += write_long(0) + sync
     return bytes(out)
 
 
@@ -115,7 +115,7 @@ def assemble(schema_json: str, blocks: list[tuple[int, bytes]], sync: bytes) -> 
     """One container file holding `blocks` (all written with `schema_json`, codec null)."""
     parts = [header(schema_json, sync)]
     for count, data in blocks:
-        parts.append(_write_long(count) + _write_long(len(data)))
+        parts.append(write_long(count) + write_long(len(data)))
         parts.append(data)
         parts.append(sync)
     return b"".join(parts)

@@ -19,12 +19,13 @@ from confluent_kafka import Producer
 from cem.identity import IdentityGraph, Merge, Resolution
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record
+from cem.schemas.stamp import Stamper
 from cem.sinks.dlq import DeadLetters
 from cem.connectors.partitioning import partition_for
 from cem.connectors.publisher import BatchPublisher
 from cem.settings import IDENTITY_MAP_TOPIC
 from .identity_log import WM_PREFIX, publish_resolution
-from .ingest import ATTRIBUTE_RECORDS, RESOLUTION
+from .ingest import RESOLUTION, branch_tagged
 
 CONTROL_HEADER = "cem-control"
 
@@ -40,6 +41,7 @@ class Coordinator:
         self.graph = graph
         self._registry = registry
         self._reader = registry.latest("touchpoint").parsed
+        self._stamper = Stamper.for_schema(self._reader)
         self._producer = producer
         self._publisher = publisher
         self._dead = dead
@@ -92,12 +94,13 @@ class Coordinator:
             self._advance(now)
             return
         try:
-            events = decode_record(value, self._registry, self._reader).events
+            decoded = decode_record(value, self._registry, self._reader, datums=self._stamper is not None)
         except DecodeError as err:
             self._dead.send(value, err.reason, err.detail, topic=topic, partition=partition, offset=offset)
             return
         now = int(time.time() * 1000)
-        for event in events:
+        datums = decoded.datums
+        for index, event in enumerate(decoded.events):
             r = self.graph.resolve(event["event_id"], event["identifiers"], event["occurred_at"])
             if r.changed:
                 publish_resolution(self._producer, r, now)
@@ -111,11 +114,15 @@ class Coordinator:
                     self._control(m.loser, {"control": "merge", **body})
                 else:
                     self.refusals += 1
-            ch = event["channel"]
-            if event[ch] is not None and not isinstance(event[ch], tuple):
-                event[ch] = (ATTRIBUTE_RECORDS[ch], event[ch])
+            key = r.customer_id.encode()
+            stamped = (self._stamper.stamp(datums[index], event, r.customer_id, False, now)
+                       if datums is not None else None)
+            if stamped is not None:  # forwarded as the bytes it came in, stamped
+                self._publisher.publish_datum(self._out, key, stamped)
+                continue
+            event = branch_tagged(event)
             event["cem"] = (RESOLUTION, {"customer_id": r.customer_id, "late": False, "processed_at": now})
-            self._publisher.publish(self._out, r.customer_id.encode(), event)
+            self._publisher.publish(self._out, key, event)
 
     def _control(self, key: str, body: dict[str, Any]) -> None:
         # through the batch publisher's partition so it queues behind the loser's forwarded events

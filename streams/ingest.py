@@ -15,6 +15,7 @@ from cem.events import validate
 from cem.identity import profile_id_for, usable_identifiers
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record, encode_single
+from cem.schemas.stamp import Stamper
 from cem.sinks.dlq import DeadLetters
 from cem.connectors.publisher import BatchPublisher
 
@@ -23,6 +24,15 @@ RESOLUTION = "io.cem.Resolution"
 ATTRIBUTE_RECORDS = {"web": "io.cem.WebAttributes", "store": "io.cem.StoreAttributes",
                      "phone": "io.cem.PhoneAttributes", "returns": "io.cem.ReturnsAttributes",
                      "feedback": "io.cem.FeedbackAttributes"}
+
+
+def branch_tagged(event: dict[str, Any]) -> dict[str, Any]:
+    """`event` with its channel attributes as (record name, value), which picks the Avro union
+    branch without trying each (1.4x faster to encode); changes `event` in place."""
+    attrs = event[event["channel"]]
+    if attrs is not None and not isinstance(attrs, tuple):
+        event[event["channel"]] = (ATTRIBUTE_RECORDS[event["channel"]], attrs)
+    return event
 
 
 @dataclass
@@ -43,6 +53,7 @@ class Ingest:
         self._registry = registry
         self._writer = registry.latest("touchpoint")
         self._reader = self._writer.parsed
+        self._stamper = Stamper.for_schema(self._reader)
         self._publisher = publisher
         self._dead = dead
         self._out = out_topic
@@ -61,7 +72,7 @@ class Ingest:
         counts = self.counts
         counts.records += 1
         try:
-            decoded = decode_record(value, self._registry, self._reader)
+            decoded = decode_record(value, self._registry, self._reader, datums=self._stamper is not None)
         except DecodeError as err:
             counts.dead += 1
             self._dead.send(value, err.reason, err.detail, topic=topic, partition=partition,
@@ -70,6 +81,9 @@ class Ingest:
         now_ms = int(self._clock() * 1000)
         horizon = self._horizon
         publish = self._publisher.publish
+        publish_datum = self._publisher.publish_datum
+        stamp = self._stamper.stamp if self._stamper is not None else None
+        datums = decoded.datums
         out = self._out
         forwarded = 0
         for index, event in enumerate(decoded.events):
@@ -80,23 +94,30 @@ class Ingest:
                                 offset=offset, batch_index=index if decoded.is_batch else -1)
                 counts.dead += 1
                 continue
-            attrs = event[event["channel"]]
-            if attrs is not None:  # (record name, value) picks the Avro union branch: 1.4x faster
-                event[event["channel"]] = (ATTRIBUTE_RECORDS[event["channel"]], attrs)
+            # forwarded as the bytes it came in (stamped), re-encoded only when they are not at hand
+            datum = datums[index] if datums is not None else None
             ids = event["identifiers"]
             customer = self._lookup(ids) if self._lookup is not None else None
             if customer is None:
                 first = usable_identifiers(ids)
                 if self._links is not None and first:
                     # new identifier or a link between profiles: the coordinator decides
-                    publish(self._links, b"", event)
+                    if datum is not None:
+                        publish_datum(self._links, b"", datum)
+                    else:
+                        publish(self._links, b"", branch_tagged(event))
                     counts.to_coordinator += 1
                     forwarded += 1
                     continue
                 # nothing usable to link with (only blocked values): the event stands alone
                 customer = profile_id_for(first[0] if first else f"event:{event['event_id']}")
-            event["cem"] = (RESOLUTION, {"customer_id": customer, "late": False, "processed_at": now_ms})
-            publish(out, customer.encode(), event)
+            stamped = stamp(datum, event, customer, False, now_ms) if datum is not None else None
+            if stamped is not None:
+                publish_datum(out, customer.encode(), stamped)
+            else:
+                event = branch_tagged(event)
+                event["cem"] = (RESOLUTION, {"customer_id": customer, "late": False, "processed_at": now_ms})
+                publish(out, customer.encode(), event)
             forwarded += 1
         source = f"{topic}:{partition}"
         newest = max((e["occurred_at"] for e in decoded.events if isinstance(e.get("occurred_at"), int)

@@ -84,3 +84,39 @@ def test_container_with_unresolvable_schema_is_schema_mismatch():
     with pytest.raises(DecodeError) as err:
         decode_record(buf.getvalue(), REG, W.parsed)
     assert err.value.reason == "schema_mismatch"
+
+
+def test_datums_are_each_events_own_bytes_in_order():
+    events = list(touchpoints(700, start_ms=1_790_000_000_000))
+    buf = io.BytesIO()
+    fastavro.writer(buf, W.parsed, events, codec="null", sync_interval=20_000)  # several blocks
+    decoded = decode_record(buf.getvalue(), REG, W.parsed, datums=True)
+    assert decoded.events == [normalized(e) for e in events]
+    assert decoded.datums == [_body(e) for e in decoded.events]
+    single = encode_single(events[0], W.id, W.parsed)
+    assert decode_record(single, REG, W.parsed, datums=True).datums == [_body(events[0])]
+    assert decode_record(buf.getvalue(), REG, W.parsed).datums is None  # only when asked
+
+
+def test_no_datums_for_a_compressed_container_but_the_same_events():
+    events = list(touchpoints(50, start_ms=1_790_000_000_000))
+    buf = io.BytesIO()
+    fastavro.writer(buf, W.parsed, events, codec="deflate")
+    decoded = decode_record(buf.getvalue(), REG, W.parsed, datums=True)
+    assert decoded.datums is None
+    assert decoded.events == [normalized(e) for e in events]
+
+
+def test_corrupt_containers_are_refused_the_same_when_datums_are_asked_for():
+    data = encode_batch(list(touchpoints(50, start_ms=1_790_000_000_000)), W.parsed)
+    with pytest.raises(DecodeError) as err:
+        decode_record(data[: len(data) // 2], REG, W.parsed, datums=True)
+    assert err.value.reason == "corrupt_batch"
+    # a block claiming one record more than it holds, and one with bytes left over after its records
+    from cem.schemas import ocf
+    c = ocf.scan(data)
+    (count, block), = c.blocks
+    for bad in ([(count + 1, block)], [(count - 1, block)]):
+        with pytest.raises(DecodeError) as err:
+            decode_record(ocf.assemble(c.schema_json, bad, b"s" * 16), REG, W.parsed, datums=True)
+        assert err.value.reason == "corrupt_batch"
