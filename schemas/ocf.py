@@ -71,7 +71,12 @@ def scan(value: bytes) -> Container:
             _, pos = _read_long(value, pos)  # byte size of the map block, unused
         for _ in range(count):
             klen, pos = _read_long(value, pos)
-            key = value[pos:pos + klen].decode("utf-8", "replace")
+            if klen < 0 or pos + klen > len(value):
+                raise CorruptContainer("metadata key runs past the end")
+            try:
+                key = value[pos:pos + klen].decode("utf-8")
+            except UnicodeDecodeError:
+                raise CorruptContainer("metadata key is not UTF-8") from None
             pos += klen
             vlen, pos = _read_long(value, pos)
             if vlen < 0 or pos + vlen > len(value):

@@ -78,13 +78,26 @@ def importer_row(data: bytes) -> None:
 
 
 def avro_record(data: bytes) -> None:
+    """Both ways a record is decoded — to events (customer agent), and to events with each one's
+    bytes (ingest, coordinator) — accept and refuse the same records, for the same reason; and
+    landing's container scan refuses with CorruptContainer only."""
+    from cem.schemas.ocf import CorruptContainer, scan
     from cem.schemas.registry import default_registry
     from cem.schemas.serde import DecodeError, decode_record
     reg = default_registry()
-    try:
-        decode_record(data, reg, reg.latest("touchpoint").parsed)
-    except DecodeError:
-        pass
+    outcomes = []
+    for datums in (False, True):
+        try:
+            outcomes.append(decode_record(data, reg, reg.latest("touchpoint").parsed, datums=datums).events)
+        except DecodeError as err:
+            outcomes.append(err.reason)
+    if outcomes[0] != outcomes[1]:
+        raise AssertionError(f"decoding with datums differs: {outcomes[0]!r:.200} vs {outcomes[1]!r:.200}")
+    if data[:4] == b"Obj\x01":
+        try:
+            scan(data)
+        except CorruptContainer:
+            pass
 
 
 def rule_file(data: bytes) -> None:

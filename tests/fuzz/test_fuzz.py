@@ -113,6 +113,35 @@ def test_foreign_schema_ids_and_broken_batches_are_refused():
         assert err.value.reason == reason, (value[:12], err.value.reason)
 
 
+def test_mutated_containers_decode_the_same_with_and_without_datums():
+    # found by a differential run in development: a metadata key length running before the
+    # start of the file made landing's container scan raise IndexError instead of refusing it
+    import random
+    from tests.fuzz.harnesses import avro_record
+    reader = default_registry().latest("touchpoint").parsed
+    base = encode_batch([dict(native(ev(event_id=f"m-{i}")), cem=None) for i in range(10)], reader)
+    rng = random.Random(7)
+    for _ in range(3_000):
+        v = bytearray(base)
+        for _ in range(rng.randint(1, 3)):
+            if not v:
+                break
+            p = rng.randrange(len(v))
+            kind = rng.random()
+            if kind < 0.5:
+                v[p] = rng.randrange(256)
+            elif kind < 0.7:
+                del v[p:p + rng.randint(1, 20)]
+            elif kind < 0.85:
+                v[p:p] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 10)))
+            else:
+                del v[p:]
+        avro_record(bytes(v))  # raises on a difference or on any error but the decoders' own
+    avro_record(base)
+    from cem.schemas.ocf import write_long
+    avro_record(base[:4] + b"\x02" + write_long(-1_000_000) + base[6:])  # a key length of -1,000,000
+
+
 def test_tracker_payloads_with_hostile_values_are_refused_by_field():
     with pytest.raises(segment.SegmentError):
         segment.to_native({"type": "track", "event": nested(50), "anonymousId": "a", "messageId": "m"}, NOW)
