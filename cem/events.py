@@ -97,5 +97,5 @@ _RANGES: Mapping[str, Mapping[str, tuple[int, int]]] = {
     "feedback": {"nps": (0, 10), "csat": (1, 5), "rating": (1, 5)},
     "store": {"wait_seconds": (0, 86_400), "items": (0, 100_000)},
     "phone": {"hold_seconds": (0, 86_400), "duration_seconds": (0, 86_400)},
-    "web": {"results_count": (0, 2 ** 31 - 1)},
+    "web": {"results_count": (0, 2 ** 31 - 1), "x": (-2 ** 31, 2 ** 31 - 1), "y": (-2 ** 31, 2 ** 31 - 1)},
 }

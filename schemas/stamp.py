@@ -8,10 +8,18 @@ coordinator forward each event this way: re-encoding a decoded event is the cost
 forward (~11 µs an event, measured; a stamp is about a microsecond).
 
 Contract of `Stamper.stamp(datum, event, ...)`: `datum` is the Avro encoding of `event` in the
-stamper's schema (as `decode_record(..., datums=True)` hands them out); the result is byte for
-byte what encoding `event` with `cem` set to the given resolution would give. It returns None,
-never raises, when it cannot stamp — `cem` already set, or bytes that do not have the layout the
-decoded trailing fields imply — and the caller encodes the event instead.
+stamper's schema (as `decode_record(..., datums=True)` hands them out); the result decodes to
+`event` with `cem` set to the given resolution, and is byte for byte what encoding it would
+give when `datum` was encoded canonically (as every Avro library writes). It returns None, never
+raises, when it cannot stamp safely, and the caller encodes the event instead:
+- `cem` already set, or bytes that do not have the layout the decoded trailing fields imply
+  (a longer-than-needed varint among the trailing fields lands the splice on a byte that is
+  not the null branch; a longer-than-needed null branch of `cem` itself ends in 0x80 0x00 and is
+  refused by the byte before it, as is the rare canonical datum whose byte there is 0x80);
+- a boolean is set anywhere in the event: a decoder reads any nonzero byte as true, while
+  ClickHouse refuses a boolean byte other than 0 or 1, so those events are re-encoded.
+Other liberties a producer may take (longer varints, arrays in several blocks) are read by
+ClickHouse as by fastavro, so they pass through.
 
 Which fields follow `cem` is read from the schema: each must be a union of null and string (the
 encoded size is then known from the decoded value). `Stamper.for_schema` returns None for a
@@ -31,11 +39,30 @@ def _branches(field_type: Any) -> list[Any] | None:
     return field_type if isinstance(field_type, list) else None
 
 
+def _boolean_paths(field_type: Any, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Paths (field names from the top) to every boolean under a field of this type; a union's
+    record branches are searched too (the decoded value is the record's dict either way)."""
+    if field_type == "boolean":
+        return [path]
+    if isinstance(field_type, list):
+        return [p for branch in field_type for p in _boolean_paths(branch, path)]
+    if isinstance(field_type, dict):
+        if field_type.get("type") == "boolean":
+            return [path]
+        if field_type.get("type") == "record":
+            return [p for f in field_type.get("fields", []) for p in _boolean_paths(f["type"], path + (f["name"],))]
+        if field_type.get("type") in ("array", "map"):
+            return [path]  # inside a collection: any value there makes the event re-encoded
+    return []
+
+
 class Stamper:
     """Sets the `cem` field (a union of null and the Resolution record) of encoded touchpoints."""
 
-    def __init__(self, trailing: tuple[str, ...], branch: int):
+    def __init__(self, trailing: tuple[str, ...], branch: int,
+                 booleans: tuple[tuple[str, ...], ...] = ()):
         self._trailing = trailing
+        self._booleans = booleans
         self._branch = write_long(branch)
         self._last_at: int | None = None
         self._last_tail = b""
@@ -58,7 +85,8 @@ class Stamper:
         for f in fields[at + 1:]:
             if _branches(f["type"]) != ["null", "string"]:
                 return None
-        return cls(tuple(names[at + 1:]), record)
+        booleans = tuple(path for f in fields[:at] for path in _boolean_paths(f["type"], (f["name"],)))
+        return cls(tuple(names[at + 1:]), record, booleans)
 
     def resolution(self, customer_id: str, late: bool, processed_at: int) -> bytes:
         """The encoding of the `cem` field set to this resolution (branch index included)."""
@@ -73,6 +101,14 @@ class Stamper:
               processed_at: int) -> bytes | None:
         if event.get(FIELD) is not None:
             return None
+        for path in self._booleans:
+            value: Any = event
+            for name in path:
+                value = value.get(name) if isinstance(value, dict) else None
+                if value is None:
+                    break
+            if value is not None:
+                return None
         tail = 0
         for name in self._trailing:
             value = event.get(name)
@@ -84,6 +120,6 @@ class Stamper:
             else:
                 return None
         at = len(datum) - tail - 1
-        if at < 0 or datum[at] != 0:
+        if at < 1 or datum[at] != 0 or datum[at - 1] == 0x80:
             return None
         return b"".join((datum[:at], self.resolution(customer_id, late, processed_at), datum[at + 1:]))

@@ -93,6 +93,19 @@ def avro_record(data: bytes) -> None:
             outcomes.append(err.reason)
     if outcomes[0] != outcomes[1]:
         raise AssertionError(f"decoding with datums differs: {outcomes[0]!r:.200} vs {outcomes[1]!r:.200}")
+    if not isinstance(outcomes[0], str):  # what ingest forwards decodes to the event, resolved
+        import io
+        import fastavro
+        from cem.schemas.stamp import Stamper
+        reader = reg.latest("touchpoint").parsed
+        decoded = decode_record(data, reg, reader, datums=True)
+        for event, datum in zip(decoded.events, decoded.datums or []):
+            stamped = Stamper.for_schema(reader).stamp(datum, event, "c-1", False, 1)
+            if stamped is not None:
+                got = fastavro.schemaless_reader(io.BytesIO(stamped), reader, None)
+                want = dict(event, cem={"customer_id": "c-1", "late": False, "processed_at": 1})
+                if got != want:
+                    raise AssertionError(f"stamped event decodes to {got!r:.200}")
     if data[:4] == b"Obj\x01":
         try:
             scan(data)

@@ -47,3 +47,14 @@ def test_clock_skew_within_23_hours_is_accepted():
 def test_every_channel_has_event_types():
     assert set(EVENT_TYPES) == set(CHANNELS)
     assert all(EVENT_TYPES[c] for c in CHANNELS)
+
+
+def test_an_int_attribute_beyond_32_bits_is_refused_not_forwarded():
+    # Avro decoders read it (the varint is unbounded), but the encoder and ClickHouse refuse it:
+    # forwarded, it stopped ingest (re-encoding raised) or a whole insert (passed through)
+    ev = good()
+    ev["web"] = dict(ev["web"] or {}, x=2 ** 40)
+    rejection = validate(ev, NOW, HORIZON)
+    assert rejection is not None and rejection.reason == "bad_value:web.x"
+    ev["web"]["x"] = -(2 ** 31)
+    assert validate(ev, NOW, HORIZON) is None

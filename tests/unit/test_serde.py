@@ -112,11 +112,13 @@ def test_corrupt_containers_are_refused_the_same_when_datums_are_asked_for():
     with pytest.raises(DecodeError) as err:
         decode_record(data[: len(data) // 2], REG, W.parsed, datums=True)
     assert err.value.reason == "corrupt_batch"
-    # a block claiming one record more than it holds, and one with bytes left over after its records
+    # a block claiming one record more than it holds is corrupt; bytes left over after a block's
+    # records are ignored, by fastavro and so here
     from cem.schemas import ocf
     c = ocf.scan(data)
     (count, block), = c.blocks
-    for bad in ([(count + 1, block)], [(count - 1, block)]):
-        with pytest.raises(DecodeError) as err:
-            decode_record(ocf.assemble(c.schema_json, bad, b"s" * 16), REG, W.parsed, datums=True)
-        assert err.value.reason == "corrupt_batch"
+    with pytest.raises(DecodeError) as err:
+        decode_record(ocf.assemble(c.schema_json, [(count + 1, block)], b"s" * 16), REG, W.parsed, datums=True)
+    assert err.value.reason == "corrupt_batch"
+    shorter = ocf.assemble(c.schema_json, [(count - 1, block)], b"s" * 16)
+    assert decode_record(shorter, REG, W.parsed, datums=True).events == decode_record(shorter, REG, W.parsed).events

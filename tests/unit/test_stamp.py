@@ -41,10 +41,30 @@ def test_stamp_equals_encoding_the_event_with_its_resolution(channel, seed, name
     event = decode(encode(ev))  # as ingest sees it: decoded from the bytes it forwards
     datum = encode(event)
     stamped = STAMPER.stamp(datum, event, customer, late, at)
+    if (event["phone"] or {}).get("resolved") is not None:
+        assert stamped is None  # a boolean: re-encoded (see the test below)
+        return
     resolution = {"customer_id": customer, "late": late, "processed_at": at}
     expected = dict(branch_tagged(dict(event)), cem=(RESOLUTION, resolution))
     assert stamped == encode(expected)
     assert decode(stamped) == dict(event, cem=resolution)
+
+
+def test_bytes_a_decoder_reads_but_clickhouse_refuses_or_that_hide_the_field_are_re_encoded():
+    call = next(e for e in touchpoints(200, start_ms=1_790_000_000_000, channels=("phone",))
+                if e["phone"] and e["phone"].get("resolved") is not None)
+    event = decode(encode(call))
+    # a boolean byte of 5 reads as true, but ClickHouse refuses it: never passed through
+    assert STAMPER.stamp(encode(event), event, "c-1", False, 5) is None
+    event = decode(encode(next(touchpoints(1, start_ms=1_790_000_000_000, channels=("web",)))))
+    event["event_name"] = None
+    datum = encode(event)
+    assert datum[-2:] == b"\x00\x00"  # cem null, event_name null
+    longer = datum[:-2] + b"\x80\x00\x00"  # cem's null branch written in two bytes: still null
+    assert decode(longer) == event
+    assert STAMPER.stamp(longer, event, "c-1", False, 5) is None  # splicing there would corrupt it
+    tail = datum[:-1] + b"\x80\x00"  # event_name's null branch in two bytes
+    assert decode(tail) == event and STAMPER.stamp(tail, event, "c-1", False, 5) is None
 
 
 def test_one_stamper_encodes_each_processing_time_it_is_given():
