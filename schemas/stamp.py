@@ -3,9 +3,11 @@
 An Avro record is encoded as its fields' encodings one after another, with no lengths or
 offsets in between. A touchpoint that arrives with `cem` null therefore carries that field as a
 single byte (the union's null branch), and setting it replaces that one byte by the Resolution
-branch's encoding, leaving every byte before and after as it was. Ingest and the identity
-coordinator forward each event this way: re-encoding a decoded event is the costliest step of a
-forward (~11 µs an event, measured; a stamp is about a microsecond).
+branch's encoding, leaving every byte before and after as it was. The identity coordinator
+forwards each event this way: re-encoding a decoded event is the costliest step of a forward
+(~11 µs an event, measured; a stamp is about a microsecond). Its input is what ingest encoded;
+bytes as a producer wrote them are never stamped and forwarded (streams/ingest.py says why), but
+the stamp still refuses what it cannot splice safely.
 
 Contract of `Stamper.stamp(datum, event, ...)`: `datum` is the Avro encoding of `event` in the
 stamper's schema (as `decode_record(..., datums=True)` hands them out); the result decodes to
@@ -18,8 +20,6 @@ raises, when it cannot stamp safely, and the caller encodes the event instead:
   refused by the byte before it, as is the rare canonical datum whose byte there is 0x80);
 - a boolean is set anywhere in the event: a decoder reads any nonzero byte as true, while
   ClickHouse refuses a boolean byte other than 0 or 1, so those events are re-encoded.
-Other liberties a producer may take (longer varints, arrays in several blocks) are read by
-ClickHouse as by fastavro, so they pass through.
 
 Which fields follow `cem` is read from the schema: each must be a union of null and string (the
 encoded size is then known from the decoded value). `Stamper.for_schema` returns None for a

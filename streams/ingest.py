@@ -4,6 +4,12 @@
 stamps the resolution, hands valid events to the publisher keyed by customer and invalid ones
 to the dead-letter topic. It never raises on bad input. Nothing is acknowledged here: the
 caller acks the record only after `flush()` returned (acks after the sink).
+
+Every event is encoded anew rather than forwarded as the bytes a producer wrote, although that
+would save the costliest step here: fastavro reads bytes that ClickHouse refuses (a boolean byte
+of 5, an 11-byte varint) or reads otherwise (a negative union index), and landing hands
+cem.touchpoints to ClickHouse undecoded. Encoded here, what lands is what the worker decoded.
+Hops between cem's own stages forward bytes (the coordinator stamps what this stage encoded).
 """
 from __future__ import annotations
 
@@ -15,7 +21,6 @@ from cem.events import validate
 from cem.identity import profile_id_for, usable_identifiers
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record, encode_single
-from cem.schemas.stamp import Stamper
 from cem.sinks.dlq import DeadLetters
 from cem.connectors.publisher import BatchPublisher
 
@@ -53,7 +58,6 @@ class Ingest:
         self._registry = registry
         self._writer = registry.latest("touchpoint")
         self._reader = self._writer.parsed
-        self._stamper = Stamper.for_schema(self._reader)
         self._publisher = publisher
         self._dead = dead
         self._out = out_topic
@@ -72,7 +76,7 @@ class Ingest:
         counts = self.counts
         counts.records += 1
         try:
-            decoded = decode_record(value, self._registry, self._reader, datums=self._stamper is not None)
+            decoded = decode_record(value, self._registry, self._reader)
         except DecodeError as err:
             counts.dead += 1
             self._dead.send(value, err.reason, err.detail, topic=topic, partition=partition,
@@ -81,9 +85,6 @@ class Ingest:
         now_ms = int(self._clock() * 1000)
         horizon = self._horizon
         publish = self._publisher.publish
-        publish_datum = self._publisher.publish_datum
-        stamp = self._stamper.stamp if self._stamper is not None else None
-        datums = decoded.datums
         out = self._out
         forwarded = 0
         for index, event in enumerate(decoded.events):
@@ -94,30 +95,21 @@ class Ingest:
                                 offset=offset, batch_index=index if decoded.is_batch else -1)
                 counts.dead += 1
                 continue
-            # forwarded as the bytes it came in (stamped), re-encoded only when they are not at hand
-            datum = datums[index] if datums is not None else None
+            event = branch_tagged(event)
             ids = event["identifiers"]
             customer = self._lookup(ids) if self._lookup is not None else None
             if customer is None:
                 first = usable_identifiers(ids)
                 if self._links is not None and first:
                     # new identifier or a link between profiles: the coordinator decides
-                    if datum is not None:
-                        publish_datum(self._links, b"", datum)
-                    else:
-                        publish(self._links, b"", branch_tagged(event))
+                    publish(self._links, b"", event)
                     counts.to_coordinator += 1
                     forwarded += 1
                     continue
                 # nothing usable to link with (only blocked values): the event stands alone
                 customer = profile_id_for(first[0] if first else f"event:{event['event_id']}")
-            stamped = stamp(datum, event, customer, False, now_ms) if datum is not None else None
-            if stamped is not None:
-                publish_datum(out, customer.encode(), stamped)
-            else:
-                event = branch_tagged(event)
-                event["cem"] = (RESOLUTION, {"customer_id": customer, "late": False, "processed_at": now_ms})
-                publish(out, customer.encode(), event)
+            event["cem"] = (RESOLUTION, {"customer_id": customer, "late": False, "processed_at": now_ms})
+            publish(out, customer.encode(), event)
             forwarded += 1
         source = f"{topic}:{partition}"
         newest = max((e["occurred_at"] for e in decoded.events if isinstance(e.get("occurred_at"), int)
