@@ -416,7 +416,10 @@ class Landing:
 
 
 _PERMANENT = ("CANNOT_PARSE", "Cannot parse", "INCORRECT_DATA", "TYPE_MISMATCH", "THERE_IS_NO_COLUMN",
-              "ILLEGAL_COLUMN", "CANNOT_READ_ALL_DATA")
+              "ILLEGAL_COLUMN", "CANNOT_READ_ALL_DATA",
+              # bytes ClickHouse's Avro reader refuses (an 11-byte varint, a boolean of 5): 1001
+              # STD_EXCEPTION "type: avro::Exception" on insert, AVRO_EXCEPTION (748) elsewhere
+              "avro::Exception", "AVRO_EXCEPTION")
 
 
 def _permanent(err: Exception) -> bool:

@@ -82,6 +82,49 @@ def test_mixed_batch_and_single_records_land_their_union_once_and_corrupt_ones_g
     assert dlq_reasons(s.kafka_bootstrap) == Counter({"corrupt_batch": 2, "schema_mismatch": 1})
 
 
+def test_a_block_clickhouse_cannot_read_is_dead_lettered_not_retried_forever(cem_settings):
+    # cem.touchpoints is cem's own topic, but what a producer with access writes there reaches
+    # ClickHouse undecoded: a varint of 11 bytes (fastavro reads it, ClickHouse's Avro reader
+    # refuses it) made landing retry that insert forever. Now the insert is dead-lettered with
+    # ClickHouse's reason and landing goes on with the next.
+    s = cem_settings
+    ev = resolved(1, 4)[0]
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, W.parsed, ev)
+    datum = out.getvalue()
+    head = io.BytesIO()  # received_at is the fifth field: find where it starts
+    for name in ("event_id", "event_type", "channel", "occurred_at"):
+        fastavro.schemaless_writer(head, {"type": "record", "name": "H", "fields": [
+            {"name": name, "type": "long" if name == "occurred_at" else "string"}]}, {name: ev[name]})
+    at = len(head.getvalue())
+    canonical = io.BytesIO()
+    fastavro.schemaless_writer(canonical, {"type": "record", "name": "L", "fields": [{"name": "v", "type": "long"}]},
+                               {"v": ev["received_at"]})
+    size = len(canonical.getvalue())
+    padded = bytes(b | 0x80 for b in canonical.getvalue()) + b"\x80" * (10 - size) + b"\x00"  # 11 bytes
+    loose = datum[:at] + padded + datum[at + size:]
+    assert fastavro.schemaless_reader(io.BytesIO(loose), W.parsed, None)["received_at"] == ev["received_at"]
+    from cem.schemas import ocf
+    from cem.schemas.serde import container_schema_json
+    poisoned = ocf.assemble(container_schema_json(W.parsed), [(1, loose)], b"p" * 16)
+    producer = Producer(producer_config(s.kafka_bootstrap))
+    producer.produce(TOUCHPOINTS_TOPIC, poisoned, partition=0)
+    producer.flush(30)
+    sink = start("sink", s)
+    try:
+        wait_until(lambda: landing_lag(s) == 0, 120, what="landing", procs=(sink,))
+        later = resolved(50, 5)  # landing goes on with what comes next
+        pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]))
+        for e in later:
+            pub.publish(TOUCHPOINTS_TOPIC, e["cem"]["customer_id"].encode(), e)
+        pub.flush()
+        wait_until(lambda: landing_lag(s) == 0, 120, what="landing", procs=(sink,))
+    finally:
+        stop_role(sink)
+    assert counts(s) == (50, 50)
+    assert dlq_reasons(s.kafka_bootstrap) == Counter({"insert_rejected": 1})
+
+
 @pytest.mark.slow
 def test_sigkill_of_landing_during_200k_events_then_restart_lands_each_once(cem_settings):
     s = cem_settings

@@ -95,3 +95,55 @@ def test_sigkill_of_the_worker_mid_landing_loses_and_duplicates_nothing(cem_sett
     assert (final, distinct, dup) == (50_000, 50_000, 0)
     with clickhouse(s) as c:
         assert {r[0] for r in c.query("SELECT event_id FROM touchpoints").result_rows} == set(ids)
+
+
+def test_bytes_written_loosely_land_as_the_worker_read_them(cem_settings):
+    # Avro that fastavro reads but ClickHouse would refuse as written: a boolean byte of 5 (read as
+    # true) and a varint of 11 bytes (ClickHouse reads at most 10). Ingest re-encodes what it
+    # forwards, so both
+    # land, with the values the worker saw, beside the well-formed events of the same topics.
+    import io
+    import fastavro
+    from cem.schemas.serde import encode_single
+    s = cem_settings
+    w = REG.latest("touchpoint")
+    now = int(time.time() * 1000)
+    ids = publish(s, 200)
+
+    def body(ev):
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, w.parsed, ev)
+        return out.getvalue()
+
+    call = next(e for e in touchpoints(400, seed=5, start_ms=now - 60_000, channels=("phone",))
+                if e["phone"] and e["phone"].get("resolved") is not None)
+    call = dict(call, event_id="loose-bool", phone=dict(call["phone"], resolved=True))
+    yes, no = body(call), body(dict(call, phone=dict(call["phone"], resolved=False)))
+    at = next(i for i, (a, b) in enumerate(zip(yes, no)) if a != b)
+    loose_bool = yes[:at] + b"\x05" + yes[at + 1:]
+    visit = next(e for e in touchpoints(400, seed=6, start_ms=now - 60_000, channels=("store",))
+                 if e["store"] and e["store"].get("wait_seconds") is not None)
+    visit = dict(visit, event_id="loose-varint", store=dict(visit["store"], wait_seconds=5))
+    five, six = body(visit), body(dict(visit, store=dict(visit["store"], wait_seconds=6)))
+    at = next(i for i, (a, b) in enumerate(zip(five, six)) if a != b)
+    assert five[at] == 0x0A  # zigzag(5), one byte
+    loose_varint = five[:at] + b"\x8a" + b"\x80" * 9 + b"\x00" + five[at + 1:]  # the same 5 in 11 bytes
+    header = encode_single(call, w.id, w.parsed)[:5]
+    for topic, value in ((RAW_TOPICS["phone"], header + loose_bool), (RAW_TOPICS["store"], header + loose_varint)):
+        read = fastavro.schemaless_reader(io.BytesIO(value[5:]), w.parsed, None)  # as the worker reads them
+        assert (read["store"] or {}).get("wait_seconds") == 5 or (read["phone"] or {}).get("resolved") is True
+        publish_raw(s.kafka_bootstrap, topic, [value])
+
+    worker, sink = start("worker", s), start("sink", s)
+    try:
+        wait_caught_up(s, (worker, sink))
+    finally:
+        stop_role(sink), stop_role(worker)
+    final, distinct, dup, _ = landed(s)
+    assert (final, distinct, dup) == (202, 202, 0)
+    with clickhouse(s) as c:
+        got = {r[0] for r in c.query("SELECT event_id FROM touchpoints").result_rows}
+        assert got == set(ids) | {"loose-bool", "loose-varint"}
+        assert c.query("SELECT phone.resolved FROM touchpoints WHERE event_id = 'loose-bool'").result_rows == [(True,)]
+        assert c.query("SELECT store.wait_seconds FROM touchpoints WHERE event_id = 'loose-varint'").result_rows == [(5,)]
+    assert dlq_reasons(s.kafka_bootstrap) == Counter()
