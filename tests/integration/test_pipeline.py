@@ -40,6 +40,16 @@ def landed(settings) -> tuple[int, int, int, Counter]:
     return final, distinct, dup, per_channel
 
 
+def run_until_landed(settings) -> tuple[int, int, int, Counter]:
+    """Run a worker and a sink until everything published is landed; then what `landed` says."""
+    worker, sink = start("worker", settings), start("sink", settings)
+    try:
+        wait_caught_up(settings, (worker, sink))
+    finally:
+        stop_role(sink), stop_role(worker)
+    return landed(settings)
+
+
 def test_valid_events_land_once_and_malformed_reach_the_dlq_with_reasons(cem_settings):
     s = cem_settings
     ids = publish(s, 10_000)
@@ -49,12 +59,7 @@ def test_valid_events_land_once_and_malformed_reach_the_dlq_with_reasons(cem_set
     publish_raw(s.kafka_bootstrap, RAW_TOPICS["web"], bad[:50])
     publish_raw(s.kafka_bootstrap, RAW_TOPICS["phone"], bad[50:])
 
-    worker, sink = start("worker", s), start("sink", s)
-    try:
-        wait_caught_up(s, (worker, sink))
-    finally:
-        stop_role(sink), stop_role(worker)
-    final, distinct, dup, per_channel = landed(s)
+    final, distinct, dup, per_channel = run_until_landed(s)
     assert (final, distinct, dup) == (10_000, 10_000, 0)
     assert per_channel == Counter({ch: 2_000 for ch in RAW_TOPICS})
     with clickhouse(s) as c:
@@ -134,12 +139,7 @@ def test_bytes_written_loosely_land_as_the_worker_read_them(cem_settings):
         assert (read["store"] or {}).get("wait_seconds") == 5 or (read["phone"] or {}).get("resolved") is True
         publish_raw(s.kafka_bootstrap, topic, [value])
 
-    worker, sink = start("worker", s), start("sink", s)
-    try:
-        wait_caught_up(s, (worker, sink))
-    finally:
-        stop_role(sink), stop_role(worker)
-    final, distinct, dup, _ = landed(s)
+    final, distinct, dup, _ = run_until_landed(s)
     assert (final, distinct, dup) == (202, 202, 0)
     with clickhouse(s) as c:
         got = {r[0] for r in c.query("SELECT event_id FROM touchpoints").result_rows}
