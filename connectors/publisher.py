@@ -12,7 +12,7 @@ Contract:
   buffering without bound (backpressure to the caller);
 * a buffer holds its events' Avro encodings back to back and becomes one container block under
   this publisher's header, so an event already encoded in the publisher's schema
-  (`publish_datum`, what ingest and the coordinator forward) goes in without a decode or encode.
+  (`publish_datum`, what the identity coordinator forwards) goes in without a decode or encode.
 """
 from __future__ import annotations
 
@@ -90,23 +90,26 @@ class BatchPublisher:
 
     def publish(self, topic: str, key: bytes, event: dict[str, Any]) -> None:
         """Buffer `event` for `topic` in the partition of `key`."""
-        tp = (topic, partition_for(key, self._partitions[topic]))
-        buf = self._buffers.get(tp)
-        if buf is None:
-            buf = self._buffers[tp] = _Buffer()
+        tp, buf = self._buffer(topic, key)
         schemaless_writer(buf.out, self._schema, event)
-        buf.count += 1
-        if buf.count >= self._max_events or buf.out.tell() >= self._max_bytes:
-            self._send(tp)
+        self._added(tp, buf)
 
     def publish_datum(self, topic: str, key: bytes, datum: bytes) -> None:
         """Like `publish`, for an event already encoded: `datum` must be the Avro binary
         encoding of one record in this publisher's schema (it is not checked here)."""
+        tp, buf = self._buffer(topic, key)
+        buf.out.write(datum)
+        self._added(tp, buf)
+
+    def _buffer(self, topic: str, key: bytes) -> tuple[tuple[str, int], _Buffer]:
         tp = (topic, partition_for(key, self._partitions[topic]))
         buf = self._buffers.get(tp)
         if buf is None:
             buf = self._buffers[tp] = _Buffer()
-        buf.out.write(datum)
+        return tp, buf
+
+    def _added(self, tp: tuple[str, int], buf: _Buffer) -> None:
+        """One more event is in `buf`: send it once it is full."""
         buf.count += 1
         if buf.count >= self._max_events or buf.out.tell() >= self._max_bytes:
             self._send(tp)

@@ -127,6 +127,12 @@ def decode_record(value: bytes | None, registry: SchemaRegistry, reader: Any, *,
 _SAME_AS_READER: dict[int, str] = {}
 
 
+def _corrupt_batch(err: Exception) -> DecodeError:
+    """The one wording of a container that does not decode, whichever path read it."""
+    return DecodeError("corrupt_batch", f"Avro container file does not decode "
+                       f"({type(err).__name__}: {err})"[:300])
+
+
 def _same_as_reader(reader: Any) -> str:
     same = _SAME_AS_READER.get(id(reader))
     if same is None:
@@ -158,8 +164,7 @@ def _decode_batch_datums(value: bytes, reader: Any) -> tuple[list[dict[str, Any]
                 datums.append(data[start:end])
                 start = end
         except Exception as err:  # EOFError, ValueError, UnicodeDecodeError, ...
-            raise DecodeError("corrupt_batch", f"Avro container file does not decode "
-                              f"({type(err).__name__}: {err})"[:300]) from None
+            raise _corrupt_batch(err) from None
     return events, datums
 
 
@@ -175,5 +180,4 @@ def _decode_batch(value: bytes, reader: Any) -> list[dict[str, Any]]:
         raise DecodeError("schema_mismatch", f"the batch's schema does not resolve to the "
                           f"reader schema: {err}"[:300]) from None
     except Exception as err:
-        raise DecodeError("corrupt_batch", f"Avro container file does not decode "
-                          f"({type(err).__name__}: {err})"[:300]) from None
+        raise _corrupt_batch(err) from None

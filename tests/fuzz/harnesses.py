@@ -78,29 +78,32 @@ def importer_row(data: bytes) -> None:
 
 
 def avro_record(data: bytes) -> None:
-    """Both ways a record is decoded — to events (customer agent), and to events with each one's
-    bytes (ingest, coordinator) — accept and refuse the same records, for the same reason; and
-    landing's container scan refuses with CorruptContainer only."""
+    """Both ways a record is decoded — to events (ingest, customer agent), and to events with each
+    one's bytes (coordinator) — accept and refuse the same records, for the same reason; every
+    stamped event decodes to the event with its resolution; and landing's container scan refuses
+    with CorruptContainer only."""
     from cem.schemas.ocf import CorruptContainer, scan
     from cem.schemas.registry import default_registry
     from cem.schemas.serde import DecodeError, decode_record
     reg = default_registry()
+    reader = reg.latest("touchpoint").parsed
     outcomes = []
+    decoded = None
     for datums in (False, True):
         try:
-            outcomes.append(decode_record(data, reg, reg.latest("touchpoint").parsed, datums=datums).events)
+            decoded = decode_record(data, reg, reader, datums=datums)
+            outcomes.append(decoded.events)
         except DecodeError as err:
             outcomes.append(err.reason)
     if outcomes[0] != outcomes[1]:
         raise AssertionError(f"decoding with datums differs: {outcomes[0]!r:.200} vs {outcomes[1]!r:.200}")
-    if not isinstance(outcomes[0], str):  # what ingest forwards decodes to the event, resolved
+    if decoded is not None:  # what the coordinator forwards decodes to the event, resolved
         import io
         import fastavro
         from cem.schemas.stamp import Stamper
-        reader = reg.latest("touchpoint").parsed
-        decoded = decode_record(data, reg, reader, datums=True)
+        stamper = Stamper.for_schema(reader)
         for event, datum in zip(decoded.events, decoded.datums or []):
-            stamped = Stamper.for_schema(reader).stamp(datum, event, "c-1", False, 1)
+            stamped = stamper.stamp(datum, event, "c-1", False, 1)
             if stamped is not None:
                 got = fastavro.schemaless_reader(io.BytesIO(stamped), reader, None)
                 want = dict(event, cem={"customer_id": "c-1", "late": False, "processed_at": 1})
