@@ -168,5 +168,39 @@ def split_rows(batches: list[PartitionBatch], max_rows: int, parts: int) -> list
     return [b for b in bins if b]
 
 
+@dataclass(frozen=True)
+class PlannedInsert:
+    """One group of a cut's batches inserted together: its inserts (one per writer schema) and,
+    per batch, the write-ahead mark `(topic, partition, first offset, "<last>:<cut id>")` that is
+    committed before inserting, so a restart can re-form exactly this group."""
+    table: str
+    inserts: tuple[Insert, ...]
+    marks: tuple[tuple[str, int, int, str], ...]
+
+
+def plan_cut(by_table: dict[str, list[PartitionBatch]], columns: dict[str, frozenset[str]],
+             max_rows: int, parts: int, *, replay: bool = False) -> list[PlannedInsert]:
+    """The inserts of one cut: per table, up to `parts` groups of about `max_rows` rows
+    (`split_rows`), each group one `PlannedInsert`.
+
+    `replay=True` is for a crashed run's group re-formed after a restart (`by_table` holds
+    exactly that group's batches): it is never split again, so it comes out with the crashed
+    insert's token and bytes and ClickHouse drops it as a duplicate. (Split again, a group of
+    more than `max_rows` rows over several partitions became two inserts with new tokens and
+    landed twice.) Deterministic: the same batches give the same plans."""
+    planned = []
+    for table, batches in by_table.items():
+        groups = [batches] if replay else split_rows(batches, max_rows, parts)
+        for group in groups:
+            built = build_inserts(group, columns[table])
+            if not built:
+                continue
+            name = cut_id(group)
+            marks = tuple((b.topic, b.partition, b.first, f"{b.last}:{name}")
+                          for b in sorted(group, key=lambda b: (b.topic, b.partition)) if b.first is not None)
+            planned.append(PlannedInsert(table, tuple(built), marks))
+    return planned
+
+
 def is_container(value: bytes | None) -> bool:
     return bool(value) and value[:4] == OCF_MAGIC

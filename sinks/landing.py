@@ -41,7 +41,7 @@ from cem import metrics
 from cem.connectors.security import client_config
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, container_schema_json, decode_record
-from .batch import PartitionBatch, build_inserts, cut_id, is_container, split_rows
+from .batch import PartitionBatch, is_container, plan_cut
 from .clickhouse.client import ClickHouse
 from .dlq import DeadLetters
 
@@ -107,6 +107,7 @@ class Landing:
         #: the cut in flight (its inserts) and the offsets to commit once they are all done
         self._pending: tuple[list[Future], list[TopicPartition]] | None = None
         self._first_data: float | None = None
+        self._failed = False
         self.counts = LandingCounts()
 
     # -- consumer group callbacks ---------------------------------------------------------
@@ -121,6 +122,8 @@ class Landing:
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        if self._failed:
+            return  # closing after a failure: what is not committed is replayed by the next owner
         # inside a poll: wait for the insert in flight without polling again
         self._flush([k for k in self._batches if k in revoked], final=True, polling=False)
         for key in revoked:
@@ -160,6 +163,11 @@ class Landing:
                         and not self._batches and self._pending is None:
                     break
             self._flush(list(self._batches), final=True)
+        except BaseException:
+            # leave as a crash does: closing the consumer revokes its partitions, and flushing
+            # then would insert and commit past the failure (and hide it behind a second error)
+            self._failed = True
+            raise
         finally:
             self._inserter.shutdown(wait=True)
             self._consumer.close()
@@ -257,7 +265,7 @@ class Landing:
             if batch.first is not None:
                 held.append(batch)
         if not any(c == cut for _, c in self._plans.values()):
-            self._submit(self._held.pop(cut))
+            self._submit(self._held.pop(cut), replay=True)
 
     def _flush(self, keys: list[tuple[str, int]], final: bool = False, polling: bool = True) -> None:
         """Cut the batches of `keys` and hand their inserts to the insert threads, after the cut
@@ -267,11 +275,10 @@ class Landing:
         # settle first: records polled meanwhile join the batches about to be cut, and a
         # rebalance meanwhile flushes (and drops) the revoked partitions' batches itself
         self._settle(polling)
+        if final:  # each held group as it was planned (part of it may still be missing)
+            while self._held:  # (submitting settles and polls, which may hold another)
+                self._submit(self._held.popitem()[1], polling, replay=True)
         cut = []
-        if final:
-            for held in self._held.values():
-                cut += held
-            self._held.clear()
         waiting = {(b.topic, b.partition) for held in self._held.values() for b in held}
         for key in keys:
             if key in self._plans or key in waiting:
@@ -290,30 +297,26 @@ class Landing:
         if final:
             self._settle(polling)
 
-    def _submit(self, cut: list[PartitionBatch], polling: bool = True) -> None:
+    def _submit(self, cut: list[PartitionBatch], polling: bool = True, replay: bool = False) -> None:
         """One insert per table (and writer schema) over the cut batches, after a write-ahead
         commit of each batch's planned end and the cut's id (so a restart cuts the same ranges
-        together again); offsets are committed when all of them are in (`_settle`)."""
+        together again); offsets are committed when all of them are in (`_settle`). `replay`:
+        the cut is a crashed run's insert group re-formed (`_hold`), inserted as it was planned
+        (never split again, or its rows would land twice under new tokens)."""
         if not cut:
             return
         self._settle(polling)
         by_table: dict[str, list[PartitionBatch]] = {}
         for batch in cut:
             by_table.setdefault(self._tables[batch.topic], []).append(batch)
-        inserts = []
-        plans = []
-        for table, all_batches in by_table.items():
-            for batches in split_rows(all_batches, self._max_rows, self._threads):
-                built = build_inserts(batches, self._columns[table])
-                inserts += [(table, ins) for ins in built]
-                if built:
-                    name = cut_id(batches)
-                    plans += [TopicPartition(b.topic, b.partition, b.first, metadata=f"{PLAN_PREFIX}{b.last}:{name}")
-                              for b in batches]
-        if plans:
-            self._commit(plans)  # write-ahead: remember where each batch ends before inserting it
+        planned = plan_cut(by_table, self._columns, self._max_rows, self._threads, replay=replay)
+        marks = [TopicPartition(topic, partition, first, metadata=PLAN_PREFIX + mark)
+                 for p in planned for topic, partition, first, mark in p.marks]
+        if marks:
+            self._commit(marks)  # write-ahead: remember where each batch ends before inserting it
         commits = [TopicPartition(b.topic, b.partition, b.last + 1) for b in cut]
-        self._pending = ([self._inserter.submit(self._insert, table, ins) for table, ins in inserts], commits)
+        self._pending = ([self._inserter.submit(self._insert, p.table, ins) for p in planned for ins in p.inserts],
+                         commits)
 
     def _settle(self, polling: bool = True) -> None:
         """Wait for the cut in flight, then commit its offsets. While it takes long (ClickHouse

@@ -11,7 +11,7 @@ from collections import Counter
 
 import fastavro
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 from cem.connectors.kafka_admin import group_lag, partitions_of
 from cem.connectors.partitioning import partition_for
@@ -20,7 +20,11 @@ from cem.demo import dlq_reasons
 from cem.generator import touchpoints
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import encode_batch, encode_single
-from cem.settings import TOUCHPOINTS_TOPIC
+from cem.settings import DLQ_TOPIC, TOUCHPOINTS_TOPIC
+from cem.sinks.clickhouse.client import connect
+from cem.sinks.clickhouse.migrations import apply
+from cem.sinks.dlq import DeadLetters
+from cem.sinks.landing import Landing, consumer_config
 from tests.support.ch import clickhouse
 from tests.support.pipeline import rss_mb, start, stop_role, wait_until
 
@@ -156,6 +160,69 @@ def test_sigkill_of_landing_during_200k_events_then_restart_lands_each_once(cem_
         stop_role(sink)
     assert 0 < committed_at_kill  # the kill fell mid-run, after some inserts were committed
     assert counts(s) == (len(events), len(events))
+
+
+class Crash(Exception):
+    pass
+
+
+class LandingKilledBeforeCommit(Landing):
+    """Landing that dies like a SIGKILL at a chosen point: after every insert of a cut is in
+    ClickHouse, before the cut's offsets are committed, once a cut has an insert covering
+    several partitions with more than max_rows rows (a group `split_rows` could split again)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.inserted: list = []
+        self.crashed_on: list = []
+
+    def _insert(self, table, ins):
+        super()._insert(table, ins)
+        self.inserted.append(ins)
+
+    def _commit(self, offsets, patience=300.0):
+        if not any(tp.metadata for tp in offsets):  # the commit after a cut's inserts
+            risky = [i for i in self.inserted if len(i.ranges) >= 2 and i.rows > self._max_rows]
+            if risky:
+                self.crashed_on = risky
+                raise Crash
+            self.inserted.clear()
+        super()._commit(offsets, patience)
+
+
+def test_a_restart_after_inserts_before_their_commit_re_forms_each_insert_and_lands_each_event_once(cem_settings):
+    # deterministic form of the SIGKILL test's window (which once landed 7,468 rows twice in
+    # CI): a cut's group larger than max_rows over several partitions was split again on replay.
+    # 4 partitions of ~5,000 events; a cut is due at 12,000 rows (2 threads x 6,000), so it
+    # spans partitions and one of its two groups is larger than max_rows
+    s = cem_settings
+    events = resolved(20_000, 6)
+    producer = Producer(producer_config(s.kafka_bootstrap))
+    pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]), max_events=100)
+    for e in events:
+        pub.publish(TOUCHPOINTS_TOPIC, e["cem"]["customer_id"].encode(), e)
+    pub.flush()
+    client = connect(s.clickhouse)
+    apply(client)
+    client.command("SYSTEM STOP MERGES touchpoints")  # a merge would hide rows landed twice
+    try:
+        def landing(cls):
+            consumer = Consumer(consumer_config(s.kafka_bootstrap, f"{s.app_id}-landing"))
+            dead = DeadLetters(producer, DLQ_TOPIC, "landing")
+            return cls(client, consumer, dead, default_registry(), {TOUCHPOINTS_TOPIC: "touchpoints"},
+                       max_rows=6_000, max_seconds=60.0, insert_threads=2)
+        crashing = landing(LandingKilledBeforeCommit)
+        with pytest.raises(Crash):
+            crashing.run(lambda: False, idle_exit=5.0)
+        assert crashing.crashed_on  # the inserts were in, their offsets not committed
+        in_before_restart = client.query("SELECT count() FROM touchpoints").result_rows[0][0]
+        assert 0 < in_before_restart < len(events)
+        landing(Landing).run(lambda: False, idle_exit=3.0)
+        got = client.query("SELECT count(), uniqExact(event_id) FROM touchpoints").result_rows[0]
+    finally:
+        client.close()
+    assert tuple(got) == (len(events), len(events))  # no FINAL: the replayed inserts were dropped
+    assert landing_lag(s) == 0
 
 
 def landing_committed(s) -> int:

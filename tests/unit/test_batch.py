@@ -2,11 +2,13 @@ import io
 
 import fastavro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cem.generator import touchpoints
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import DecodeError, container_schema_json, encode_batch
-from cem.sinks.batch import PartitionBatch, build_inserts, cut_id, split_rows
+from cem.sinks.batch import PartitionBatch, build_inserts, cut_id, plan_cut, split_rows
 
 W = default_registry().latest("touchpoint")
 COLUMNS = frozenset(f["name"] for f in W.raw["fields"])
@@ -96,3 +98,45 @@ def test_a_large_cut_is_split_by_partition_and_a_small_one_stays_one_insert():
     assert sorted(sum(b.rows for b in h) for h in halves) == [90, 90]
     assert sorted(b.partition for h in halves for b in h) == [0, 1, 2, 3]
     assert len(split_rows(batches, max_rows=10, parts=8)) == 4  # never more inserts than partitions
+
+
+ENCODED = [encode_batch(list(touchpoints(n, seed=n, start_ms=1_790_000_000_000)), W.parsed) for n in range(81)]
+
+
+def partition_batches(sizes: list[int]) -> list[PartitionBatch]:
+    out = []
+    for p, rows in enumerate(sizes):
+        b = PartitionBatch("cem.touchpoints", p, W.parsed, container_schema_json(W.parsed))
+        b.skip(10 * p)
+        if rows:
+            b.add_container(10 * p + 1, ENCODED[rows])
+        out.append(b)
+    return out
+
+
+def test_a_crashed_group_larger_than_max_rows_is_replayed_as_one_insert_not_split_again():
+    # the CI failure this fixes: a cut of 4 partitions split into two groups of 120 rows each;
+    # after a SIGKILL, a group re-formed and split again became two inserts with new tokens and
+    # its 120 rows landed twice
+    columns = {"touchpoints": COLUMNS}
+    [first, second] = plan_cut({"touchpoints": partition_batches([60, 60, 60, 60])}, columns,
+                               max_rows=100, parts=2)
+    assert [sum(i.rows for i in p.inserts) for p in (first, second)] == [120, 120]
+    group = [b for b in partition_batches([60, 60, 60, 60])
+             if (b.topic, b.partition, b.first) in {m[:3] for m in first.marks}]
+    assert len(plan_cut({"touchpoints": group}, columns, max_rows=100, parts=2)) == 2  # the hazard
+    assert plan_cut({"touchpoints": group}, columns, max_rows=100, parts=2, replay=True) == [first]
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(0, 80), min_size=1, max_size=6),
+       max_rows=st.integers(1, 200), parts=st.integers(1, 4))
+def test_every_planned_group_replays_with_the_same_tokens_bytes_and_marks(sizes, max_rows, parts):
+    columns = {"touchpoints": COLUMNS}
+    planned = plan_cut({"touchpoints": partition_batches(sizes)}, columns, max_rows=max_rows, parts=parts)
+    assert sum(i.rows for p in planned for i in p.inserts) == sum(sizes)
+    assert len({i.token for p in planned for i in p.inserts}) == sum(len(p.inserts) for p in planned)
+    for p in planned:
+        marked = {(topic, partition, first) for topic, partition, first, _ in p.marks}
+        group = [b for b in partition_batches(sizes) if (b.topic, b.partition, b.first) in marked]
+        assert plan_cut({"touchpoints": group}, columns, max_rows=max_rows, parts=parts, replay=True) == [p]
