@@ -93,6 +93,21 @@ def validate(event: Mapping[str, Any], now_ms: int, horizon_ms: int) -> Rejectio
     return None
 
 
+def repair_received_at(event: dict[str, Any], now_ms: int) -> bool:
+    """Set `received_at` to `now_ms` when the producer's value cannot be a receipt time (not an
+    int, before 2000-01-01, or further ahead of `now_ms` than the clock-skew allowance) and
+    return True; otherwise leave it and return False. A receipt time is the producer's claim,
+    but a wrong one would land as a date in year 0 or 9999 and skew every latency figure built
+    on it (alert latency, row latency), so cem's first stage keeps a plausible one, as
+    Segment's servers set receivedAt and Snowplow's collector sets collector_tstamp. The event
+    itself is fine, so it is not refused. Pure; changes `event` in place."""
+    received = event.get("received_at")
+    if isinstance(received, int) and MIN_EVENT_TIME_MS <= received <= now_ms + MAX_FUTURE_MS:
+        return False
+    event["received_at"] = now_ms
+    return True
+
+
 _RANGES: Mapping[str, Mapping[str, tuple[int, int]]] = {
     "feedback": {"nps": (0, 10), "csat": (1, 5), "rating": (1, 5)},
     "store": {"wait_seconds": (0, 86_400), "items": (0, 100_000)},

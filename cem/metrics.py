@@ -13,6 +13,8 @@ RECORDS = Counter("cem_records_total", "Kafka records read from (in) or delivere
                   ["topic", "direction"])
 EVENTS_PER_RECORD = Histogram("cem_events_per_record", "Events carried by one Kafka record read", ["topic"],
                               buckets=(1, 10, 50, 100, 250, 500, 1000, 5000))
+RECEIVED_AT_REPAIRED = Counter("cem_received_at_repaired_total", "Events whose received_at could not be a "
+                               "receipt time (before 2000, far ahead, missing) and was set by ingest", ["topic"])
 DEAD_LETTERS = Counter("cem_dead_letters_total", "Events or records sent to cem.dlq", ["reason"])
 SINK_ROWS = Counter("cem_sink_rows_total", "Rows inserted into ClickHouse", ["table"])
 SINK_BATCH_ROWS = Histogram("cem_sink_batch_rows", "Rows per ClickHouse insert", ["table"],
@@ -54,6 +56,10 @@ def events_in(topic: str, n: int) -> None:
 def events_out(topic: str, n: int) -> None:
     EVENTS.labels(topic, "out").inc(n)
     RECORDS.labels(topic, "out").inc()
+
+
+def received_at_repaired(topic: str, n: int) -> None:
+    RECEIVED_AT_REPAIRED.labels(topic).inc(n)
 
 
 def dead_letter(reason: str) -> None:

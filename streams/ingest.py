@@ -1,7 +1,7 @@
 """Raw record → validated, keyed touchpoints (the worker's first stage, free of Faust).
 
 `Ingest.process` handles one Kafka record of either shape: decodes it, validates each event,
-stamps the resolution, hands valid events to the publisher keyed by customer and invalid ones
+keeps its `received_at` plausible (`repair_received_at`), stamps the resolution, hands valid events to the publisher keyed by customer and invalid ones
 to the dead-letter topic. It never raises on bad input. Nothing is acknowledged here: the
 caller acks the record only after `flush()` returned (acks after the sink).
 
@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from cem.events import validate
+from cem import metrics
+from cem.events import repair_received_at, validate
 from cem.identity import profile_id_for, usable_identifiers
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record, encode_single
@@ -47,6 +48,7 @@ class IngestCounts:
     forwarded: int = 0
     to_coordinator: int = 0
     dead: int = 0
+    received_at_repaired: int = 0
 
 
 class Ingest:
@@ -86,7 +88,7 @@ class Ingest:
         horizon = self._horizon
         publish = self._publisher.publish
         out = self._out
-        forwarded = 0
+        forwarded = repaired = 0
         for index, event in enumerate(decoded.events):
             rejection = validate(event, now_ms, horizon)
             if rejection is not None:
@@ -95,6 +97,8 @@ class Ingest:
                                 offset=offset, batch_index=index if decoded.is_batch else -1)
                 counts.dead += 1
                 continue
+            if repair_received_at(event, now_ms):
+                repaired += 1
             event = branch_tagged(event)
             ids = event["identifiers"]
             customer = self._lookup(ids) if self._lookup is not None else None
@@ -119,6 +123,9 @@ class Ingest:
         self._touched.add(source)
         counts.events += len(decoded.events)
         counts.forwarded += forwarded
+        if repaired:
+            counts.received_at_repaired += repaired
+            metrics.received_at_repaired(topic, repaired)
         if self._on_events is not None:
             self._on_events(topic, len(decoded.events))
 

@@ -138,12 +138,21 @@ def test_bytes_written_loosely_land_as_the_worker_read_them(cem_settings):
         read = fastavro.schemaless_reader(io.BytesIO(value[5:]), w.parsed, None)  # as the worker reads them
         assert (read["store"] or {}).get("wait_seconds") == 5 or (read["phone"] or {}).get("resolved") is True
         publish_raw(s.kafka_bootstrap, topic, [value])
+    # a receipt time that cannot be one (never set, or far beyond any clock): ingest sets its own
+    for name, received in (("received-zero", 0), ("received-far", 2 ** 62)):
+        publish_raw(s.kafka_bootstrap, RAW_TOPICS["store"],
+                    [encode_single(dict(visit, event_id=name, received_at=received), w.id, w.parsed)])
 
     final, distinct, dup, _ = run_until_landed(s)
-    assert (final, distinct, dup) == (202, 202, 0)
+    after = int(time.time() * 1000)
+    assert (final, distinct, dup) == (204, 204, 0)
     with clickhouse(s) as c:
         got = {r[0] for r in c.query("SELECT event_id FROM touchpoints").result_rows}
-        assert got == set(ids) | {"loose-bool", "loose-varint"}
+        assert got == set(ids) | {"loose-bool", "loose-varint", "received-zero", "received-far"}
         assert c.query("SELECT phone.resolved FROM touchpoints WHERE event_id = 'loose-bool'").result_rows == [(True,)]
         assert c.query("SELECT store.wait_seconds FROM touchpoints WHERE event_id = 'loose-varint'").result_rows == [(5,)]
+        received = dict(c.query("SELECT event_id, toUnixTimestamp64Milli(received_at) FROM touchpoints "
+                                "WHERE event_id IN ('received-zero', 'received-far', 'loose-varint')").result_rows)
+    assert all(now <= received[name] <= after for name in ("received-zero", "received-far")), received
+    assert received["loose-varint"] == visit["received_at"]  # a plausible one is kept
     assert dlq_reasons(s.kafka_bootstrap) == Counter()

@@ -1,6 +1,6 @@
 import pytest
 
-from cem.events import CHANNELS, EVENT_TYPES, validate
+from cem.events import CHANNELS, EVENT_TYPES, repair_received_at, validate
 from cem.generator import touchpoints
 
 NOW = 1_790_000_000_000
@@ -58,3 +58,19 @@ def test_an_int_attribute_beyond_32_bits_is_refused_not_forwarded():
     assert rejection is not None and rejection.reason == "bad_value:web.x"
     ev["web"]["x"] = -(2 ** 31)
     assert validate(ev, NOW, HORIZON) is None
+
+
+@pytest.mark.parametrize("received", [0, -(2 ** 63), 1_790_000_000, NOW + 24 * 3_600_000, 2 ** 62, None, "now"])
+def test_a_receipt_time_that_cannot_be_one_is_set_to_the_clock_and_the_event_kept(received):
+    # 0 (never set), a wrapped varint, seconds instead of ms, beyond the skew allowance, missing
+    ev = {**good(), "received_at": received}
+    assert repair_received_at(ev, NOW) is True
+    assert ev["received_at"] == NOW
+    assert validate(ev, NOW, HORIZON) is None
+
+
+@pytest.mark.parametrize("received", [NOW, NOW - 30 * 86_400_000, NOW + 22 * 3_600_000, 946_684_800_000])
+def test_a_plausible_receipt_time_is_kept(received):
+    ev = {**good(), "received_at": received}
+    assert repair_received_at(ev, NOW) is False
+    assert ev["received_at"] == received
