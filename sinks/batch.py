@@ -145,12 +145,70 @@ def build_inserts(batches: list[PartitionBatch], table_columns: frozenset[str]) 
         if schema_json == "JSONEachRow":
             inserts.append(Insert(token, None, b"\n".join(data for _, data in blocks), rows, "JSONEachRow", ranges))
             continue
-        marker = hashlib.blake2b(token.encode(), digest_size=16).digest()
-        data = assemble(schema_json, blocks, marker)
+        data = assemble(schema_json, blocks, _marker(token))
         schema = json.loads(schema_json)
         columns = [f["name"] for f in schema["fields"] if f["name"] in table_columns]
         inserts.append(Insert(token, columns, data, rows, "Avro", ranges))
     return inserts
+
+
+def _marker(token: str) -> bytes:
+    return hashlib.blake2b(token.encode(), digest_size=16).digest()
+
+
+def split_insert(ins: Insert) -> list[Insert]:
+    """Two halves of an insert ClickHouse refused, by rows, so landing can find the rows it
+    refuses and insert the rest; [] when `ins` holds one row (or one Avro block whose records
+    fastavro cannot tell apart). Each half's token is the insert's plus `/0` or `/1`:
+    deterministic, so a replay after a crash halves the same way and ClickHouse drops the
+    halves that landed before."""
+    if ins.fmt == "JSONEachRow":
+        lines = [line for line in ins.data.split(b"\n") if line.strip()]
+        if len(lines) < 2:
+            return []
+        mid = len(lines) // 2
+        halves = [lines[:mid], lines[mid:]]
+        return [Insert(f"{ins.token}/{i}", ins.columns, b"\n".join(h), len(h), ins.fmt, ins.ranges)
+                for i, h in enumerate(halves)]
+    container = scan(ins.data)
+    blocks = [b for b in container.blocks if b[0]]
+    if sum(n for n, _ in blocks) < 2:
+        return []
+    if len(blocks) == 1:
+        count, data = blocks[0]
+        ends = _record_ends(container.schema_json, data, count)
+        if ends is None:
+            return []
+        mid = count // 2
+        cut = ends[mid - 1]
+        halves = [[(mid, data[:cut])], [(count - mid, data[cut:])]]
+    else:
+        total, acc, k = sum(n for n, _ in blocks), 0, 1
+        for k in range(1, len(blocks)):
+            acc += blocks[k - 1][0]
+            if acc * 2 >= total:
+                break
+        halves = [blocks[:k], blocks[k:]]
+    out = []
+    for i, half in enumerate(halves):
+        token = f"{ins.token}/{i}"
+        out.append(Insert(token, ins.columns, assemble(container.schema_json, half, _marker(token)),
+                          sum(n for n, _ in half), ins.fmt, ins.ranges))
+    return out
+
+
+def _record_ends(schema_json: str, data: bytes, count: int) -> list[int] | None:
+    """Where each of a block's `count` records ends, read with fastavro; None if it cannot."""
+    try:
+        schema = fastavro.parse_schema(json.loads(schema_json))
+        buf = io.BytesIO(data)
+        ends = []
+        for _ in range(count):
+            fastavro.schemaless_reader(buf, schema, None)
+            ends.append(buf.tell())
+        return ends
+    except Exception:  # noqa: BLE001 - bytes fastavro refuses: the block stays whole
+        return None
 
 
 def split_rows(batches: list[PartitionBatch], max_rows: int, parts: int) -> list[list[PartitionBatch]]:

@@ -41,6 +41,13 @@ def resolved(n: int, seed: int) -> list[dict]:
     return out
 
 
+def dead_letters(bootstrap: str) -> list[tuple[dict[str, str], bytes]]:
+    """Every record of cem.dlq so far: (headers, value)."""
+    from cem.connectors.topic_reader import read_to_end
+    from cem.sinks.dlq import headers_dict
+    return [(headers_dict(m.headers()), m.value()) for m in read_to_end(bootstrap, DLQ_TOPIC, timeout=30)]
+
+
 def landing_lag(s) -> int:
     return group_lag(s.kafka_bootstrap, f"{s.app_id}-landing", [TOUCHPOINTS_TOPIC])
 
@@ -86,11 +93,12 @@ def test_mixed_batch_and_single_records_land_their_union_once_and_corrupt_ones_g
     assert dlq_reasons(s.kafka_bootstrap) == Counter({"corrupt_batch": 2, "schema_mismatch": 1})
 
 
-def test_a_block_clickhouse_cannot_read_is_dead_lettered_not_retried_forever(cem_settings):
+def test_a_row_clickhouse_cannot_read_is_dead_lettered_alone_and_its_insert_lands(cem_settings):
     # cem.touchpoints is cem's own topic, but what a producer with access writes there reaches
     # ClickHouse undecoded: a varint of 11 bytes (fastavro reads it, ClickHouse's Avro reader
-    # refuses it) made landing retry that insert forever. Now the insert is dead-lettered with
-    # ClickHouse's reason and landing goes on with the next.
+    # refuses it) made landing retry that insert forever; then it dead-lettered the whole insert
+    # (good rows too). Now the refused insert is halved until the one row is found: it alone is
+    # dead-lettered, with ClickHouse's reason, and every other row of the insert lands.
     s = cem_settings
     ev = resolved(1, 4)[0]
     out = io.BytesIO()
@@ -110,23 +118,36 @@ def test_a_block_clickhouse_cannot_read_is_dead_lettered_not_retried_forever(cem
     assert fastavro.schemaless_reader(io.BytesIO(loose), W.parsed, None)["received_at"] == ev["received_at"]
     from cem.schemas import ocf
     from cem.schemas.serde import container_schema_json
-    poisoned = ocf.assemble(container_schema_json(W.parsed), [(1, loose)], b"p" * 16)
+
+    def datum_of(e):
+        b = io.BytesIO()
+        fastavro.schemaless_writer(b, W.parsed, e)
+        return b.getvalue()
+    neighbours = resolved(99, 7)  # the bad row sits in the middle of one block of 100
+    block = b"".join(map(datum_of, neighbours[:49])) + loose + b"".join(map(datum_of, neighbours[49:]))
+    poisoned = ocf.assemble(container_schema_json(W.parsed), [(100, block)], b"p" * 16)
     producer = Producer(producer_config(s.kafka_bootstrap))
     producer.produce(TOUCHPOINTS_TOPIC, poisoned, partition=0)
     producer.flush(30)
+    later = resolved(50, 5)  # and records of other partitions in the same insert
+    pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]))
+    for e in later:
+        pub.publish(TOUCHPOINTS_TOPIC, e["cem"]["customer_id"].encode(), e)
+    pub.flush()
     sink = start("sink", s)
     try:
         wait_until(lambda: landing_lag(s) == 0, 120, what="landing", procs=(sink,))
-        later = resolved(50, 5)  # landing goes on with what comes next
-        pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]))
-        for e in later:
-            pub.publish(TOUCHPOINTS_TOPIC, e["cem"]["customer_id"].encode(), e)
-        pub.flush()
-        wait_until(lambda: landing_lag(s) == 0, 120, what="landing", procs=(sink,))
     finally:
         stop_role(sink)
-    assert counts(s) == (50, 50)
-    assert dlq_reasons(s.kafka_bootstrap) == Counter({"insert_rejected": 1})
+    assert counts(s) == (149, 149)
+    with clickhouse(s) as c:
+        got = {r[0] for r in c.query("SELECT event_id FROM touchpoints").result_rows}
+    assert got == {e["event_id"] for e in neighbours + later}
+    letters = dead_letters(s.kafka_bootstrap)
+    assert [h["cem-reason"] for h, _ in letters] == ["insert_rejected"]
+    [(headers, value)] = letters
+    assert [e["event_id"] for e in fastavro.reader(io.BytesIO(value))] == [ev["event_id"]]
+    assert "avro" in headers["cem-detail"].lower() and "1 rows" in headers["cem-detail"]
 
 
 @pytest.mark.slow

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from cem.generator import touchpoints
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import DecodeError, container_schema_json, encode_batch
-from cem.sinks.batch import PartitionBatch, build_inserts, cut_id, plan_cut, split_rows
+from cem.schemas import ocf
+from cem.sinks.batch import Insert, PartitionBatch, build_inserts, cut_id, plan_cut, split_insert, split_rows
 
 W = default_registry().latest("touchpoint")
 COLUMNS = frozenset(f["name"] for f in W.raw["fields"])
@@ -140,3 +141,44 @@ def test_every_planned_group_replays_with_the_same_tokens_bytes_and_marks(sizes,
         marked = {(topic, partition, first) for topic, partition, first, _ in p.marks}
         group = [b for b in partition_batches(sizes) if (b.topic, b.partition, b.first) in marked]
         assert plan_cut({"touchpoints": group}, columns, max_rows=max_rows, parts=parts, replay=True) == [p]
+
+
+def leaves(ins):
+    """Halve `ins` until single rows: what landing does when every part is refused."""
+    halves = split_insert(ins)
+    if not halves:
+        return [ins]
+    return [leaf for half in halves for leaf in leaves(half)]
+
+
+def test_a_refused_insert_halves_down_to_single_rows_keeping_every_row_once():
+    batches = partition_batches([7, 0, 5, 1])
+    b = batches[0]
+    b.add_container(500, ENCODED[3])  # several blocks in one partition batch
+    [ins] = build_inserts(batches, COLUMNS)
+    halves = split_insert(ins)
+    assert [h.token for h in halves] == [ins.token + "/0", ins.token + "/1"]
+    assert sum(h.rows for h in halves) == ins.rows == 16 and all(h.rows for h in halves)
+    assert split_insert(ins) == halves  # deterministic: a replay halves the same way
+    parts = leaves(ins)
+    assert all(p.rows == 1 for p in parts) and len({p.token for p in parts}) == 16
+    assert sorted(i for p in parts for i in ids(p.data)) == sorted(ids(ins.data))
+
+
+def test_one_block_is_halved_by_its_records_and_json_rows_by_line():
+    [ins] = build_inserts(partition_batches([9]), COLUMNS)
+    assert [n for n, _ in ocf.scan(ins.data).blocks] == [9]
+    assert [h.rows for h in split_insert(ins)] == [4, 5]
+    assert sorted(i for p in leaves(ins) for i in ids(p.data)) == sorted(ids(ins.data))
+    b = PartitionBatch("cem.sessions", 0, W.parsed, container_schema_json(W.parsed))
+    b.add_json(3, b'{"a":1}\n{"a":2}\n{"a":3}')
+    [rows] = build_inserts([b], frozenset())
+    assert [h.data for h in split_insert(rows)] == [b'{"a":1}', b'{"a":2}\n{"a":3}']
+    assert [p.data for p in leaves(rows)] == [b'{"a":1}', b'{"a":2}', b'{"a":3}']
+
+
+def test_a_single_row_or_a_block_fastavro_cannot_read_is_not_halved():
+    [one] = build_inserts(partition_batches([1]), COLUMNS)
+    assert split_insert(one) == []
+    garbage = ocf.assemble(container_schema_json(W.parsed), [(3, b"\xff" * 40)], b"m" * 16)
+    assert split_insert(Insert("t", None, garbage, 3, "Avro", (("cem.touchpoints", 0, 1, 1),))) == []
