@@ -74,3 +74,23 @@ def test_a_plausible_receipt_time_is_kept(received):
     ev = {**good(), "received_at": received}
     assert repair_received_at(ev, NOW) is False
     assert ev["received_at"] == received
+
+
+def test_every_int_attribute_of_the_schema_is_range_checked_within_32_bits():
+    # Avro varints are unbounded: an int attribute without a range decodes beyond 32 bits and
+    # makes ingest's encoder raise (a crash loop on the same record). A new int field in
+    # schemas/touchpoint.avsc needs its entry in cem.events._RANGES.
+    from cem.events import _RANGES
+    from cem.schemas.registry import default_registry
+    raw = default_registry().latest("touchpoint").raw
+    checked = 0
+    for field in raw["fields"]:
+        if field["name"] not in CHANNELS:
+            continue
+        record = next(b for b in field["type"] if isinstance(b, dict))
+        for attr in record["fields"]:
+            if "int" in (attr["type"] if isinstance(attr["type"], list) else [attr["type"]]):
+                low, high = _RANGES[field["name"]][attr["name"]]
+                assert -2 ** 31 <= low <= high <= 2 ** 31 - 1, (field["name"], attr["name"])
+                checked += 1
+    assert checked == 10
