@@ -33,12 +33,16 @@ class Insert:
     fmt: str = "Avro"
     #: (topic, partition, first offset, last offset) of every batch in it
     ranges: tuple[tuple[str, int, int, int], ...] = ()
+    #: where its rows came from, in data order: (topic, partition, offset, rows) per block
+    #: (a JSON record's rows are its non-empty lines); tells a dead letter its source record
+    sources: tuple[tuple[str, int, int, int], ...] = ()
 
 
 @dataclass
 class _Group:
     schema_json: str
     blocks: list[tuple[int, bytes]] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)  # the record offset of each block
     rows: int = 0
 
 
@@ -70,6 +74,7 @@ class PartitionBatch:
         group = self._group(container.schema_json)
         n = container.records
         group.blocks.extend(container.blocks)
+        group.offsets.extend([offset] * len(container.blocks))
         group.rows += n
         self._advance(offset, n)
         return n
@@ -80,6 +85,7 @@ class PartitionBatch:
         fastavro.schemaless_writer(out, self._single_schema, event)
         group = self._group(self._single_json)
         group.blocks.append((1, out.getvalue()))
+        group.offsets.append(offset)
         group.rows += 1
         self._advance(offset, 1)
 
@@ -89,6 +95,7 @@ class PartitionBatch:
         n = value.count(b"\n") + 1 if value else 0
         if value:
             group.blocks.append((n, value))
+            group.offsets.append(offset)
         group.rows += n
         self._advance(offset, n)
         return n
@@ -132,24 +139,47 @@ def build_inserts(batches: list[PartitionBatch], table_columns: frozenset[str]) 
         return []
     prefix = cut_token(ordered)
     ranges = tuple((b.topic, b.partition, b.first, b.last) for b in ordered)
-    groups: dict[str, list[_Group]] = {}
+    groups: dict[str, list[tuple[PartitionBatch, _Group]]] = {}
     for b in ordered:
         for schema_json, group in b._groups.items():
             if group.rows:
-                groups.setdefault(schema_json, []).append(group)
+                groups.setdefault(schema_json, []).append((b, group))
     inserts = []
     for index, (schema_json, parts) in enumerate(groups.items()):
-        rows = sum(g.rows for g in parts)
+        rows = sum(g.rows for _, g in parts)
         token = f"{prefix}:{index}"
-        blocks = [block for g in parts for block in g.blocks]
+        blocks = [block for _, g in parts for block in g.blocks]
         if schema_json == "JSONEachRow":
-            inserts.append(Insert(token, None, b"\n".join(data for _, data in blocks), rows, "JSONEachRow", ranges))
+            sources = tuple((b.topic, b.partition, offset, _lines(data)) for b, g in parts
+                            for (_, data), offset in zip(g.blocks, g.offsets))
+            inserts.append(Insert(token, None, b"\n".join(data for _, data in blocks), rows, "JSONEachRow",
+                                  ranges, sources))
             continue
+        sources = tuple((b.topic, b.partition, offset, n) for b, g in parts
+                        for (n, _), offset in zip(g.blocks, g.offsets))
         data = assemble(schema_json, blocks, _marker(token))
         schema = json.loads(schema_json)
         columns = [f["name"] for f in schema["fields"] if f["name"] in table_columns]
-        inserts.append(Insert(token, columns, data, rows, "Avro", ranges))
+        inserts.append(Insert(token, columns, data, rows, "Avro", ranges, sources))
     return inserts
+
+
+def _lines(data: bytes) -> int:
+    return sum(1 for line in data.split(b"\n") if line.strip())
+
+
+def _take(sources: tuple[tuple[str, int, int, int], ...], rows: int) -> tuple[tuple, tuple]:
+    """`sources` of the first `rows` rows and of the rest (a source across the cut is in both)."""
+    head, rest = [], list(sources)
+    while rest and rows > 0:
+        topic, partition, offset, n = rest.pop(0)
+        if n > rows:
+            head.append((topic, partition, offset, rows))
+            rest.insert(0, (topic, partition, offset, n - rows))
+        else:
+            head.append((topic, partition, offset, n))
+        rows -= n
+    return tuple(head), tuple(rest)
 
 
 def _marker(token: str) -> bytes:
@@ -168,8 +198,8 @@ def split_insert(ins: Insert) -> list[Insert]:
             return []
         mid = len(lines) // 2
         halves = [lines[:mid], lines[mid:]]
-        return [Insert(f"{ins.token}/{i}", ins.columns, b"\n".join(h), len(h), ins.fmt, ins.ranges)
-                for i, h in enumerate(halves)]
+        return [Insert(f"{ins.token}/{i}", ins.columns, b"\n".join(h), len(h), ins.fmt, ins.ranges, src)
+                for i, (h, src) in enumerate(zip(halves, _take(ins.sources, mid)))]
     container = scan(ins.data)
     blocks = [b for b in container.blocks if b[0]]
     if sum(n for n, _ in blocks) < 2:
@@ -182,6 +212,7 @@ def split_insert(ins: Insert) -> list[Insert]:
         mid = count // 2
         cut = ends[mid - 1]
         halves = [[(mid, data[:cut])], [(count - mid, data[cut:])]]
+        first_rows = mid
     else:
         total, acc, k = sum(n for n, _ in blocks), 0, 1
         for k in range(1, len(blocks)):
@@ -189,11 +220,12 @@ def split_insert(ins: Insert) -> list[Insert]:
             if acc * 2 >= total:
                 break
         halves = [blocks[:k], blocks[k:]]
+        first_rows = sum(n for n, _ in blocks[:k])
     out = []
-    for i, half in enumerate(halves):
+    for i, (half, src) in enumerate(zip(halves, _take(ins.sources, first_rows))):
         token = f"{ins.token}/{i}"
         out.append(Insert(token, ins.columns, assemble(container.schema_json, half, _marker(token)),
-                          sum(n for n, _ in half), ins.fmt, ins.ranges))
+                          sum(n for n, _ in half), ins.fmt, ins.ranges, src))
     return out
 
 

@@ -401,10 +401,13 @@ class Landing:
             part, why = refused.pop()
             halves = split_insert(part) if budget >= 2 else []
             if not halves:
-                topic, partition, first, _ = part.ranges[0]
+                # headers name the record the rows came from (the first one if several)
+                topic, partition, offset, _ = part.sources[0] if part.sources else part.ranges[0]
+                records = len({s[:3] for s in part.sources})
+                origin = f", from {records} records" if records > 1 else ""
                 self._dead.send(part.data, "insert_rejected",
-                                f"{table} (insert {part.token}, {part.rows} rows): {str(why)[:500]}",
-                                topic=topic, partition=partition, offset=first)
+                                f"{table} (insert {part.token}, {part.rows} rows{origin}): {str(why)[:500]}",
+                                topic=topic, partition=partition, offset=offset)
                 self.counts.dead += 1
                 continue
             budget -= len(halves)

@@ -127,13 +127,15 @@ def test_a_row_clickhouse_cannot_read_is_dead_lettered_alone_and_its_insert_land
     block = b"".join(map(datum_of, neighbours[:49])) + loose + b"".join(map(datum_of, neighbours[49:]))
     poisoned = ocf.assemble(container_schema_json(W.parsed), [(100, block)], b"p" * 16)
     producer = Producer(producer_config(s.kafka_bootstrap))
-    producer.produce(TOUCHPOINTS_TOPIC, poisoned, partition=0)
-    producer.flush(30)
-    later = resolved(50, 5)  # and records of other partitions in the same insert
-    pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]))
+    later = resolved(50, 5)  # records of every partition, in the same insert
+    pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]), max_events=5)
     for e in later:
         pub.publish(TOUCHPOINTS_TOPIC, e["cem"]["customer_id"].encode(), e)
     pub.flush()
+    delivered = []
+    producer.produce(TOUCHPOINTS_TOPIC, poisoned, partition=0, on_delivery=lambda err, m: delivered.append(m))
+    producer.flush(30)
+    assert delivered[0].offset() > 0  # not the first record of the insert's first range
     sink = start("sink", s)
     try:
         wait_until(lambda: landing_lag(s) == 0, 120, what="landing", procs=(sink,))
@@ -148,6 +150,7 @@ def test_a_row_clickhouse_cannot_read_is_dead_lettered_alone_and_its_insert_land
     [(headers, value)] = letters
     assert [e["event_id"] for e in fastavro.reader(io.BytesIO(value))] == [ev["event_id"]]
     assert "avro" in headers["cem-detail"].lower() and "1 rows" in headers["cem-detail"]
+    assert (headers["cem-source-partition"], headers["cem-source-offset"]) == ("0", str(delivered[0].offset()))
 
 
 @pytest.mark.slow

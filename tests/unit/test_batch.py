@@ -1,4 +1,5 @@
 import io
+from collections import Counter
 
 import fastavro
 import pytest
@@ -163,6 +164,13 @@ def test_a_refused_insert_halves_down_to_single_rows_keeping_every_row_once():
     parts = leaves(ins)
     assert all(p.rows == 1 for p in parts) and len({p.token for p in parts}) == 16
     assert sorted(i for p in parts for i in ids(p.data)) == sorted(ids(ins.data))
+    # every row knows the record it came from (a dead letter's source headers)
+    record_ids = {(0, 1): ids(ENCODED[7]), (0, 500): ids(ENCODED[3]), (2, 21): ids(ENCODED[5]),
+                  (3, 31): ids(ENCODED[1])}
+    for p in parts:
+        [(topic, partition, offset, rows)] = p.sources
+        assert rows == 1 and ids(p.data)[0] in record_ids[(partition, offset)]
+    assert Counter(p.sources[0][1:3] for p in parts) == {(0, 1): 7, (0, 500): 3, (2, 21): 5, (3, 31): 1}
 
 
 def test_one_block_is_halved_by_its_records_and_json_rows_by_line():
@@ -171,10 +179,13 @@ def test_one_block_is_halved_by_its_records_and_json_rows_by_line():
     assert [h.rows for h in split_insert(ins)] == [4, 5]
     assert sorted(i for p in leaves(ins) for i in ids(p.data)) == sorted(ids(ins.data))
     b = PartitionBatch("cem.sessions", 0, W.parsed, container_schema_json(W.parsed))
-    b.add_json(3, b'{"a":1}\n{"a":2}\n{"a":3}')
+    b.add_json(3, b'{"a":1}\n{"a":2}')
+    b.add_json(4, b'{"a":3}')
     [rows] = build_inserts([b], frozenset())
     assert [h.data for h in split_insert(rows)] == [b'{"a":1}', b'{"a":2}\n{"a":3}']
     assert [p.data for p in leaves(rows)] == [b'{"a":1}', b'{"a":2}', b'{"a":3}']
+    assert [p.sources for p in leaves(rows)] == [(("cem.sessions", 0, 3, 1),), (("cem.sessions", 0, 3, 1),),
+                                                 (("cem.sessions", 0, 4, 1),)]
 
 
 def test_a_single_row_or_a_block_fastavro_cannot_read_is_not_halved():
