@@ -34,7 +34,7 @@ class Insert:
     #: (topic, partition, first offset, last offset) of every batch in it
     ranges: tuple[tuple[str, int, int, int], ...] = ()
     #: where its rows came from, in data order: (topic, partition, offset, rows) per block
-    #: (a JSON record's rows are its non-empty lines); tells a dead letter its source record
+    #: (a JSON record's rows are its lines); tells a dead letter its source record
     sources: tuple[tuple[str, int, int, int], ...] = ()
 
 
@@ -149,23 +149,17 @@ def build_inserts(batches: list[PartitionBatch], table_columns: frozenset[str]) 
         rows = sum(g.rows for _, g in parts)
         token = f"{prefix}:{index}"
         blocks = [block for _, g in parts for block in g.blocks]
+        sources = tuple((b.topic, b.partition, offset, n) for b, g in parts
+                        for (n, _), offset in zip(g.blocks, g.offsets))
         if schema_json == "JSONEachRow":
-            sources = tuple((b.topic, b.partition, offset, _lines(data)) for b, g in parts
-                            for (_, data), offset in zip(g.blocks, g.offsets))
             inserts.append(Insert(token, None, b"\n".join(data for _, data in blocks), rows, "JSONEachRow",
                                   ranges, sources))
             continue
-        sources = tuple((b.topic, b.partition, offset, n) for b, g in parts
-                        for (n, _), offset in zip(g.blocks, g.offsets))
         data = assemble(schema_json, blocks, _marker(token))
         schema = json.loads(schema_json)
         columns = [f["name"] for f in schema["fields"] if f["name"] in table_columns]
         inserts.append(Insert(token, columns, data, rows, "Avro", ranges, sources))
     return inserts
-
-
-def _lines(data: bytes) -> int:
-    return sum(1 for line in data.split(b"\n") if line.strip())
 
 
 def _take(sources: tuple[tuple[str, int, int, int], ...], rows: int) -> tuple[tuple, tuple]:
@@ -193,7 +187,7 @@ def split_insert(ins: Insert) -> list[Insert]:
     deterministic, so a replay after a crash halves the same way and ClickHouse drops the
     halves that landed before."""
     if ins.fmt == "JSONEachRow":
-        lines = [line for line in ins.data.split(b"\n") if line.strip()]
+        lines = ins.data.split(b"\n")  # rows as `add_json` counts them
         if len(lines) < 2:
             return []
         mid = len(lines) // 2

@@ -1,8 +1,8 @@
 """Raw record → validated, keyed touchpoints (the worker's first stage, free of Faust).
 
 `Ingest.process` handles one Kafka record of either shape: decodes it, validates each event,
-keeps its `received_at` plausible (`repair_received_at`), stamps the resolution, hands valid events to the publisher keyed by customer and invalid ones
-to the dead-letter topic. It never raises on bad input. Nothing is acknowledged here: the
+keeps its `received_at` plausible (`repair_received_at`), stamps the resolution, hands valid
+events to the publisher keyed by customer and invalid ones to the dead-letter topic. It never raises on bad input. Nothing is acknowledged here: the
 caller acks the record only after `flush()` returned (acks after the sink).
 
 Every event is encoded anew rather than forwarded as the bytes a producer wrote, although that

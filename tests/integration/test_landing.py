@@ -26,7 +26,7 @@ from cem.sinks.clickhouse.migrations import apply
 from cem.sinks.dlq import DeadLetters
 from cem.sinks.landing import Landing, consumer_config
 from tests.support.ch import clickhouse
-from tests.support.pipeline import rss_mb, start, stop_role, wait_until
+from tests.support.pipeline import dlq_records, rss_mb, start, stop_role, wait_until
 
 pytestmark = pytest.mark.integration
 W = default_registry().latest("touchpoint")
@@ -39,13 +39,6 @@ def resolved(n: int, seed: int) -> list[dict]:
         e["cem"] = {"customer_id": f"c-{e['event_id'][:6]}", "late": False, "processed_at": now}
         out.append(e)
     return out
-
-
-def dead_letters(bootstrap: str) -> list[tuple[dict[str, str], bytes]]:
-    """Every record of cem.dlq so far: (headers, value)."""
-    from cem.connectors.topic_reader import read_to_end
-    from cem.sinks.dlq import headers_dict
-    return [(headers_dict(m.headers()), m.value()) for m in read_to_end(bootstrap, DLQ_TOPIC, timeout=30)]
 
 
 def landing_lag(s) -> int:
@@ -101,9 +94,12 @@ def test_a_row_clickhouse_cannot_read_is_dead_lettered_alone_and_its_insert_land
     # dead-lettered, with ClickHouse's reason, and every other row of the insert lands.
     s = cem_settings
     ev = resolved(1, 4)[0]
-    out = io.BytesIO()
-    fastavro.schemaless_writer(out, W.parsed, ev)
-    datum = out.getvalue()
+
+    def datum_of(e):
+        b = io.BytesIO()
+        fastavro.schemaless_writer(b, W.parsed, e)
+        return b.getvalue()
+    datum = datum_of(ev)
     head = io.BytesIO()  # received_at is the fifth field: find where it starts
     for name in ("event_id", "event_type", "channel", "occurred_at"):
         fastavro.schemaless_writer(head, {"type": "record", "name": "H", "fields": [
@@ -119,10 +115,6 @@ def test_a_row_clickhouse_cannot_read_is_dead_lettered_alone_and_its_insert_land
     from cem.schemas import ocf
     from cem.schemas.serde import container_schema_json
 
-    def datum_of(e):
-        b = io.BytesIO()
-        fastavro.schemaless_writer(b, W.parsed, e)
-        return b.getvalue()
     neighbours = resolved(99, 7)  # the bad row sits in the middle of one block of 100
     block = b"".join(map(datum_of, neighbours[:49])) + loose + b"".join(map(datum_of, neighbours[49:]))
     poisoned = ocf.assemble(container_schema_json(W.parsed), [(100, block)], b"p" * 16)
@@ -145,7 +137,7 @@ def test_a_row_clickhouse_cannot_read_is_dead_lettered_alone_and_its_insert_land
     with clickhouse(s) as c:
         got = {r[0] for r in c.query("SELECT event_id FROM touchpoints").result_rows}
     assert got == {e["event_id"] for e in neighbours + later}
-    letters = dead_letters(s.kafka_bootstrap)
+    letters = dlq_records(s.kafka_bootstrap)
     assert [h["cem-reason"] for h, _ in letters] == ["insert_rejected"]
     [(headers, value)] = letters
     assert [e["event_id"] for e in fastavro.reader(io.BytesIO(value))] == [ev["event_id"]]
