@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit bench chaos fuzz install kafka-up kafka-down clean
+.PHONY: demo test unit lint bench chaos fuzz install kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q
+
+lint: $(STAMP)
+	bash scripts/lint.sh
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q

@@ -27,12 +27,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from cem.identity import customer_key
 from cem.settings import DLQ_TOPIC, RAW_TOPICS, Settings
 from cem.schemas.registry import default_registry
-from cem.sinks.dlq import DeadLetters
+from cem.kafka.dlq import DeadLetters
 from cem import metrics
-from .kafka_admin import partitions_of
+from cem.kafka.admin import partitions_of
 from .mapping import to_touchpoint
 from .pseudonymize import Pseudonymizer, redact_pii
-from .publisher import BatchPublisher, DeliveryFailed, producer_config
+from cem.kafka.publisher import BatchPublisher, DeliveryFailed, producer_config
 
 log = logging.getLogger(__name__)
 REQUESTS = Counter("cem_collector_requests_total", "Collector HTTP requests", ["path", "status"])

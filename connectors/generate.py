@@ -15,8 +15,8 @@ from cem.identity import customer_key
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import encode_single
 from cem.settings import RAW_TOPICS
-from .partitioning import partition_for
-from .publisher import BatchPublisher, producer_config
+from cem.kafka.partitioning import partition_for
+from cem.kafka.publisher import BatchPublisher, producer_config
 
 #: The five malformed classes of issue 3, with the DLQ reason each must get.
 MALFORMED_KINDS = {

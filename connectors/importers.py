@@ -24,11 +24,11 @@ from cem import metrics
 from cem.identity import customer_key
 from cem.schemas.registry import default_registry
 from cem.settings import DLQ_TOPIC, RAW_TOPICS, Settings
-from cem.sinks.dlq import DeadLetters
-from .kafka_admin import partitions_of
+from cem.kafka.dlq import DeadLetters
+from cem.kafka.admin import partitions_of
 from .mapping import to_touchpoint
 from .pseudonymize import Pseudonymizer, redact_pii
-from .publisher import BatchPublisher, producer_config
+from cem.kafka.publisher import BatchPublisher, producer_config
 
 DEFAULT_MAPPINGS: dict[str, dict[str, Any]] = {
     "store": {"columns": {

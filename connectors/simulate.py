@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from cem.identity import customer_key
 from cem.settings import RAW_TOPICS, Settings
-from cem.simulator import SimConfig, Simulator
+from cem.sim.simulator import SimConfig, Simulator
 from .pseudonymize import Pseudonymizer
 
 
@@ -47,8 +47,8 @@ def simulate(settings: Settings, cfg: SimConfig, out_dir: Path, to: str = "kafka
     sink: Any
     if to == "kafka":
         from confluent_kafka import Producer
-        from .kafka_admin import partitions_of
-        from .publisher import BatchPublisher, producer_config
+        from cem.kafka.admin import partitions_of
+        from cem.kafka.publisher import BatchPublisher, producer_config
         from cem.schemas.registry import default_registry
         w = default_registry().latest("touchpoint")
         pub = BatchPublisher(Producer(producer_config(settings.kafka_bootstrap)), w.parsed,

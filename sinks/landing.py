@@ -40,12 +40,12 @@ from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibi
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from cem import metrics
-from cem.connectors.security import client_config
+from cem.kafka.security import client_config
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, container_schema_json, decode_record
 from .batch import PartitionBatch, is_container, plan_cut, split_insert
 from .clickhouse.client import ClickHouse
-from .dlq import DeadLetters
+from cem.kafka.dlq import DeadLetters
 
 log = logging.getLogger(__name__)
 PLAN_PREFIX = "cem-plan:"

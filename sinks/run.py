@@ -8,14 +8,14 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 
 from cem import metrics
-from cem.procs import stop_requested
-from cem.connectors.publisher import producer_config
+from cem.ops.procs import stop_requested
+from cem.kafka.publisher import producer_config
 from cem.schemas.registry import default_registry
 from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, IDENTITY_MERGES_TOPIC, MOMENTS_TOPIC, JOURNEYS_TOPIC, SESSIONS_TOPIC, TOUCHPOINTS_TOPIC,
                           Settings)
 from .clickhouse.client import connect
 from .clickhouse.migrations import apply
-from .dlq import DeadLetters
+from cem.kafka.dlq import DeadLetters
 from .landing import Landing, LandingCounts, consumer_config
 from .query_server import serve_queries
 

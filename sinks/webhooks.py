@@ -34,8 +34,8 @@ from typing import Any, Callable
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cem.webhooks import Ledger, RetryPolicy, delivery_id, endpoint_now, payload, plan_round, sign, wants_webhook
-from .dlq import DeadLetters
-from cem.connectors.security import client_config
+from cem.kafka.dlq import DeadLetters
+from cem.kafka.security import client_config
 
 log = logging.getLogger(__name__)
 #: post(url, body, headers, timeout) -> (HTTP status or None when there was no answer, detail, retry-after s)
@@ -319,9 +319,9 @@ class Dispatcher:
 def run_notify(settings: Any, idle_exit: float | None = None) -> Dispatcher:
     """Entry point of `cem notify`: restore the ledger, then deliver until SIGTERM/SIGINT."""
     from cem import metrics
-    from cem.procs import stop_requested
-    from cem.connectors.publisher import producer_config
-    from cem.connectors.topic_reader import read_to_end
+    from cem.ops.procs import stop_requested
+    from cem.kafka.publisher import producer_config
+    from cem.kafka.topic_reader import read_to_end
     from cem.settings import ALERTS_TOPIC, DELIVERIES_TOPIC, DLQ_TOPIC
 
     should_stop = stop_requested()
@@ -353,8 +353,8 @@ def run_notify(settings: Any, idle_exit: float | None = None) -> Dispatcher:
 def requeue_parked(settings: Any, team: str | None = None) -> int:
     """`cem notify --retry-parked`: mark parked deliveries (of one team, or all) as requeued in
     the ledger; the dispatcher owning each sends it at its next retry round. Returns how many."""
-    from cem.connectors.publisher import producer_config
-    from cem.connectors.topic_reader import read_to_end
+    from cem.kafka.publisher import producer_config
+    from cem.kafka.topic_reader import read_to_end
     from cem.settings import DELIVERIES_TOPIC
 
     led = replay_ledger(Ledger(), read_to_end(settings.kafka_bootstrap, DELIVERIES_TOPIC))

@@ -13,11 +13,11 @@ import time
 
 from confluent_kafka import Producer
 
-from cem.connectors.kafka_admin import partitions_of
-from cem.connectors.partitioning import partition_for
-from cem.connectors.topic_reader import read_to_end
+from cem.kafka.admin import partitions_of
+from cem.kafka.partitioning import partition_for
+from cem.kafka.topic_reader import read_to_end
 from cem.settings import ALERTS_TOPIC, TOUCHPOINTS_TOPIC
-from cem.connectors.security import client_config
+from cem.kafka.security import client_config
 
 
 def find_alert(bootstrap: str, alert_id: str, timeout: float = 60.0) -> dict | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import faust
 
-from cem.connectors.security import faust_credentials
+from cem.kafka.security import faust_credentials
 from cem.settings import IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
 from .agents.customers import attach_customers
 from .agents.identity import attach_identity

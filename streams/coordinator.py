@@ -20,9 +20,9 @@ from cem.identity import IdentityGraph, Merge, Resolution
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record
 from cem.schemas.stamp import Stamper
-from cem.sinks.dlq import DeadLetters
-from cem.connectors.partitioning import partition_for
-from cem.connectors.publisher import BatchPublisher
+from cem.kafka.dlq import DeadLetters
+from cem.kafka.partitioning import partition_for
+from cem.kafka.publisher import BatchPublisher
 from cem.settings import IDENTITY_MAP_TOPIC
 from .identity_log import WM_PREFIX, publish_resolution
 from .ingest import RESOLUTION, branch_tagged

@@ -15,10 +15,10 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from cem.connectors.topic_reader import read_to_end
+from cem.kafka.topic_reader import read_to_end
 from cem.identity import IdentityGraph, LookupGraph, Merge, Resolution
 from cem.settings import IDENTITY_MAP_TOPIC, IDENTITY_MERGES_TOPIC
-from cem.connectors.security import client_config
+from cem.kafka.security import client_config
 from .spillmap import SpillMap
 
 log = logging.getLogger(__name__)

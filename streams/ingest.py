@@ -22,8 +22,8 @@ from cem.events import repair_received_at, validate
 from cem.identity import profile_id_for, usable_identifiers
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record, encode_single
-from cem.sinks.dlq import DeadLetters
-from cem.connectors.publisher import BatchPublisher
+from cem.kafka.dlq import DeadLetters
+from cem.kafka.publisher import BatchPublisher
 
 
 RESOLUTION = "io.cem.Resolution"

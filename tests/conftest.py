@@ -34,8 +34,8 @@ def kafka_bootstrap() -> str:
 @pytest.fixture()
 def cem_settings(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Settings for one test: fresh cem topics on the broker, own consumer groups, own chdb."""
-    from cem.infra import create_topics
-    from cem.connectors.kafka_admin import delete_topics
+    from cem.ops.infra import create_topics
+    from cem.kafka.admin import delete_topics
     from cem.settings import ALL_TOPICS, Settings
 
     for key in [k for k in os.environ if k.startswith("CEM_")]:

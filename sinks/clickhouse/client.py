@@ -29,7 +29,7 @@ class ClickHouseUnavailable(RuntimeError):
     """ClickHouse could not be reached or refused an insert after bounded retries."""
 
 
-#: TLS options for https DSNs, set once per process (cem.connectors.security.configure).
+#: TLS options for https DSNs, set once per process (cem.kafka.security.configure).
 TLS_OPTIONS: dict[str, Any] = {}
 
 

@@ -17,11 +17,11 @@ import time
 import faust
 from confluent_kafka import Producer
 
-from cem.connectors.json_publisher import JsonRowPublisher
-from cem.connectors.kafka_admin import ensure_topics, partitions_of
-from cem.connectors.partitioning import partition_for
-from cem.connectors.publisher import producer_config
-from cem.connectors.topic_reader import read_to_end
+from cem.kafka.json_publisher import JsonRowPublisher
+from cem.kafka.admin import ensure_topics, partitions_of
+from cem.kafka.partitioning import partition_for
+from cem.kafka.publisher import producer_config
+from cem.kafka.topic_reader import read_to_end
 from cem.schemas.registry import default_registry
 from cem import metrics
 from cem.rules import load_routes, load_rules

@@ -16,16 +16,16 @@ import faust
 from confluent_kafka import Producer
 
 from cem import metrics
-from cem.connectors.kafka_admin import partitions_of
-from cem.connectors.publisher import BatchPublisher, producer_config
+from cem.kafka.admin import partitions_of
+from cem.kafka.publisher import BatchPublisher, producer_config
 from cem.identity import IdentityGraph
 from cem.schemas.registry import default_registry
 from cem.settings import DLQ_TOPIC, IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
-from cem.sinks.dlq import DeadLetters
+from cem.kafka.dlq import DeadLetters
 from cem.streams.coordinator import CONTROL_HEADER, Coordinator
 from cem.streams.identity_log import bounded_graph, load_graph
 from .ingest import run_agent
-from cem.connectors.security import client_config
+from cem.kafka.security import client_config
 
 log = logging.getLogger(__name__)
 

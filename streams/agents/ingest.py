@@ -16,11 +16,11 @@ from typing import Any, Callable
 import faust
 from confluent_kafka import Producer
 
-from cem.connectors.kafka_admin import partitions_of
-from cem.connectors.publisher import BatchPublisher, DeliveryFailed, producer_config
+from cem.kafka.admin import partitions_of
+from cem.kafka.publisher import BatchPublisher, DeliveryFailed, producer_config
 from cem.schemas.registry import default_registry
 from cem.settings import DLQ_TOPIC, IDENTITY_LINKS_TOPIC, TOUCHPOINTS_TOPIC, Settings
-from cem.sinks.dlq import DeadLetters
+from cem.kafka.dlq import DeadLetters
 from cem import metrics
 from cem.streams.identity_log import Replica
 from cem.streams.ingest import Ingest

@@ -19,8 +19,8 @@ import time
 import pytest
 
 from cem.connectors.simulate import simulate
-from cem.procs import settings_env
-from cem.simulator import DAY, SimConfig
+from cem.ops.procs import settings_env
+from cem.sim.simulator import DAY, SimConfig
 from cem.sinks.clickhouse.client import connect
 from cem.sinks.queries import load_pack, run
 from tests.support import pack_truth
@@ -33,7 +33,7 @@ EXPECTED_PACK = {"moments_per_1000_journeys", "recovery_rate_by_rule", "contact_
 
 
 def cem_query(s, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "cem.cli", "query", *args], env=settings_env(s),
+    done = subprocess.run([sys.executable, "-m", "cem", "query", *args], env=settings_env(s),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"cem query {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout

@@ -11,15 +11,15 @@ import sys
 import pytest
 from rich.console import Console
 
-from cem.bench import _print
-from cem.procs import settings_env
+from cem.ops.bench import _print
+from cem.ops.procs import settings_env
 
 pytestmark = pytest.mark.integration
 
 
 def test_cem_bench_measures_every_stage_in_one_run(cem_settings):
     port = cem_settings.kafka_bootstrap.rsplit(":", 1)[1]
-    done = subprocess.run([sys.executable, "-m", "cem.cli", "bench", "--events", "3000", "--steady-seconds", "3",
+    done = subprocess.run([sys.executable, "-m", "cem", "bench", "--events", "3000", "--steady-seconds", "3",
                            "--steady-rate", "500", "--json"], capture_output=True, text=True, timeout=900,
                           env=settings_env(cem_settings, CEM_KAFKA_PORT=port))
     assert done.returncode == 0, done.stderr[-3000:]

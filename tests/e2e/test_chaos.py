@@ -10,13 +10,13 @@ import sys
 
 import pytest
 
-from cem.procs import settings_env
+from cem.ops.procs import settings_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_chaos_quick_reconciles_to_zero(cem_settings):
-    done = subprocess.run([sys.executable, "-m", "cem.cli", "chaos", "--quick", "--json"],
+    done = subprocess.run([sys.executable, "-m", "cem", "chaos", "--quick", "--json"],
                           env=settings_env(cem_settings), capture_output=True, text=True, timeout=600)
     out = done.stdout
     assert "{" in out, f"cem chaos printed no result:\n{out[-3000:]}\n{done.stderr[-3000:]}"

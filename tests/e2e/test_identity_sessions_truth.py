@@ -13,12 +13,12 @@ from datetime import datetime, timezone
 import pytest
 
 from cem.connectors.simulate import simulate
-from cem.backtest import run_backtest
-from cem.demo import dlq_reasons
+from cem.ops.backtest import run_backtest
+from cem.ops.demo import dlq_reasons
 from cem.lifecycle import STAGES
 from cem.rules import DEFAULT_RULES, load_rules
-from cem.report import truth_report
-from cem.simulator import DAY, SimConfig
+from cem.ops.report import truth_report
+from cem.sim.simulator import DAY, SimConfig
 from tests.support.ch import clickhouse
 from tests.support.pipeline import end_offsets, start, stop_role, wait_caught_up, wait_until
 from cem.settings import TOUCHPOINTS_TOPIC

@@ -18,8 +18,8 @@ from pydantic import SecretStr
 from cem.connectors.importers import import_file
 from cem.connectors.pseudonymize import normalize_phone
 from cem.connectors.simulate import simulate
-from cem.connectors.topic_reader import read_to_end
-from cem.simulator import DAY, SimConfig, Simulator
+from cem.kafka.topic_reader import read_to_end
+from cem.sim.simulator import DAY, SimConfig, Simulator
 from cem.settings import ALL_TOPICS, state_topic
 from tests.support.ch import clickhouse
 from tests.support.pipeline import free_port, http_ok, start, stop_role, wait_caught_up, wait_until

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from cem.connectors.simulate import simulate
-from cem.simulator import DAY, SimConfig
+from cem.sim.simulator import DAY, SimConfig
 from tests.support.ch import clickhouse
 from tests.support.pipeline import start, stop_role, wait_caught_up
 

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from cem.connectors.generate import publish_events
-from cem.connectors.kafka_admin import partitions_of
-from cem.procs import settings_env
+from cem.kafka.admin import partitions_of
+from cem.ops.procs import settings_env
 from cem.schemas.registry import default_registry
 from cem.settings import ALERTS_TOPIC, RAW_TOPICS
 from tests.support.ch import clickhouse
@@ -34,7 +34,7 @@ def latest_alert(s) -> dict | None:
 
 
 def cli(s, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "cem.cli", *args], env=settings_env(s), capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "cem", *args], env=settings_env(s), capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
@@ -75,6 +75,6 @@ def test_open_ack_occurrence_resolve_reopen(cem_settings):
     assert rows == [(opened["alert_id"], "open", 4, 3)]
     assert moments == 3
     # an unknown alert id is refused with a hint, not silently accepted
-    out = subprocess.run([sys.executable, "-m", "cem.cli", "alerts", "ack", "nope", "--by", "x"],
+    out = subprocess.run([sys.executable, "-m", "cem", "alerts", "ack", "nope", "--by", "x"],
                          env=settings_env(s), capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "no alert nope" in out.stdout

@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Consumer, Producer
 
-from cem.connectors.kafka_admin import ensure_topics
+from cem.kafka.admin import ensure_topics
 
 pytestmark = pytest.mark.integration
 

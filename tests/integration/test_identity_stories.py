@@ -8,7 +8,7 @@ import time
 import pytest
 
 from cem.connectors.generate import publish_events
-from cem.connectors.kafka_admin import partitions_of
+from cem.kafka.admin import partitions_of
 from cem.schemas.registry import default_registry
 from cem.settings import RAW_TOPICS
 from tests.support.ch import clickhouse

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from cem.connectors.generate import publish_events
-from cem.connectors.kafka_admin import partitions_of
+from cem.kafka.admin import partitions_of
 from cem.schemas.registry import default_registry
 from cem.settings import IDENTITY_MERGES_TOPIC, RAW_TOPICS
 from cem.streams.identity_log import find_merge, request_unmerge

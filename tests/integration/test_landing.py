@@ -13,17 +13,17 @@ import fastavro
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from cem.connectors.kafka_admin import group_lag, partitions_of
-from cem.connectors.partitioning import partition_for
-from cem.connectors.publisher import BatchPublisher, producer_config
-from cem.demo import dlq_reasons
-from cem.generator import touchpoints
+from cem.kafka.admin import group_lag, partitions_of
+from cem.kafka.partitioning import partition_for
+from cem.kafka.publisher import BatchPublisher, producer_config
+from cem.ops.demo import dlq_reasons
+from cem.sim.generator import touchpoints
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import encode_batch, encode_single
 from cem.settings import DLQ_TOPIC, TOUCHPOINTS_TOPIC
 from cem.sinks.clickhouse.client import connect
 from cem.sinks.clickhouse.migrations import apply
-from cem.sinks.dlq import DeadLetters
+from cem.kafka.dlq import DeadLetters
 from cem.sinks.landing import Landing, consumer_config
 from tests.support.ch import clickhouse
 from tests.support.pipeline import dlq_records, rss_mb, start, stop_role, wait_until

@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 
 from cem.connectors.generate import MALFORMED_KINDS, malformed, publish_events, publish_raw
-from cem.connectors.kafka_admin import partitions_of
-from cem.demo import dlq_reasons
-from cem.generator import touchpoints
+from cem.kafka.admin import partitions_of
+from cem.ops.demo import dlq_reasons
+from cem.sim.generator import touchpoints
 from cem.schemas.registry import default_registry
 from cem.settings import RAW_TOPICS, TOUCHPOINTS_TOPIC
 from tests.support.ch import clickhouse

@@ -12,9 +12,9 @@ import fastavro
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from cem.connectors.kafka_admin import ensure_topics
-from cem.connectors.publisher import BatchPublisher, producer_config
-from cem.generator import touchpoints
+from cem.kafka.admin import ensure_topics
+from cem.kafka.publisher import BatchPublisher, producer_config
+from cem.sim.generator import touchpoints
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import decode_record
 

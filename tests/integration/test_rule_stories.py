@@ -9,7 +9,7 @@ import time
 import pytest
 
 from cem.connectors.generate import publish_events
-from cem.connectors.kafka_admin import partitions_of
+from cem.kafka.admin import partitions_of
 from cem.rules import load_rules
 from cem.schemas.registry import default_registry
 from cem.settings import RAW_TOPICS

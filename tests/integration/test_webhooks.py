@@ -17,11 +17,11 @@ import pytest
 from confluent_kafka import Producer
 
 from cem.connectors.generate import publish_events
-from cem.connectors.kafka_admin import group_lag, partitions_of
+from cem.kafka.admin import group_lag, partitions_of
 from cem.schemas.registry import default_registry
 from cem.settings import ALERTS_TOPIC, DELIVERIES_TOPIC, DLQ_TOPIC, RAW_TOPICS
 from cem.webhooks import delivery_id, verify
-from cem.procs import settings_env
+from cem.ops.procs import settings_env
 from tests.support.pipeline import read_topic, rss_mb, start, stop_role, wait_until
 
 pytestmark = pytest.mark.integration
@@ -242,7 +242,7 @@ def test_retry_parked_after_a_fix_sends_them_when_the_notifier_restarts(cem_sett
         wait_until(lambda: len(parked(s)) == 3, 120, 0.3, "three parked deliveries", (worker, notify))
         assert sum(rx.attempts.values()) == 3  # 410: parked after one attempt
         stop_role(notify)
-        done = subprocess.run([sys.executable, "-m", "cem.cli", "notify", "--retry-parked"], capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "cem", "notify", "--retry-parked"], capture_output=True,
                               text=True, env=settings_env(s, **env), timeout=120)
         assert done.returncode == 0 and "requeued 3 parked webhook deliveries" in done.stdout, done.stdout + done.stderr
         assert {v["outcome"] for v in ledger(s).values()} == {"requeued"}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, TopicPartition
 
-from cem.procs import start_role, stop_role, wait_until
+from cem.ops.procs import start_role, stop_role, wait_until
 
 
 def start(role: str, settings, name: str | None = None, *args: str, **env: str):
@@ -11,7 +11,7 @@ def start(role: str, settings, name: str | None = None, *args: str, **env: str):
 
 
 def caught_up(settings, worker_group: str | None = None) -> bool:
-    from cem.procs import pipeline_lag
+    from cem.ops.procs import pipeline_lag
     return pipeline_lag(settings, worker_group) == 0
 
 
@@ -59,7 +59,7 @@ __all__ = ["rss_mb", "start", "stop_role", "caught_up", "wait_caught_up", "end_o
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list:
     """Every record currently in `topic` (confluent-kafka Message objects), from offset 0."""
-    from cem.connectors.topic_reader import read_to_end
+    from cem.kafka.topic_reader import read_to_end
     return list(read_to_end(bootstrap, topic, timeout=timeout))
 
 
@@ -73,5 +73,5 @@ def raw_events(bootstrap: str, topic: str) -> list[dict]:
 
 def dlq_records(bootstrap: str) -> list[tuple[dict, bytes]]:
     from cem.settings import DLQ_TOPIC
-    from cem.sinks.dlq import headers_dict
+    from cem.kafka.dlq import headers_dict
     return [(headers_dict(m.headers()), m.value()) for m in read_topic(bootstrap, DLQ_TOPIC)]

@@ -1,7 +1,7 @@
 """Backtest replay (pure): the same detectors over stored touches, compared by moment id."""
 from __future__ import annotations
 
-from cem.backtest import compare, replay
+from cem.ops.backtest import compare, replay
 from cem.detect import moment_id
 from cem.rules import load_rules
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cem.generator import touchpoints
+from cem.sim.generator import touchpoints
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import DecodeError, container_schema_json, encode_batch
 from cem.schemas import ocf

@@ -1,7 +1,7 @@
 import pytest
 
 from cem.events import CHANNELS, EVENT_TYPES, repair_received_at, validate
-from cem.generator import touchpoints
+from cem.sim.generator import touchpoints
 
 NOW = 1_790_000_000_000
 HORIZON = 400 * 86_400_000

@@ -3,7 +3,7 @@ import io
 import fastavro
 import pytest
 
-from cem.generator import touchpoints
+from cem.sim.generator import touchpoints
 from cem.schemas.ocf import CorruptContainer, assemble, scan
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import container_schema_json, encode_batch

@@ -2,7 +2,7 @@
 import pytest
 from aiokafka.partitioner import murmur2
 
-from cem.connectors.partitioning import partition_for
+from cem.kafka.partitioning import partition_for
 
 VECTORS = {
     b"21": -973932308,

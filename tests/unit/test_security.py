@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from cem.connectors import security
-from cem.connectors.publisher import producer_config
+from cem.kafka import security
+from cem.kafka.publisher import producer_config
 from cem.settings import Settings
 from cem.sinks.clickhouse import client
 from cem.sinks.landing import consumer_config

@@ -5,7 +5,7 @@ import pytest
 
 from cem.connectors.generate import MALFORMED_KINDS, malformed
 from cem.events import CHANNELS
-from cem.generator import touchpoints
+from cem.sim.generator import touchpoints
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import DecodeError, decode_record, encode_batch, encode_single
 

@@ -1,7 +1,7 @@
 import json
 from collections import Counter
 
-from cem.simulator import RECOVERY_WINDOW, SimConfig, Simulator, is_positive_signal
+from cem.sim.simulator import RECOVERY_WINDOW, SimConfig, Simulator, is_positive_signal
 
 
 def run(**kw):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from cem.events import CHANNELS
-from cem.generator import touchpoints
+from cem.sim.generator import touchpoints
 from cem.schemas.registry import default_registry
 from cem.schemas.stamp import Stamper
 from cem.streams.ingest import RESOLUTION, branch_tagged

@@ -8,11 +8,11 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cem.connectors.partitioning import partition_for
+from cem.kafka.partitioning import partition_for
 from cem.rules import load_routes, load_rules
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import encode_batch
-from cem.simulator import SimConfig, Simulator
+from cem.sim.simulator import SimConfig, Simulator
 from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
 from cem.streams.ingest import ATTRIBUTE_RECORDS, RESOLUTION
 from cem.streams.state import KeyedState

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from .detect import Detector, Moment
-from .rules import Rule, by_event_type
-from .sessions import touch_of
+from cem.detect import Detector, Moment
+from cem.rules import Rule, by_event_type
+from cem.sessions import touch_of
 
 CHANNEL_TUPLES = ("web", "store", "phone", "returns", "feedback")
 
@@ -77,9 +77,9 @@ def _event(row: tuple) -> dict[str, Any]:
 
 
 def run_backtest(settings: Any, rules: tuple[Rule, ...], since: datetime, until: datetime) -> list[RuleComparison]:
-    from .report import merge_aliases
-    from .sinks.clickhouse.client import connect
-    from .truth import resolve_aliases
+    from cem.ops.report import merge_aliases
+    from cem.sinks.clickhouse.client import connect
+    from cem.sim.truth import resolve_aliases
     client = connect(settings.clickhouse)
     params = {"since": since, "until": until}
     try:

@@ -14,15 +14,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .settings import ALL_TOPICS, DLQ_TOPIC, RAW_TOPICS, Settings
+from cem.settings import ALL_TOPICS, DLQ_TOPIC, RAW_TOPICS, Settings
 
 
 def publish_generated(settings: Settings, count: int, customers: int, seed: int, malformed: int,
                       single: bool = False) -> tuple[int, int]:
-    from .connectors.generate import MALFORMED_KINDS, malformed as make_bad, publish_events, publish_raw
-    from .connectors.kafka_admin import partitions_of
-    from .generator import touchpoints
-    from .schemas.registry import default_registry
+    from cem.connectors.generate import MALFORMED_KINDS, malformed as make_bad, publish_events, publish_raw
+    from cem.kafka.admin import partitions_of
+    from cem.sim.generator import touchpoints
+    from cem.schemas.registry import default_registry
 
     reg = default_registry()
     now = int(time.time() * 1000)
@@ -39,14 +39,14 @@ def publish_generated(settings: Settings, count: int, customers: int, seed: int,
 
 def dlq_reasons(bootstrap: str, timeout: float = 30.0) -> Counter:
     """Dead letters so far, counted by their `cem-reason` header."""
-    from cem.connectors.topic_reader import read_to_end
+    from cem.kafka.topic_reader import read_to_end
     return Counter(dict(m.headers() or []).get("cem-reason", b"?").decode()
                    for m in read_to_end(bootstrap, DLQ_TOPIC, timeout=timeout))
 
 
 def run_demo(settings: Settings, customers: int, days: int, malformed: int, console: Console) -> int:
-    from . import infra
-    from .procs import pipeline_lag, start_role, stop_role, wait_until
+    from cem.ops import infra
+    from cem.ops.procs import pipeline_lag, start_role, stop_role, wait_until
 
     started_broker = infra.ensure_broker()
     if started_broker is None:
@@ -60,8 +60,8 @@ def run_demo(settings: Settings, customers: int, days: int, malformed: int, cons
     code = 0
     try:
         t0 = time.monotonic()
-        from .connectors.simulate import simulate
-        from .simulator import DAY, SimConfig
+        from cem.connectors.simulate import simulate
+        from cem.sim.simulator import DAY, SimConfig
         start_ms = int(time.time() * 1000) - days * DAY  # the simulated period ends now
         sim = simulate(settings, SimConfig(customers=customers, days=days, seed=7, start_ms=start_ms,
                                            out_of_order_rate=0.05), run_dir / "sim")
@@ -95,8 +95,8 @@ def run_demo(settings: Settings, customers: int, days: int, malformed: int, cons
 
 def _pack(settings: Settings, console: Console) -> None:
     """Two queries of the analysts' pack, and how to run the others on this run's data."""
-    from .sinks.queries import render
-    from .sinks.query_server import execute
+    from cem.sinks.queries import render
+    from cem.sinks.query_server import execute
     for name in ("recovery_impact", "contact_resolution"):
         columns, rows = execute(settings.clickhouse, 0, name, {})
         console.print(f"[bold]cem query {name}[/bold]")
@@ -108,8 +108,8 @@ def _pack(settings: Settings, console: Console) -> None:
 def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
     """What the pipeline made of it: moments and alerts per rule, customers per lifecycle stage,
     and the score against the simulator's ground truth."""
-    from .report import truth_report
-    from .sinks.clickhouse.client import connect
+    from cem.ops.report import truth_report
+    from cem.sinks.clickhouse.client import connect
     client = connect(settings.clickhouse)
     try:
         moments = client.query(
@@ -144,7 +144,7 @@ def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
 
 
 def _report(settings: Settings, console: Console, sent: Counter) -> None:
-    from .sinks.clickhouse.client import connect
+    from cem.sinks.clickhouse.client import connect
     client = connect(settings.clickhouse)
     rows = client.query("SELECT channel, count() AS rows, uniqExact(customer_id) AS customers, "
                         "min(occurred_at), max(occurred_at) FROM touchpoints FINAL "

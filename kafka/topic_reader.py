@@ -13,7 +13,7 @@ import time
 from typing import Any, Iterable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from .security import client_config
+from cem.kafka.security import client_config
 
 
 def read_to_end(bootstrap: str, topic: str, partitions: Iterable[int] | None = None,

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .settings import Settings
+from cem.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="cem — Customer Experience Management pipeline.")
@@ -41,7 +41,7 @@ def _settings() -> Settings:
     except Exception as err:  # pydantic ValidationError: say what is wrong and stop
         console.print(f"[red]invalid settings:[/red] {err}")
         raise typer.Exit(2) from None
-    from .connectors.security import configure
+    from cem.kafka.security import configure
     configure(settings)  # Kafka/ClickHouse TLS and SASL for every client this process opens
     logging.basicConfig(level=_LEVELS[settings.log_level],
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
@@ -51,27 +51,27 @@ def _settings() -> Settings:
 @infra_app.command("up")
 def infra_up() -> None:
     """Fetch the broker jars (once) and start Kafka on 127.0.0.1."""
-    from . import infra
+    from cem.ops import infra
     raise typer.Exit(infra.kafka("up"))
 
 
 @infra_app.command("down")
 def infra_down() -> None:
     """Stop the local broker."""
-    from . import infra
+    from cem.ops import infra
     raise typer.Exit(infra.kafka("down"))
 
 
 @infra_app.command("status")
 def infra_status() -> None:
-    from . import infra
+    from cem.ops import infra
     raise typer.Exit(infra.kafka("status"))
 
 
 @topics_app.command("create")
 def topics_create() -> None:
     """Create every cem topic with CEM_TOPIC_PARTITIONS partitions (idempotent)."""
-    from . import infra
+    from cem.ops import infra
     created = infra.create_topics(_settings())
     console.print(f"created: {', '.join(created) or '(all existed)'}")
 
@@ -79,7 +79,7 @@ def topics_create() -> None:
 @identity_app.command("unmerge")
 def identity_unmerge(merge_id: str = typer.Argument(..., help="merge_id from identity_merges")) -> None:
     """Reverse a merge going forward (its identifiers return to the merged-away profile)."""
-    from .streams.identity_log import find_merge, request_unmerge
+    from cem.streams.identity_log import find_merge, request_unmerge
     s = _settings()
     merge = find_merge(s.kafka_bootstrap, merge_id)
     if merge is None or merge.get("status") != "merged":
@@ -92,7 +92,7 @@ def identity_unmerge(merge_id: str = typer.Argument(..., help="merge_id from ide
 
 
 def _alert_action(alert_id: str, action: str, by: str, note: Optional[str]) -> None:
-    from .streams.alert_control import find_alert, request_action
+    from cem.streams.alert_control import find_alert, request_action
     s = _settings()
     alert = find_alert(s.kafka_bootstrap, alert_id)
     if alert is None:
@@ -123,7 +123,7 @@ def alerts_resolve(alert_id: str = typer.Argument(..., help="alert_id from the a
 @rules_app.command("list")
 def rules_list(file: Optional[Path] = typer.Argument(None, help="Rules TOML (default: the shipped catalogue).")) -> None:
     """Show every rule: kind, severity, owner team, recovery window."""
-    from .rules import load_rules
+    from cem.rules import load_rules
     t = Table(title=f"rules in {file or 'the default catalogue'}")
     for col in ("rule", "kind", "severity", "team", "recovery (h)"):
         t.add_column(col)
@@ -135,7 +135,7 @@ def rules_list(file: Optional[Path] = typer.Argument(None, help="Rules TOML (def
 @rules_app.command("validate")
 def rules_validate(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Validate a rules file; a broken one names the rule and the field."""
-    from .rules import RuleError, load_routes, load_rules
+    from cem.rules import RuleError, load_routes, load_rules
     try:
         n, k = len(load_rules(file)), len(load_routes(file))
     except RuleError as err:
@@ -147,7 +147,7 @@ def rules_validate(file: Path = typer.Argument(..., exists=True, dir_okay=False)
 @schemas_app.command("check")
 def schemas_check(directory: Optional[Path] = typer.Option(None, help="Schema folder (default: the package's).")) -> None:
     """Fail if a schema is not backward compatible with its last released version."""
-    from .schemas.compat import check_all, SCHEMA_DIR
+    from cem.schemas.compat import check_all, SCHEMA_DIR
     reports = check_all(directory or SCHEMA_DIR)
     bad = 0
     for r in reports:
@@ -166,14 +166,14 @@ def schemas_check(directory: Optional[Path] = typer.Option(None, help="Schema fo
 @app.command()
 def ddl(apply: bool = typer.Option(False, "--apply", help="Apply pending migrations.")) -> None:
     """Print the ClickHouse DDL (forward-only migrations); --apply runs the pending ones."""
-    from .sinks.clickhouse.migrations import load, apply as do_apply
+    from cem.sinks.clickhouse.migrations import load, apply as do_apply
     if not apply:
         for m in load():
             console.print(f"-- {m.version:03d}_{m.name}", highlight=False)
             for s in m.statements:
                 print(s + ";\n")
         return
-    from .sinks.clickhouse.client import connect
+    from cem.sinks.clickhouse.client import connect
     s = _settings()
     applied = do_apply(connect(s.clickhouse))
     console.print(f"applied: {', '.join(f'{m.version:03d}_{m.name}' for m in applied) or '(up to date)'}")
@@ -182,7 +182,7 @@ def ddl(apply: bool = typer.Option(False, "--apply", help="Apply pending migrati
 @app.command()
 def worker() -> None:
     """Run the stream worker (Faust app with all agents)."""
-    from .streams.run import run_worker
+    from cem.streams.run import run_worker
     sys.argv = [sys.argv[0], "worker"]
     run_worker(_settings())
 
@@ -190,7 +190,7 @@ def worker() -> None:
 @app.command()
 def sink(idle_exit: Optional[float] = typer.Option(None, help="Exit after this many idle seconds.")) -> None:
     """Run the landing role: output topics → ClickHouse (the only ClickHouse writer)."""
-    from .sinks.run import run_sink
+    from cem.sinks.run import run_sink
     counts = run_sink(_settings(), idle_exit=idle_exit)
     console.print(f"landed {counts.rows} rows in {counts.inserts} inserts; {counts.dead} records to DLQ")
 
@@ -202,7 +202,7 @@ def notify(idle_exit: Optional[float] = typer.Option(None, help="Exit after this
                                              "them at its next retry round."),
            team: Optional[str] = typer.Option(None, help="With --retry-parked: only this team's deliveries.")) -> None:
     """Deliver alerts to the owner teams' webhooks (CEM_WEBHOOK_ENDPOINTS), signed, retried, never twice."""
-    from .sinks.webhooks import requeue_parked, run_notify
+    from cem.sinks.webhooks import requeue_parked, run_notify
     settings = _settings()
     if retry_parked:
         n = requeue_parked(settings, team)
@@ -217,7 +217,7 @@ def notify(idle_exit: Optional[float] = typer.Option(None, help="Exit after this
 def collector(demo_site: bool = typer.Option(False, "--demo-site", help="Also serve the demo shop at /demo/ "
                                             "(instrumented with analytics.js, sending here).")) -> None:
     """Run the HTTP collector: native /v1/events, Segment's /v1/batch|track|…, Snowplow's /i and tp2."""
-    from .connectors.collector import run_collector
+    from cem.connectors.collector import run_collector
     s = _settings()
     console.print(f"collector on http://{s.collector_host}:{s.collector_port}"
                   + (f" — demo shop: http://{s.collector_host}:{s.collector_port}/demo/" if demo_site else ""))
@@ -234,7 +234,7 @@ def import_(channel: str = typer.Argument(..., help="store | web | phone | retur
             mapping: Optional[Path] = typer.Option(None, help="JSON column mapping overriding the default")) -> None:
     """Import a channel export (CSV/JSONL) into cem.raw.<channel>; bad rows go to cem.dlq."""
     from rich.progress import Progress
-    from .connectors.importers import import_file
+    from cem.connectors.importers import import_file
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"importing {file.name}", total=None)
@@ -255,7 +255,7 @@ def generate(count: int = typer.Option(5000), customers: int = typer.Option(1000
              seed: int = typer.Option(7), malformed: int = typer.Option(0),
              single: bool = typer.Option(False, help="One event per record (wire format).")) -> None:
     """Publish generated touchpoints (and malformed records) to the raw topics."""
-    from .demo import publish_generated
+    from cem.ops.demo import publish_generated
     n, bad = publish_generated(_settings(), count, customers, seed, malformed, single)
     console.print(f"published {n} events and {bad} malformed records")
 
@@ -271,8 +271,8 @@ def simulate(customers: int = typer.Option(10_000), days: int = typer.Option(7),
     """Seeded customer population → touchpoints on all channels, with ground truth beside the run."""
     from datetime import datetime, timezone
     from rich.progress import Progress
-    from .simulator import DAY, SimConfig
-    from .connectors.simulate import simulate as run_sim
+    from cem.sim.simulator import DAY, SimConfig
+    from cem.connectors.simulate import simulate as run_sim
     if start:
         start_ms = int(datetime.strptime(start, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp() * 1000)
     else:
@@ -302,7 +302,7 @@ def simulate(customers: int = typer.Option(10_000), days: int = typer.Option(7),
 def demo(customers: int = typer.Option(2000), days: int = typer.Option(3),
          malformed: int = typer.Option(50)) -> None:
     """Start everything locally, simulate customers into Kafka, print what landed, shut down."""
-    from .demo import run_demo
+    from cem.ops.demo import run_demo
     raise typer.Exit(run_demo(_settings(), customers, days, malformed, console))
 
 
@@ -316,8 +316,8 @@ def backtest(rules: Optional[Path] = typer.Option(None, "--rules", exists=True, 
     (needs the ClickHouse the sink writes: with embedded chdb, run it while no sink runs)."""
     import json as _json
     from datetime import timezone
-    from .backtest import run_backtest, totals
-    from .rules import RuleError, load_rules
+    from cem.ops.backtest import run_backtest, totals
+    from cem.rules import RuleError, load_rules
     try:
         catalogue = load_rules(rules)
     except RuleError as err:
@@ -346,7 +346,7 @@ def report(truth: Path = typer.Option(..., exists=True, file_okay=False, help="A
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Score what landed in ClickHouse against simulator ground truth (run after the sink stopped)."""
     import json as _json
-    from .report import truth_report
+    from cem.ops.report import truth_report
     r = truth_report(_settings(), truth)
     if as_json:
         print(_json.dumps(r, indent=2))
@@ -372,9 +372,9 @@ def query(name: Optional[str] = typer.Argument(None, help="A pack query (see --l
           fmt: str = typer.Option("table", "--format", help="table | csv | json"),
           list_: bool = typer.Option(False, "--list", help="Show the query pack, one line each.")) -> None:
     """Run a query of the analysts' pack against ClickHouse (also while the pipeline runs)."""
-    from .sinks.queries import QueryError, load_pack, render
-    from .sinks.query_server import execute
-    from .sinks.clickhouse.client import ClickHouseUnavailable
+    from cem.sinks.queries import QueryError, load_pack, render
+    from cem.sinks.query_server import execute
+    from cem.sinks.clickhouse.client import ClickHouseUnavailable
     if list_ or not name:
         for q in load_pack().values():
             args = " ".join(f"[{p.name}={p.default}]" if p.default is not None else f"{p.name}=…" for p in q.params)
@@ -410,7 +410,7 @@ def chaos(quick: bool = typer.Option(False, "--quick", help="The short schedule 
           as_json: bool = typer.Option(False, "--json")) -> None:
     """Run the pipeline under injected faults and reconcile against ground truth."""
     import json as _json
-    from .chaos import print_result, run_chaos
+    from cem.ops.chaos import print_result, run_chaos
     result = run_chaos(_settings(), quick, seed, console)
     if as_json:
         print(_json.dumps(result, indent=2))
@@ -428,7 +428,7 @@ def bench(events: int = typer.Option(200_000, help="Events per stage."),
                                                "10-minute memory soak."),
           steady_rate: int = typer.Option(5_000, help="Events/s sent during the steady phase.")) -> None:
     """Measure raw ceiling, naive baseline, landing and pipeline throughput in one run."""
-    from .bench import run_bench
+    from cem.ops.bench import run_bench
     raise typer.Exit(run_bench(_settings(), events, as_json, console, steady_seconds=steady_seconds,
                                steady_rate=steady_rate))
 

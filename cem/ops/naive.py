@@ -1,6 +1,6 @@
 """The naive baseline of `cem bench` (stage b): what a straightforward Faust app does — one
 event per Kafka record, `take()` batches, decode in Python, insert Python rows. Kept only to be
-measured against; cem never runs this shape. Run: python -m cem.streams.naive TOPIC N OUT DSN BOOTSTRAP
+measured against; cem never runs this shape. Run: python -m cem.ops.naive TOPIC N OUT DSN BOOTSTRAP
 """
 from __future__ import annotations
 

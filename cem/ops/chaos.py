@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
-from .settings import RAW_TOPICS, Settings
+from cem.settings import RAW_TOPICS, Settings
 
 
 @dataclass
@@ -95,7 +95,7 @@ class Roles:
         self.crashed: list[str] = []  # roles that exited on their own (restarted, as a supervisor would)
 
     def start(self, role: str, name: str | None = None, *args: str) -> None:
-        from .procs import start_role
+        from cem.ops.procs import start_role
         name = name or role
         self.runs[name] += 1
         self.procs[name] = start_role(role, self.s, self.dir / f"{name}-{self.runs[name]}.log", *args)
@@ -114,7 +114,7 @@ class Roles:
         p.wait()
 
     def stop(self, name: str) -> None:
-        from .procs import stop_role
+        from cem.ops.procs import stop_role
         self.note(name)
         stop_role(self.procs.pop(name))
 
@@ -133,7 +133,7 @@ class Roles:
 
 def committed(settings: Settings, group: str, topics: list[str]) -> int:
     """The group's committed-offset total, or -1 while the broker cannot say (no progress known)."""
-    from .connectors.kafka_admin import committed_total
+    from cem.kafka.admin import committed_total
     try:
         return committed_total(settings.kafka_bootstrap, group, topics)
     except Exception:  # noqa: BLE001 - broker unreachable
@@ -158,11 +158,11 @@ def wait_progress(probe: Callable[[], int], caught_up: Callable[[], bool], timeo
 
 
 def run_chaos(settings: Settings, quick: bool, seed: int, console: Any) -> dict[str, Any]:
-    from . import infra
-    from .connectors.simulate import simulate
-    from .procs import pipeline_lag, wait_until
-    from .simulator import DAY, SimConfig
-    from .sinks.run import TABLES
+    from cem.ops import infra
+    from cem.connectors.simulate import simulate
+    from cem.ops.procs import pipeline_lag, wait_until
+    from cem.sim.simulator import DAY, SimConfig
+    from cem.sinks.run import TABLES
 
     port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
     started_broker = infra.kafka("status", port) != 0
@@ -314,8 +314,8 @@ class Burst:
 
 
 def reconcile(s: Settings, sim_out: Path, burst: set[str], deliveries: Counter) -> dict[str, Any]:
-    from .sinks.clickhouse.client import connect
-    from .truth import moment_scores
+    from cem.sinks.clickhouse.client import connect
+    from cem.sim.truth import moment_scores
     truth_events = {json.loads(line)["event_id"] for line in open(sim_out / "truth_events.jsonl")}
     truth_moments = [json.loads(line) for line in open(sim_out / "truth_moments.jsonl")]
     sent = truth_events | burst

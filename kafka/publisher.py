@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cem import metrics
-from .security import client_config
+from cem.kafka.security import client_config
 from confluent_kafka import KafkaException, Producer
 from fastavro import schemaless_writer
 
 from cem.schemas import ocf
 from cem.schemas.serde import container_schema_json
-from .partitioning import partition_for
+from cem.kafka.partitioning import partition_for
 
 
 class DeliveryFailed(RuntimeError):

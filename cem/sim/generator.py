@@ -9,7 +9,7 @@ import random
 import uuid
 from typing import Any, Iterator
 
-from .events import CHANNELS, EVENT_TYPES
+from cem.events import CHANNELS, EVENT_TYPES
 
 _QUERIES = ("red dress", "running shoes", "usb-c cable", "garden chair", "xqzzt", "lamp")
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from .partitioning import partition_for
-from .publisher import DeliveryFailed
+from cem.kafka.partitioning import partition_for
+from cem.kafka.publisher import DeliveryFailed
 
 
 class JsonRowPublisher:

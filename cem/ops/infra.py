@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from .settings import ALL_TOPICS, Settings, state_topic
+from cem.settings import ALL_TOPICS, Settings, state_topic
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_SH = REPO / "scripts" / "kafka.sh"
@@ -23,8 +23,8 @@ def kafka(action: str, port: int | None = None) -> int:
 
 
 def create_topics(settings: Settings) -> list[str]:
-    from cem.connectors.kafka_admin import ensure_topics
-    from .settings import FIXED_PARTITIONS, topic_configs
+    from cem.kafka.admin import ensure_topics
+    from cem.settings import FIXED_PARTITIONS, topic_configs
 
     created = []
     configs = topic_configs(settings)
@@ -47,7 +47,7 @@ def fresh_run(settings: Settings, name: str, extra_topics: list[str] = (), **ove
     """Settings for a clean run under <data dir>/<name>: its folder emptied, every cem topic and
     the worker's state changelog recreated (a demo or bench starts from a clean slate)."""
     import shutil
-    from cem.connectors.kafka_admin import delete_topics, ensure_topics
+    from cem.kafka.admin import delete_topics, ensure_topics
 
     run_dir = settings.data_dir / name
     shutil.rmtree(run_dir, ignore_errors=True)

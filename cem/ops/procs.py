@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .settings import Settings
+from cem.settings import Settings
 
 
 def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
@@ -56,7 +56,7 @@ def start_role(role: str, settings: Settings, log_path: Path, *args: str, **env:
     """`cem <role> <args>` in a child process, output to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "cem.cli", role, *args], stdout=out,
+    return subprocess.Popen([sys.executable, "-m", "cem", role, *args], stdout=out,
                             stderr=subprocess.STDOUT, env=settings_env(settings, **env),
                             start_new_session=True)
 
@@ -91,9 +91,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 def pipeline_lag(settings: Settings, worker_group: str | None = None) -> int:
     """Records not yet committed anywhere in the pipeline: the worker group on the raw topics,
     the identity links and the touchpoints; the landing group on every topic it lands."""
-    from .connectors.kafka_admin import group_lag
-    from .settings import IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC
-    from .sinks.run import TABLES
+    from cem.kafka.admin import group_lag
+    from cem.settings import IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC
+    from cem.sinks.run import TABLES
     b = settings.kafka_bootstrap
     lag = group_lag(b, worker_group or settings.app_id, [*RAW_TOPICS.values(), IDENTITY_LINKS_TOPIC, TOUCHPOINTS_TOPIC])
     if lag:

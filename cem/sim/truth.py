@@ -13,8 +13,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from .journeys import add_session
-from .sessions import Session, Touch
+from cem.journeys import add_session
+from cem.sessions import Session, Touch
 
 
 def _pairs(n: int) -> int:

@@ -6,8 +6,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .settings import Settings
-from .truth import identity_score, moment_scores, resolve_aliases, session_accuracy, true_journeys
+from cem.settings import Settings
+from cem.sim.truth import identity_score, moment_scores, resolve_aliases, session_accuracy, true_journeys
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -23,7 +23,7 @@ def merge_aliases(client: Any) -> dict[str, str]:
 
 
 def truth_report(settings: Settings, truth_dir: Path) -> dict[str, Any]:
-    from .sinks.clickhouse.client import connect
+    from cem.sinks.clickhouse.client import connect
     events = _jsonl(truth_dir / "truth_events.jsonl")
     client = connect(settings.clickhouse)
     try:

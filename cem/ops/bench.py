@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from .settings import RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings, state_topic
-from cem.connectors.security import client_config
+from cem.settings import RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings, state_topic
+from cem.kafka.security import client_config
 
 SINGLE_TOPIC = "cem.bench.single"
 
@@ -47,8 +47,8 @@ def _rss_now_mb(pid: int) -> float:
 
 def _raw_ceiling(settings: Settings, expected: int) -> tuple[int, float]:
     from confluent_kafka import Consumer, TopicPartition
-    from .schemas.registry import default_registry
-    from .schemas.serde import decode_record
+    from cem.schemas.registry import default_registry
+    from cem.schemas.serde import decode_record
     reg = default_registry()
     reader = reg.latest("touchpoint").parsed
     c = Consumer(client_config(settings.kafka_bootstrap, **{"group.id": "cem-bench-raw",
@@ -77,12 +77,12 @@ def _raw_ceiling(settings: Settings, expected: int) -> tuple[int, float]:
 
 def _landing_alone(settings: Settings, data_dir: Path) -> tuple[int, float]:
     from confluent_kafka import Consumer, Producer
-    from .connectors.publisher import producer_config
-    from .schemas.registry import default_registry
-    from .sinks.clickhouse.client import connect
-    from .sinks.clickhouse.migrations import apply
-    from .sinks.dlq import DeadLetters
-    from .sinks.landing import Landing, consumer_config
+    from cem.kafka.publisher import producer_config
+    from cem.schemas.registry import default_registry
+    from cem.sinks.clickhouse.client import connect
+    from cem.sinks.clickhouse.migrations import apply
+    from cem.kafka.dlq import DeadLetters
+    from cem.sinks.landing import Landing, consumer_config
     client = connect(f"chdb://{(data_dir / 'landing-ch').resolve()}")
     apply(client)
     consumer = Consumer(consumer_config(settings.kafka_bootstrap, f"{settings.app_id}-bench-landing"))
@@ -99,10 +99,10 @@ def _landing_alone(settings: Settings, data_dir: Path) -> tuple[int, float]:
 
 def _naive(settings: Settings, data_dir: Path, n: int, progress: Any) -> tuple[int, float]:
     from confluent_kafka import Producer
-    from .connectors.publisher import producer_config
-    from .generator import touchpoints
-    from .schemas.registry import default_registry
-    from .schemas.serde import encode_single
+    from cem.kafka.publisher import producer_config
+    from cem.sim.generator import touchpoints
+    from cem.schemas.registry import default_registry
+    from cem.schemas.serde import encode_single
     w = default_registry().latest("touchpoint")
     p = Producer(producer_config(settings.kafka_bootstrap, **{"linger.ms": 20}))
     now = int(time.time() * 1000)
@@ -116,7 +116,7 @@ def _naive(settings: Settings, data_dir: Path, n: int, progress: Any) -> tuple[i
     p.flush(60)
     out = data_dir / "naive.json"
     log = open(data_dir / "naive.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "cem.streams.naive", SINGLE_TOPIC, str(n), str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "cem.ops.naive", SINGLE_TOPIC, str(n), str(out),
                              f"chdb://{(data_dir / 'naive-ch').resolve()}", settings.kafka_bootstrap],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -131,12 +131,12 @@ def _naive(settings: Settings, data_dir: Path, n: int, progress: Any) -> tuple[i
 
 def run_bench(settings: Settings, events: int, as_json: bool, console: Console, *,
               steady_seconds: float = 10.0, steady_rate: int = 5_000) -> int:
-    from . import infra
-    from .connectors.generate import publish_events
-    from .connectors.kafka_admin import partitions_of
-    from .generator import touchpoints
-    from .procs import start_role, stop_role, wait_until
-    from .schemas.registry import default_registry
+    from cem.ops import infra
+    from cem.connectors.generate import publish_events
+    from cem.kafka.admin import partitions_of
+    from cem.sim.generator import touchpoints
+    from cem.ops.procs import start_role, stop_role, wait_until
+    from cem.schemas.registry import default_registry
 
     started_broker = infra.ensure_broker()
     if started_broker is None:
@@ -150,7 +150,7 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console, 
     r: dict[str, Any] = {"events": events, "machine": _machine()}
 
     def caught_up() -> bool:
-        from .procs import pipeline_lag
+        from cem.ops.procs import pipeline_lag
         return pipeline_lag(settings) == 0
 
     with Progress(console=console, transient=True) as progress:
@@ -245,8 +245,8 @@ class _RssSampler:
 
 def _steady(settings: Settings, reg: Any, parts: dict[str, int], rate: int, seconds: float) -> None:
     from confluent_kafka import Producer
-    from .connectors.publisher import BatchPublisher, producer_config
-    from .identity import customer_key
+    from cem.kafka.publisher import BatchPublisher, producer_config
+    from cem.identity import customer_key
     w = reg.latest("touchpoint")
     pub = BatchPublisher(Producer(producer_config(settings.kafka_bootstrap)), w.parsed, parts,
                          max_events=settings.publisher_max_events, linger_ms=settings.publisher_linger_ms)
@@ -273,7 +273,7 @@ def simulated(n: int, seed: int, end_ms: int, lazy: bool = False) -> Any:
     ~25 touchpoints a week over every channel, with their identifiers, sessions and moments);
     a list, or with `lazy` an iterator generated while it is consumed (long steady phases)."""
     import itertools
-    from .simulator import SimConfig, Simulator
+    from cem.sim.simulator import SimConfig, Simulator
     cfg = SimConfig(customers=max(50, n // 20), days=7, seed=seed, start_ms=end_ms - 7 * 86_400_000)
     events = itertools.islice(Simulator(cfg).run(), n)
     return events if lazy else list(events)
@@ -282,7 +282,7 @@ def simulated(n: int, seed: int, end_ms: int, lazy: bool = False) -> Any:
 def _state_bytes(settings: Settings) -> tuple[float, int]:
     """Mean bytes of live per-customer state (latest value per key in the worker's state
     changelog) and the number of customers holding state."""
-    from .connectors.topic_reader import read_to_end
+    from cem.kafka.topic_reader import read_to_end
     latest: dict[bytes, int] = {}
     for m in read_to_end(settings.kafka_bootstrap, state_topic(settings.app_id)):
         if m.key() and not m.key().startswith(b"__"):
@@ -295,7 +295,7 @@ def _latency(settings: Settings, since: float) -> tuple[dict[str, float], dict[s
     """Produce → row visible (touchpoints.landed_at) and receipt of the triggering event → its
     negative moment detected and alerted (negative_moments.latency_ms: every moment, also those
     counted as another occurrence of an alert that is already open)."""
-    from .sinks.clickhouse.client import connect
+    from cem.sinks.clickhouse.client import connect
     c = connect(settings.clickhouse)
     q = c.query("SELECT quantiles(0.5, 0.99)(dateDiff('millisecond', received_at, landed_at)) "
                 "FROM touchpoints WHERE source = 'bench-steady'").result_rows[0][0]

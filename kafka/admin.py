@@ -7,7 +7,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
-from .security import client_config
+from cem.kafka.security import client_config
 
 
 def ensure_topics(bootstrap: str, topics: dict[str, int], *, config: dict[str, str] | None = None,
