@@ -8,7 +8,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 
 from cem import metrics
-from cem.ops.procs import stop_requested
+from cem.shutdown import stop_requested
 from cem.kafka.publisher import producer_config
 from cem.schemas.registry import default_registry
 from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, IDENTITY_MERGES_TOPIC, MOMENTS_TOPIC, JOURNEYS_TOPIC, SESSIONS_TOPIC, TOUCHPOINTS_TOPIC,

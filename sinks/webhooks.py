@@ -319,7 +319,7 @@ class Dispatcher:
 def run_notify(settings: Any, idle_exit: float | None = None) -> Dispatcher:
     """Entry point of `cem notify`: restore the ledger, then deliver until SIGTERM/SIGINT."""
     from cem import metrics
-    from cem.ops.procs import stop_requested
+    from cem.shutdown import stop_requested
     from cem.kafka.publisher import producer_config
     from cem.kafka.topic_reader import read_to_end
     from cem.settings import ALERTS_TOPIC, DELIVERIES_TOPIC, DLQ_TOPIC

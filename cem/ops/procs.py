@@ -39,19 +39,6 @@ def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
     return env
 
 
-def stop_requested() -> Callable[[], bool]:
-    """Install SIGTERM/SIGINT handlers; the returned callable says whether one arrived (a role's
-    loop checks it between batches and finishes the batch in hand before it exits)."""
-    flag = {"now": False}
-
-    def _stop(signum: int, frame: object) -> None:
-        flag["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    return lambda: flag["now"]
-
-
 def start_role(role: str, settings: Settings, log_path: Path, *args: str, **env: str) -> subprocess.Popen:
     """`cem <role> <args>` in a child process, output to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
