@@ -107,7 +107,8 @@ class Lifecycle:
 
     def on_watermark(self, wm: int) -> list[Change]:
         if self.stage == "at_risk" and self.last_touch and wm >= self.last_touch + LOST_AFTER_MS:
-            c = self._to("lost", f"no touch for {LOST_AFTER_MS // DAY} days while at risk", self.last_touch + LOST_AFTER_MS)
+            c = self._to("lost", f"no touch for {LOST_AFTER_MS // DAY} days while at risk",
+                         self.last_touch + LOST_AFTER_MS)
             return [c] if c else []
         return []
 

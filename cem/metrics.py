@@ -26,15 +26,16 @@ RECOVERIES = Counter("cem_moment_recoveries_total", "Moments decided: recovered 
 ALERTS = Counter("cem_alerts_total", "Alerts opened, by the team they are routed to", ["team", "severity"])
 ALERT_LATENCY = Histogram("cem_alert_latency_seconds", "From the triggering event's receipt to its alert",
                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-WEBHOOKS = Counter("cem_webhook_deliveries_total", "Alert webhook outcomes (delivered, retried, parked, reparked, expired)",
-                   ["outcome"])
+WEBHOOKS = Counter("cem_webhook_deliveries_total",
+                   "Alert webhook outcomes (delivered, retried, parked, reparked, expired)", ["outcome"])
 WEBHOOKS_WAITING = Gauge("cem_webhook_parked", "Alert deliveries parked (or requeued) and waiting to be retried")
 GC_PAUSE = Histogram("cem_gc_pause_seconds", "Python garbage-collection pauses, by generation", ["generation"],
                      buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 CONSUMER_LAG = Gauge("cem_consumer_lag_records", "Records behind the log end (uncommitted)", ["topic", "partition"])
 WATERMARK_LAG = Gauge("cem_watermark_lag_seconds", "Wall clock minus the event-time watermark", ["partition"])
 STATE_CUSTOMERS = Gauge("cem_state_customers", "Customers whose timeline a worker holds", ["partition"])
-STATE_LIVE = Gauge("cem_state_live_customers", "Customer timelines a worker holds as live objects (the rest spilled to disk)")
+STATE_LIVE = Gauge("cem_state_live_customers",
+                   "Customer timelines a worker holds as live objects (the rest spilled to disk)")
 STATE_LIVE_BYTES = Gauge("cem_state_live_bytes", "Encoded size of the customer timelines a worker holds as live "
                          "objects (at most CEM_WORKER_LIVE_STATE_MB; in memory they take ~3.5x this)")
 STATE_EVICTED = Gauge("cem_state_evictions", "Timelines spilled from memory to the worker's scratch store so far")

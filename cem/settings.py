@@ -44,13 +44,16 @@ class Settings(BaseSettings):
     clickhouse_ca_cert: Optional[Path] = Field(None, description="CA bundle for an https:// ClickHouse DSN.")
     clickhouse_tls_verify: bool = Field(True, description="Verify the ClickHouse server certificate (https DSNs).")
     fault_injection_dir: Optional[Path] = Field(None, description="Chaos testing only (`cem chaos`): while "
-                                                "<dir>/clickhouse_down exists, the sink's inserts fail as in an outage.")
-    metrics_host: str = Field("127.0.0.1", description="Bind address of the Prometheus endpoints (0.0.0.0 in containers).")
+                                                "<dir>/clickhouse_down exists, the sink's inserts fail as in an "
+                                                "outage.")
+    metrics_host: str = Field("127.0.0.1",
+                              description="Bind address of the Prometheus endpoints (0.0.0.0 in containers).")
     sink_query_port: int = Field(8125, ge=0, description="Read-only pack-query endpoint of `cem sink` on "
                                  "127.0.0.1, how `cem query` reads embedded ClickHouse while the sink runs (0 = off).")
     log_level: str = Field("info", pattern="^(crit|error|warn|info|debug)$")
     allowed_lateness_ms: int = Field(10 * 60_000, ge=0, description="Event-time lateness before an event is late.")
-    idle_timeout_seconds: float = Field(10.0, gt=0, description="A quiet partition's watermark follows the wall clock after this.")
+    idle_timeout_seconds: float = Field(10.0, gt=0,
+                                        description="A quiet partition's watermark follows the wall clock after this.")
     all_quiet_seconds: Optional[float] = Field(
         None, gt=0, description="Event time follows the wall clock only when every raw partition has been quiet "
         "this long (default: CEM_IDLE_TIMEOUT_SECONDS). Raise it above the longest outage you ride out when "
@@ -58,7 +61,8 @@ class Settings(BaseSettings):
     worker_session_timeout_seconds: float = Field(20.0, ge=6, description="Kafka group session timeout of "
                                                   "`cem worker`: how soon a dead worker's partitions move.")
     tick_seconds: float = Field(2.0, gt=0, description="How often the worker ticks quiet partitions.")
-    rules_file: Optional[Path] = Field(None, description="Negative-moment rules (TOML); default: the shipped catalogue.")
+    rules_file: Optional[Path] = Field(None,
+                                       description="Negative-moment rules (TOML); default: the shipped catalogue.")
     identity_shared_devices: list[str] = Field(default_factory=list,
                                                description="Device/terminal ids that never link (JSON list).")
     collector_host: str = Field("127.0.0.1", description="Collector bind address.")
@@ -82,13 +86,14 @@ class Settings(BaseSettings):
                                        "the least recently used beyond that are spilled to a scratch file on disk "
                                        "(0 = no bound).")
     worker_live_state_mb: float = Field(100.0, ge=0, description="Megabytes the live customer timelines of a worker "
-                                        "may take encoded (as in its changelog; as Python objects they take ~3.5x this); "
-                                        "the least recently used beyond that are spilled like those beyond "
-                                        "CEM_WORKER_LIVE_CUSTOMERS, so memory holds as histories deepen (0 = no bound).")
-    worker_live_identifiers: int = Field(200_000, ge=0, description="Entries of each identity-graph map (identifier -> "
-                                         "profile, profile -> members, profile -> first sighting) a worker keeps as live "
-                                         "objects, in the coordinator and in every replica; the oldest beyond that are "
-                                         "spilled to a scratch file on disk (0 = no bound).")
+                                        "may take encoded (as in its changelog; as Python objects they take ~3.5x "
+                                        "this); the least recently used beyond that are spilled like those beyond "
+                                        "CEM_WORKER_LIVE_CUSTOMERS, so memory holds as histories deepen "
+                                        "(0 = no bound).")
+    worker_live_identifiers: int = Field(200_000, ge=0, description="Entries of each identity-graph map (identifier "
+                                         "-> profile, profile -> members, profile -> first sighting) a worker keeps "
+                                         "as live objects, in the coordinator and in every replica; the oldest beyond "
+                                         "that are spilled to a scratch file on disk (0 = no bound).")
     worker_gc_full_scan_seconds: float = Field(
         600.0, ge=0, description="Worker GC policy: freeze survivors of each full collection, scan "
         "everything once per this many seconds; 0 = CPython's default collector.")

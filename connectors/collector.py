@@ -107,7 +107,8 @@ class Collector:
                         f.set_exception(err)
 
     def dead_letter(self, raw: bytes, reason: str, detail: str, index: int, source: str) -> None:
-        self._dead.send(redact_pii(raw), reason, detail, topic=f"http:{source}", partition=-1, offset=-1, batch_index=index)
+        self._dead.send(redact_pii(raw), reason, detail, topic=f"http:{source}", partition=-1, offset=-1,
+                        batch_index=index)
         EVENTS.labels("rejected").inc()
 
     # -- handlers -----------------------------------------------------------------------------
@@ -119,14 +120,16 @@ class Collector:
         s = self.settings
         if request.content_length is not None and request.content_length > s.collector_max_body_bytes:
             REQUESTS.labels("/v1/events", "413").inc()
-            return _error(413, "body", f"request body is larger than {s.collector_max_body_bytes} bytes; split the batch")
+            return _error(413, "body",
+                          f"request body is larger than {s.collector_max_body_bytes} bytes; split the batch")
         try:
             body = await request.content.read(s.collector_max_body_bytes + 1)
         except Exception:  # noqa: BLE001 - client went away
             return _error(400, "body", "could not read the request body")
         if len(body) > s.collector_max_body_bytes:
             REQUESTS.labels("/v1/events", "413").inc()
-            return _error(413, "body", f"request body is larger than {s.collector_max_body_bytes} bytes; split the batch")
+            return _error(413, "body",
+                          f"request body is larger than {s.collector_max_body_bytes} bytes; split the batch")
         status, payload = await self.ingest_json(body, source, default_channel="web")
         REQUESTS.labels("/v1/events", str(status)).inc()
         return web.json_response(payload, status=status)

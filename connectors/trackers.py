@@ -88,8 +88,8 @@ def _map_each(items: list[Any], to_native: Any, refusal: type, max_bytes: int
     return natives, errors
 
 
-async def _ingest(collector: Collector, natives: list[tuple[int, Any, bytes]], errors: list[tuple[int, str, str, bytes]],
-                  source: str, kind: str) -> tuple[int, dict]:
+async def _ingest(collector: Collector, natives: list[tuple[int, Any, bytes]],
+                  errors: list[tuple[int, str, str, bytes]], source: str, kind: str) -> tuple[int, dict]:
     """Dead-letter the protocol errors, then map/validate/publish the rest like native events."""
     results: list[dict] = []
     for index, field, message, raw in errors:

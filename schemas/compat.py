@@ -33,8 +33,10 @@ def check_backward(new_schema: dict, released_schema: dict, subject: str = "",
     result = ReaderWriterCompatibilityChecker().get_compatibility(reader, writer)
     ok = result.compatibility is SchemaCompatibilityType.compatible
     kinds = ", ".join(sorted({i.name for i in result.incompatibilities}))
-    problems = tuple(f"{kinds}: '{msg}' at {loc}" for msg, loc in
-                     zip(sorted(result.messages), sorted(result.locations))) if not ok else ()
+    # the checker unions messages and locations into two separate sets of different sizes, so they
+    # cannot be paired: report every message, then every place in the schema with a problem
+    where = ", ".join(sorted(set(result.locations) - {"/"})) or "/"
+    problems = tuple(f"{kinds}: '{msg}'" for msg in sorted(result.messages)) + (f"at {where}",) if not ok else ()
     return CompatReport(subject, released, ok, problems)
 
 

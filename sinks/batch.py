@@ -150,7 +150,7 @@ def build_inserts(batches: list[PartitionBatch], table_columns: frozenset[str]) 
         token = f"{prefix}:{index}"
         blocks = [block for _, g in parts for block in g.blocks]
         sources = tuple((b.topic, b.partition, offset, n) for b, g in parts
-                        for (n, _), offset in zip(g.blocks, g.offsets))
+                        for (n, _), offset in zip(g.blocks, g.offsets, strict=True))
         if schema_json == "JSONEachRow":
             inserts.append(Insert(token, None, b"\n".join(data for _, data in blocks), rows, "JSONEachRow",
                                   ranges, sources))
@@ -193,7 +193,7 @@ def split_insert(ins: Insert) -> list[Insert]:
         mid = len(lines) // 2
         halves = [lines[:mid], lines[mid:]]
         return [Insert(f"{ins.token}/{i}", ins.columns, b"\n".join(h), len(h), ins.fmt, ins.ranges, src)
-                for i, (h, src) in enumerate(zip(halves, _take(ins.sources, mid)))]
+                for i, (h, src) in enumerate(zip(halves, _take(ins.sources, mid), strict=True))]
     container = scan(ins.data)
     blocks = [b for b in container.blocks if b[0]]
     if sum(n for n, _ in blocks) < 2:
@@ -216,7 +216,7 @@ def split_insert(ins: Insert) -> list[Insert]:
         halves = [blocks[:k], blocks[k:]]
         first_rows = sum(n for n, _ in blocks[:k])
     out = []
-    for i, (half, src) in enumerate(zip(halves, _take(ins.sources, first_rows))):
+    for i, (half, src) in enumerate(zip(halves, _take(ins.sources, first_rows), strict=True)):
         token = f"{ins.token}/{i}"
         out.append(Insert(token, ins.columns, assemble(container.schema_json, half, _marker(token)),
                           sum(n for n, _ in half), ins.fmt, ins.ranges, src))

@@ -110,7 +110,7 @@ def _text(v: Any) -> str:
 def render(columns: list[str], rows: list[tuple], fmt: str = "table") -> str:
     """`table` (aligned, for people), `csv`, or `json` (one object per row)."""
     if fmt == "json":
-        return json.dumps([dict(zip(columns, (_jsonable(v) for v in r))) for r in rows], indent=1)
+        return json.dumps([dict(zip(columns, (_jsonable(v) for v in r), strict=True)) for r in rows], indent=1)
     if fmt == "csv":
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
@@ -124,7 +124,8 @@ def render(columns: list[str], rows: list[tuple], fmt: str = "table") -> str:
     numeric = [all(_is_number(r[i]) for r in rows) and rows != [] for i in range(len(columns))]
     lines = []
     for n, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if numeric[i] else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        cols = enumerate(zip(row, widths, strict=True))
+        lines.append("  ".join(c.rjust(w) if numeric[i] else c.ljust(w) for i, (c, w) in cols).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")

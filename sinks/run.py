@@ -11,8 +11,8 @@ from cem import metrics
 from cem.shutdown import stop_requested
 from cem.kafka.publisher import producer_config
 from cem.schemas.registry import default_registry
-from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, IDENTITY_MERGES_TOPIC, MOMENTS_TOPIC, JOURNEYS_TOPIC, SESSIONS_TOPIC, TOUCHPOINTS_TOPIC,
-                          Settings)
+from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, IDENTITY_MERGES_TOPIC, MOMENTS_TOPIC,
+                          JOURNEYS_TOPIC, SESSIONS_TOPIC, TOUCHPOINTS_TOPIC, Settings)
 from .clickhouse.client import connect
 from .clickhouse.migrations import apply
 from cem.kafka.dlq import DeadLetters

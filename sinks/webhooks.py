@@ -330,7 +330,8 @@ def run_notify(settings: Any, idle_exit: float | None = None) -> Dispatcher:
         log.warning("no CEM_WEBHOOK_ENDPOINTS configured: alerts are read but none is delivered")
     producer = Producer(producer_config(settings.kafka_bootstrap))
     consumer = Consumer(client_config(settings.kafka_bootstrap, **{"group.id": f"{settings.app_id}-notify",
-                                                                   "enable.auto.commit": False, "auto.offset.reset": "earliest"}))
+                                                                   "enable.auto.commit": False,
+                                                                   "auto.offset.reset": "earliest"}))
     policy = RetryPolicy(settings.webhook_max_attempts, settings.webhook_backoff_seconds,
                          settings.webhook_backoff_max_seconds)
     d = Dispatcher(consumer, producer, ALERTS_TOPIC, DELIVERIES_TOPIC, dict(settings.webhook_endpoints),

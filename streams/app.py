@@ -35,7 +35,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         broker_credentials=faust_credentials(settings),
         broker_session_timeout=settings.worker_session_timeout_seconds,  # a killed worker's partitions move this soon
-        broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_seconds / 4),  # SASL/TLS, as for every other client
+        broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_seconds / 4),  # several beats per timeout
     )
     raw = app.topic(*RAW_TOPICS.values(), key_type=bytes, value_type=bytes)
     attach_ingest(app, raw, settings)

@@ -58,7 +58,7 @@ class Coordinator:
         self.sources = SourceWatermarks(idle_ms)
         for source in expected_sources:  # every raw partition holds event time back until it
             self.sources.update(source, -(1 << 62), self._started)  # reports or goes idle
-        for source, (wm, wall) in (sources or {}).items():
+        for source, (_wm, wall) in (sources or {}).items():
             # a previous life saw this source; its watermark may be ahead of the offsets the
             # restart replays from, so it starts over (only the fact it existed is kept)
             self.sources.update(source, -(1 << 62), wall)
@@ -196,7 +196,8 @@ class SourceWatermarks:
         self._marks[source] = (max(wm, old[0]) if old else wm, max(wall, old[1]) if old else wall)
 
     def describe(self, now: int) -> str:
-        return ", ".join(f"{src} wm={wm} quiet={(now - wall) / 1000:.1f}s" for src, (wm, wall) in sorted(self._marks.items()))
+        return ", ".join(f"{src} wm={wm} quiet={(now - wall) / 1000:.1f}s"
+                         for src, (wm, wall) in sorted(self._marks.items()))
 
     def combined(self, now: int, busy: set[str] = frozenset()) -> int | None:
         """`busy` sources still have unread input in Kafka: quiet reports do not make them idle

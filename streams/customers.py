@@ -168,7 +168,8 @@ class CustomerStage:
         nps = touch.attrs.get("nps") if touch.event_type == "survey_response" else None
         self._life += [(tl, c) for c in tl.life.on_touch(touch.event_type, touch.at, is_positive(touch), nps, opened)]
         if self._rules:
-            new, changed = tl.detector.on_touch(self._rules_by_type.get(touch.event_type, ()), customer, touch, received_at)
+            new, changed = tl.detector.on_touch(self._rules_by_type.get(touch.event_type, ()), customer, touch,
+                                                received_at)
             self._moments += [(m, True, tl) for m in new] + [(m, False, tl) for m in changed]
             if new and tl.journey is not None:
                 tl.journey.moments += [m.rule for m in new]
@@ -319,7 +320,8 @@ class CustomerStage:
                 self._on_moment(m.rule, latency / 1000 if latency is not None else -1.0)
         self._moments = []
         for tl, c in self._life:
-            self._rows.publish(CUSTOMERS_TOPIC, tl.customer_id, lifecycle_row(tl.customer_id, c, tl.life, self._version()))
+            self._rows.publish(CUSTOMERS_TOPIC, tl.customer_id,
+                               lifecycle_row(tl.customer_id, c, tl.life, self._version()))
         self._life = []
 
     def _publish_alert(self, a: Alert, customer: str, now: float) -> None:

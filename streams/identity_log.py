@@ -40,7 +40,8 @@ def bounded_graph(cls: type[G], max_live: int, shared: frozenset[str] = frozense
 def merge_json(m: Merge, decided_at: int) -> bytes:
     return json.dumps({"merge_id": m.merge_id, "winner": m.winner, "loser": m.loser, "event_id": m.event_id,
                        "reason": m.reason, "status": m.status, "moved": list(m.moved),
-                       "occurred_at": m.occurred_at / 1000, "decided_at": decided_at / 1000}, separators=(",", ":")).encode()
+                       "occurred_at": m.occurred_at / 1000, "decided_at": decided_at / 1000},
+                      separators=(",", ":")).encode()
 
 
 def publish_resolution(producer: Producer, r: Resolution, decided_at: int) -> None:

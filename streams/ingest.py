@@ -2,8 +2,9 @@
 
 `Ingest.process` handles one Kafka record of either shape: decodes it, validates each event,
 keeps its `received_at` plausible (`repair_received_at`), stamps the resolution, hands valid
-events to the publisher keyed by customer and invalid ones to the dead-letter topic. It never raises on bad input. Nothing is acknowledged here: the
-caller acks the record only after `flush()` returned (acks after the sink).
+events to the publisher keyed by customer and invalid ones to the dead-letter topic. It never
+raises on bad input. Nothing is acknowledged here: the caller acks the record only after
+`flush()` returned (acks after the sink).
 
 Every event is encoded anew rather than forwarded as the bytes a producer wrote, although that
 would save the costliest step here: fastavro reads bytes that ClickHouse refuses (a boolean byte

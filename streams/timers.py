@@ -96,7 +96,8 @@ class ScratchTimers:
             "INSERT INTO timers VALUES (?, ?, ?) ON CONFLICT (part, key) DO UPDATE SET deadline = excluded.deadline "
             "WHERE excluded.deadline < timers.deadline RETURNING deadline", (partition, key, deadline)).fetchone()
         if row is None:  # an earlier deadline is armed already
-            row = self._db.execute("SELECT deadline FROM timers WHERE part = ? AND key = ?", (partition, key)).fetchone()
+            row = self._db.execute("SELECT deadline FROM timers WHERE part = ? AND key = ?",
+                                   (partition, key)).fetchone()
         self._remember(key, row[0])
 
     def _remember(self, key: str, deadline: int) -> None:

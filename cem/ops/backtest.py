@@ -72,7 +72,7 @@ def _event(row: tuple) -> dict[str, Any]:
     eid, etype, channel, at, store_id, identifiers, *attrs = row
     ev: dict[str, Any] = {"event_id": eid, "event_type": etype, "channel": channel, "occurred_at": at,
                           "store_id": store_id, "identifiers": identifiers}
-    ev[channel] = dict(zip(CHANNEL_TUPLES, attrs))[channel]
+    ev[channel] = dict(zip(CHANNEL_TUPLES, attrs, strict=True))[channel]
     return ev
 
 

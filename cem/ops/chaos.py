@@ -208,7 +208,8 @@ def run_chaos(settings: Settings, quick: bool, seed: int, console: Any) -> dict[
     try:
         for f in plan:
             time.sleep(max(0.0, f.at - (time.monotonic() - t0)))
-            console.print(f"  t+{time.monotonic() - t0:5.0f}s  {f.name}" + (f" for {f.duration:.0f}s" if f.duration else ""))
+            lasting = f" for {f.duration:.0f}s" if f.duration else ""
+            console.print(f"  t+{time.monotonic() - t0:5.0f}s  {f.name}{lasting}")
             if f.name == "worker_kill":
                 roles.kill("worker")
                 roles.start("worker")

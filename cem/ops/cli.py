@@ -84,7 +84,8 @@ def identity_unmerge(merge_id: str = typer.Argument(..., help="merge_id from ide
     merge = find_merge(s.kafka_bootstrap, merge_id)
     if merge is None or merge.get("status") != "merged":
         console.print(f"[red]no merge {merge_id} with status 'merged' in cem.identity.merges[/red] "
-                      "(see: SELECT merge_id, winner, loser, reason FROM identity_merges FINAL WHERE status = 'merged')")
+                      "(see: SELECT merge_id, winner, loser, reason FROM identity_merges FINAL "
+                      "WHERE status = 'merged')")
         raise typer.Exit(1)
     request_unmerge(s.kafka_bootstrap, merge)
     console.print(f"unmerge of {merge_id} requested: {merge['moved']} go back to {merge['loser']}; "
@@ -121,7 +122,8 @@ def alerts_resolve(alert_id: str = typer.Argument(..., help="alert_id from the a
 
 
 @rules_app.command("list")
-def rules_list(file: Optional[Path] = typer.Argument(None, help="Rules TOML (default: the shipped catalogue).")) -> None:
+def rules_list(file: Optional[Path] = typer.Argument(None,
+                                                    help="Rules TOML (default: the shipped catalogue).")) -> None:
     """Show every rule: kind, severity, owner team, recovery window."""
     from cem.rules import load_rules
     t = Table(title=f"rules in {file or 'the default catalogue'}")
@@ -145,7 +147,8 @@ def rules_validate(file: Path = typer.Argument(..., exists=True, dir_okay=False)
 
 
 @schemas_app.command("check")
-def schemas_check(directory: Optional[Path] = typer.Option(None, help="Schema folder (default: the package's).")) -> None:
+def schemas_check(directory: Optional[Path] = typer.Option(None,
+                                                          help="Schema folder (default: the package's).")) -> None:
     """Fail if a schema is not backward compatible with its last released version."""
     from cem.schemas.compat import check_all, SCHEMA_DIR
     reports = check_all(directory or SCHEMA_DIR)
@@ -322,14 +325,15 @@ def backtest(rules: Optional[Path] = typer.Option(None, "--rules", exists=True, 
         catalogue = load_rules(rules)
     except RuleError as err:
         console.print(f"[red]{err}[/red]")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from err
     since, until = (d if d.tzinfo else d.replace(tzinfo=timezone.utc) for d in (since, until))
     rows = run_backtest(_settings(), catalogue, since, until)
     if as_json:
         print(_json.dumps([dict(r.__dict__, only_stored=r.only_stored, only_replayed=r.only_replayed)
                            for r in rows], indent=2))
         return
-    t = Table(title=f"backtest of {rules or 'the shipped catalogue'} over {since:%Y-%m-%d %H:%M} – {until:%Y-%m-%d %H:%M} UTC")
+    t = Table(title=f"backtest of {rules or 'the shipped catalogue'} "
+                    f"over {since:%Y-%m-%d %H:%M} – {until:%Y-%m-%d %H:%M} UTC")
     for col in ("rule", "kind", "stored", "would fire", "same", "only stored", "only new"):
         t.add_column(col, justify="left" if col in ("rule", "kind") else "right")
     for r in rows:

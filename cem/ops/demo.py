@@ -113,15 +113,18 @@ def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
     client = connect(settings.clickhouse)
     try:
         moments = client.query(
-            "SELECT m.rule, count(), countIf(m.recovery_status = 'recovered'), countIf(m.recovery_status = 'unrecovered'), "
+            "SELECT m.rule, count(), countIf(m.recovery_status = 'recovered'), "
+            "countIf(m.recovery_status = 'unrecovered'), "
             "any(a.team) FROM negative_moments AS m FINAL "
             "LEFT JOIN (SELECT rule, any(team) AS team FROM alerts FINAL GROUP BY rule) AS a "
             "ON a.rule = m.rule GROUP BY m.rule ORDER BY count() DESC").result_rows
         alerts = dict(client.query("SELECT status, count() FROM alerts FINAL GROUP BY status").result_rows)
-        stages = client.query("SELECT stage, count() FROM customers FINAL GROUP BY stage ORDER BY count() DESC").result_rows
+        stages = client.query("SELECT stage, count() FROM customers FINAL "
+                              "GROUP BY stage ORDER BY count() DESC").result_rows
     finally:
         client.close()
-    m = Table(title="negative moments by rule (alerts: " + ", ".join(f"{n} {s}" for s, n in sorted(alerts.items())) + ")")
+    by_status = ", ".join(f"{n} {s}" for s, n in sorted(alerts.items()))
+    m = Table(title=f"negative moments by rule (alerts: {by_status})")
     for col in ("rule", "moments", "recovered", "unrecovered", "owner team"):
         m.add_column(col)
     for rule, n, rec, unrec, team in moments:

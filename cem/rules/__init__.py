@@ -232,7 +232,8 @@ def load_routes(path: Path | None = None) -> tuple[Route, ...]:
         where = f"route[{i}]"
         unknown = set(r) - {"rule", "channel", "store", "team", "severity", "delivery"}
         if unknown:
-            raise RuleError(where, sorted(unknown)[0], "unknown key; use rule, channel, store, team, severity, delivery")
+            raise RuleError(where, sorted(unknown)[0],
+                            "unknown key; use rule, channel, store, team, severity, delivery")
         for key in ("rule", "channel", "store", "team"):
             if not isinstance(r.get(key, "*"), str) or not r.get(key, "*"):
                 raise RuleError(where, key, "a non-empty string ('*' matches any)" if key != "team" else "a team name")
@@ -244,7 +245,8 @@ def load_routes(path: Path | None = None) -> tuple[Route, ...]:
             raise RuleError(where, "delivery", f"a list drawn from {', '.join(DEFAULT_DELIVERY)}")
         bad = set(delivery) - DELIVERIES
         if bad:
-            raise RuleError(where, "delivery", f"unknown delivery {sorted(bad)[0]!r}; use {', '.join(DEFAULT_DELIVERY)}")
+            raise RuleError(where, "delivery",
+                            f"unknown delivery {sorted(bad)[0]!r}; use {', '.join(DEFAULT_DELIVERY)}")
         routes.append(Route(r.get("rule", "*"), r.get("channel", "*"), r.get("store", "*"), r.get("team"),
                             severity, tuple(delivery)))
     return tuple(routes)

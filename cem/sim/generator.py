@@ -42,8 +42,10 @@ def _attributes(rng: random.Random, channel: str, event_type: str) -> dict[str, 
             a["ivr_step"] = rng.choice(("menu", "orders", "returns"))
         return a
     if channel == "returns":
-        return {"rma_id": f"rma-{rng.randrange(10**6)}", "reason": rng.choice(("wrong_item", "defective", "size", "changed_mind")),
-                "product_id": f"sku-{rng.randrange(2000)}", "amount_cents": rng.randrange(500, 50000), "currency": "EUR"}
+        return {"rma_id": f"rma-{rng.randrange(10**6)}",
+                "reason": rng.choice(("wrong_item", "defective", "size", "changed_mind")),
+                "product_id": f"sku-{rng.randrange(2000)}", "amount_cents": rng.randrange(500, 50000),
+                "currency": "EUR"}
     if event_type == "survey_response":
         return {"survey_id": f"s-{rng.randrange(100)}", "nps": rng.randrange(0, 11), "csat": rng.randrange(1, 6),
                 "comment": rng.choice(("", "slow delivery", "great staff", "never again"))}

@@ -6,8 +6,9 @@ and background traffic keeps clear of every single-channel rule (searches find r
 are spaced, checkouts complete, refunds come in time, scores are good). The one cross-channel
 sequence (web search → item unavailable in store → call within 24 h) arises from ordinary
 behaviour around an injected unavailable item; its truth is labelled afterwards by applying the
-rule to each true customer's whole timeline (`_label_sequences`). Each injected moment is recovered or not by a seeded draw;
-a recovery is a positive signal (purchase, NPS ≥ 9, CSAT ≥ 4) inside the rule's window.
+rule to each true customer's whole timeline (`_label_sequences`). Each injected moment is
+recovered or not by a seeded draw; a recovery is a positive signal (purchase, NPS ≥ 9, CSAT ≥ 4)
+inside the rule's window.
 
 Same seed and start → the same events in the same order, byte for byte once serialized.
 """
@@ -97,9 +98,9 @@ class Simulator:
         self._customer_of: dict[str, str] = {}
         self._sessions: dict[tuple[str, str], tuple[str, int]] = {}
         self.population = [self._customer(i) for i in range(cfg.customers)]
-        # the family-sharing persona: pairs share one device id
+        # the family-sharing persona: pairs share one device id (an odd one out keeps its own)
         fam = [c for c in self.population if c.persona == "family_shared_device"]
-        for a, b in zip(fam[::2], fam[1::2]):
+        for a, b in zip(fam[::2], fam[1::2], strict=False):
             b.device_id = a.device_id
 
     def _customer(self, i: int) -> Customer:
@@ -207,7 +208,8 @@ class Simulator:
                 self._moment(moment, c, co["occurred_at"] + 30 * MIN, [co], "web")
                 return out
             if moment == "payment_failed":
-                pf = self._event(c, "web", "payment_failed", t, ids, {"amount_cents": amount, "error_code": "card_declined"})
+                pf = self._event(c, "web", "payment_failed", t, ids,
+                                 {"amount_cents": amount, "error_code": "card_declined"})
                 out.append(pf)
                 self._moment(moment, c, pf["occurred_at"], [pf], "web")
                 t += r.randrange(30, 120) * 1000
@@ -301,8 +303,8 @@ class Simulator:
             self._moment(moment, c, rec["occurred_at"] + 5 * DAY, [rec], "returns")
             return out
         t += r.randrange(4, 40) * HOUR
-        out.append(self._event(c, "returns", "refund_issued", t, ids, {"rma_id": rma, "amount_cents": r.randrange(1000, 9000),
-                                                                     "currency": "EUR"}))
+        out.append(self._event(c, "returns", "refund_issued", t, ids,
+                               {"rma_id": rma, "amount_cents": r.randrange(1000, 9000), "currency": "EUR"}))
         return out
 
     def _survey(self, c: Customer, t: int, moment: str | None) -> list[dict]:
@@ -432,7 +434,8 @@ class Simulator:
             chain: list[tuple[int, str, int]] = []
             last_fired: int | None = None
             for e in seen:
-                if e[2] == len(chain) and (not chain or (e[0] >= chain[-1][0] and e[0] - chain[0][0] <= SEQUENCE_WITHIN)):
+                in_order = not chain or (e[0] >= chain[-1][0] and e[0] - chain[0][0] <= SEQUENCE_WITHIN)
+                if e[2] == len(chain) and in_order:
                     chain.append(e)
                     if len(chain) == len(SEQUENCE):
                         if last_fired is None or chain[-1][0] - last_fired >= SEQUENCE_COOLDOWN:

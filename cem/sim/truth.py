@@ -123,5 +123,6 @@ def moment_scores(truth: Iterable[Mapping], detected: Iterable[tuple[str, list[s
                               sum(1 for j in d_idx if j in matched_det))
     settled = [(truth[i], detected[j]) for i, j in matched_truth.items()
                if truth[i].get("status", "recovered" if truth[i]["recovered"] else "unrecovered") != "open"]
-    right = sum(1 for t, d in settled if (t.get("status") or ("recovered" if t["recovered"] else "unrecovered")) == d[2])
+    right = sum(1 for t, d in settled
+                if (t.get("status") or ("recovered" if t["recovered"] else "unrecovered")) == d[2])
     return scores, (right / len(settled) if settled else 1.0), len(settled)

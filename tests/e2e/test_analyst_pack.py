@@ -70,20 +70,22 @@ def test_rollups_and_query_pack_match_ground_truth(cem_settings, tmp_path):
         answers = {}
         for name in sorted(EXPECTED_PACK - {"customer_timeline"}):
             columns, rows = run(client, pack[name], pack[name].bind({}))
-            answers[name] = [dict(zip(columns, r)) for r in rows]
+            answers[name] = [dict(zip(columns, r, strict=True)) for r in rows]
         timeline_for = pick_customer(client, events)
     finally:
         client.close()
 
     # the live answer (through the sink) is the answer after it stopped
-    assert {r["rule"]: r["moments"] for r in live} == {r["rule"]: r["moments"] for r in answers["recovery_rate_by_rule"]}
+    after = answers["recovery_rate_by_rule"]
+    assert {r["rule"]: r["moments"] for r in live} == {r["rule"]: r["moments"] for r in after}
 
     want = pack_truth.recovery_by_rule(moments)
     got = {r["rule"]: r for r in answers["recovery_rate_by_rule"]}
     assert set(got) == set(want)
     for rule, w in want.items():
         for col in ("moments", "recovered", "unrecovered"):
-            assert close(got[rule][col], w[col], 0.05, 3), (rule, col, got[rule][col], w[col])  # recovery accuracy ~0.99
+            # recovery accuracy ~0.99
+            assert close(got[rule][col], w[col], 0.05, 3), (rule, col, got[rule][col], w[col])
 
     w = pack_truth.contact_resolution(events)
     (phone,) = answers["contact_resolution"]
@@ -95,7 +97,8 @@ def test_rollups_and_query_pack_match_ground_truth(cem_settings, tmp_path):
     for r in answers["funnel"]:
         sessions, searched, carted, checked, ordered = wf[r["channel"]]
         assert close(r["sessions"], sessions, 0.02), (r, wf[r["channel"]])
-        for col, v in (("searched", searched), ("added_to_cart", carted), ("checked_out", checked), ("ordered", ordered)):
+        for col, v in (("searched", searched), ("added_to_cart", carted), ("checked_out", checked),
+                       ("ordered", ordered)):
             assert close(r[col], v, 0.01, 2), (r["channel"], col, r[col], v)
     assert wf["web"][4] > 0  # the web funnel reaches orders
 
@@ -174,10 +177,12 @@ ROLLUPS = [
      "FROM rollup_feedback_daily GROUP BY day, channel, store_id"),
     ("SELECT toDate(ended_at) d, outcome, arrayStringConcat(channels, '>') c, count() FROM journeys FINAL "
      "WHERE status = 'closed' GROUP BY d, outcome, c",
-     "SELECT day, outcome, channels, uniqExactMerge(journeys) FROM rollup_journeys_daily GROUP BY day, outcome, channels"),
+     "SELECT day, outcome, channels, uniqExactMerge(journeys) FROM rollup_journeys_daily "
+     "GROUP BY day, outcome, channels"),
     ("SELECT toDate(occurred_at) d, channel, count(), countIf(ifNull(phone.resolved, false)) FROM touchpoints FINAL "
      "WHERE event_type = 'call_ended' GROUP BY d, channel",
-     "SELECT day, channel, uniqExactMerge(contacts), uniqExactMerge(resolved) FROM rollup_contacts_daily GROUP BY day, channel"),
+     "SELECT day, channel, uniqExactMerge(contacts), uniqExactMerge(resolved) FROM rollup_contacts_daily "
+     "GROUP BY day, channel"),
 ]
 
 

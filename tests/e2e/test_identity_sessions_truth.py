@@ -74,7 +74,8 @@ def test_truth_report_identity_sessions_moments_recovery(cem_settings, tmp_path)
     with clickhouse(s) as c:
         stage = dict(c.query("SELECT stage, count() FROM customers FINAL GROUP BY stage").result_rows)
         customers, covered = c.query(
-            "SELECT uniqExact(customer_id), uniqExactIf(customer_id, customer_id IN (SELECT customer_id FROM customers)) "
+            "SELECT uniqExact(customer_id), "
+            "uniqExactIf(customer_id, customer_id IN (SELECT customer_id FROM customers)) "
             "FROM touchpoints").result_rows[0]
         won_back = c.query("SELECT count() FROM customer_lifecycle WHERE reason LIKE 'won back:%'").result_rows[0][0]
         no_reason = c.query("SELECT count() FROM customer_lifecycle WHERE reason = ''").result_rows[0][0]

@@ -109,7 +109,8 @@ def test_no_raw_email_or_phone_anywhere_after_a_run(cem_settings, tmp_path):
             found[f"log {log.name}"] = hit
     with clickhouse(s) as c:
         tables = [r[0] for r in c.query("SELECT name FROM system.tables WHERE database = currentDatabase() "
-                                        "AND engine NOT LIKE '%View%' AND engine != 'AggregatingMergeTree'").result_rows]
+                                        "AND engine NOT LIKE '%View%' "
+                                        "AND engine != 'AggregatingMergeTree'").result_rows]
         # (rollups hold only uniqExact states of event/moment ids: no identifiers at all)
         for table in tables:
             rows = c.query(f"SELECT * FROM {table}").result_rows

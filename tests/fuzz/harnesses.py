@@ -102,7 +102,9 @@ def avro_record(data: bytes) -> None:
         import fastavro
         from cem.schemas.stamp import Stamper
         stamper = Stamper.for_schema(reader)
-        for event, datum in zip(decoded.events, decoded.datums or []):
+        # datums are None when the record was not written with the reader schema: nothing to stamp
+        pairs = zip(decoded.events, decoded.datums, strict=True) if decoded.datums is not None else ()
+        for event, datum in pairs:
             stamped = stamper.stamp(datum, event, "c-1", False, 1)
             if stamped is not None:
                 got = fastavro.schemaless_reader(io.BytesIO(stamped), reader, None)

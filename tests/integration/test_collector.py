@@ -94,15 +94,16 @@ def test_auth_limits_and_per_event_results(cem_settings):
     status, body = out["mixed"]
     assert status == 202 and (body["accepted"], body["rejected"]) == (2, 3)
     assert [r["status"] for r in body["results"]] == ["accepted", "rejected", "accepted", "rejected", "rejected"]
-    assert [r.get("reason") for r in body["results"]] == [None, "future_timestamp", None, "bad_type:attributes.results_count",
-                                                          "no_identifier"]
+    assert [r.get("reason") for r in body["results"]] == [None, "future_timestamp", None,
+                                                          "bad_type:attributes.results_count", "no_identifier"]
     assert out["health"] == 200 and "cem_collector_requests_total" in out["metrics"]
     web_events = raw_events(s.kafka_bootstrap, RAW_TOPICS["web"])
     store_events = raw_events(s.kafka_bootstrap, RAW_TOPICS["store"])
     assert [e["event_id"] for e in web_events] == ["h-10"] and [e["event_id"] for e in store_events] == ["h-12"]
     assert web_events[0]["identifiers"]["email_hash"] and web_events[0]["source"] == "web-shop"
     reasons = Counter(h["cem-reason"] for h, _ in dlq_records(s.kafka_bootstrap))
-    assert reasons == Counter({"future_timestamp": 1, "bad_type:attributes.results_count": 1, "no_identifier": 1, "bad_json": 1})
+    assert reasons == Counter({"future_timestamp": 1, "bad_type:attributes.results_count": 1, "no_identifier": 1,
+                              "bad_json": 1})
     for _, value in dlq_records(s.kafka_bootstrap):
         assert b"@example.com" not in value
 

@@ -47,7 +47,8 @@ def test_identity_session_and_journey_stories(cem_settings):
         # 4. an order on the web, then a phone call about that order from an unknown number
         [ev("co-1", "web", "order_placed", t, {"product_id": "sku-1", "amount_cents": 9900, "currency": "EUR"},
             anonymous_id="anon-4", customer_id="C-4", order_id="O-4")],
-        [ev("co-2", "phone", "call_started", t + 24 * 60 * MIN, {"call_id": "call-4"}, phone_hash="ph-4", order_id="O-4"),
+        [ev("co-2", "phone", "call_started", t + 24 * 60 * MIN, {"call_id": "call-4"}, phone_hash="ph-4",
+            order_id="O-4"),
          ev("co-3", "phone", "call_ended", t + 24 * 60 * MIN + 4 * MIN,
             {"call_id": "call-4", "reason": "order_status", "resolved": True}, phone_hash="ph-4", order_id="O-4")],
     ]

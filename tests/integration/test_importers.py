@@ -33,7 +33,7 @@ def test_every_channel_imports_good_rows_and_dead_letters_bad_ones(cem_settings)
     for channel, (name, good, bad) in CASES.items():
         rep = import_file(s, channel, FIX / name)
         assert (rep.published, rep.dead, rep.reasons) == (len(good), sum(bad.values()), bad), channel
-    for channel, (name, good, _) in CASES.items():
+    for channel, (_, good, _) in CASES.items():
         events = raw_events(s.kafka_bootstrap, RAW_TOPICS[channel])
         assert {e["event_id"] for e in events} == good
         assert all(e["channel"] == channel and e[channel] is not None for e in events)

@@ -115,10 +115,12 @@ def test_compose_stack_agrees_with_settings_and_scrape_config():
         env = svc.get("environment") or {}
         unknown = {k for k in env if k.startswith("CEM_")} - fields
         assert not unknown, f"{name}: {sorted(unknown)} are not cem settings"
-        for key in ("CEM_WORKER_METRICS_PORT", "CEM_SINK_METRICS_PORT", "CEM_NOTIFY_METRICS_PORT", "CEM_COLLECTOR_PORT"):
+        published = [str(p).split(":")[-1] for p in svc.get("expose", []) + svc.get("ports", [])]
+        for key in ("CEM_WORKER_METRICS_PORT", "CEM_SINK_METRICS_PORT", "CEM_NOTIFY_METRICS_PORT",
+                    "CEM_COLLECTOR_PORT"):
             if key in env:
                 ports[name] = str(env[key])
-                assert str(env[key]) in [str(p).split(":")[-1] for p in svc.get("expose", []) + svc.get("ports", [])], name
+                assert str(env[key]) in published, name
         if env.get("CEM_KAFKA_BOOTSTRAP"):
             assert {h.split(":")[0] for h in env["CEM_KAFKA_BOOTSTRAP"].split(",")} <= set(services)
         for volume in svc.get("volumes", []):
@@ -196,9 +198,11 @@ def test_real_prometheus_scrapes_worker_and_collector(cem_settings, tmp_path):
         wait_until(lambda: seen('sum(cem_moments_total{job="worker", rule="rage_click"})', 1), 180, 1.0,
                    "Prometheus to read the rage_click moment", (worker, prom))
         assert prom_value(pport, 'sum(cem_alert_latency_seconds_count{job="worker"})') == 1
-        p99 = prom_value(pport, 'histogram_quantile(0.99, sum by (le) (cem_alert_latency_seconds_bucket{job="worker"}))')
+        p99 = prom_value(pport,
+                         'histogram_quantile(0.99, sum by (le) (cem_alert_latency_seconds_bucket{job="worker"}))')
         assert p99 is not None and 0 < p99 <= 30
-        assert prom_value(pport, 'sum(cem_events_total{job="collector", topic="cem.raw.web", direction="out"})') == len(sent)
+        out = prom_value(pport, 'sum(cem_events_total{job="collector", topic="cem.raw.web", direction="out"})')
+        assert out == len(sent)
     finally:
         prom.terminate()
         prom.wait(30)

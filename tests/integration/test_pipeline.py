@@ -36,7 +36,8 @@ def landed(settings) -> tuple[int, int, int, Counter]:
         distinct = c.query("SELECT uniqExact(event_id) FROM touchpoints").result_rows[0][0]
         dup = c.query("SELECT count() FROM (SELECT event_id FROM touchpoints FINAL "
                       "GROUP BY event_id HAVING count() > 1)").result_rows[0][0]
-        per_channel = Counter(dict(c.query("SELECT channel, count() FROM touchpoints FINAL GROUP BY channel").result_rows))
+        per_channel = Counter(dict(c.query("SELECT channel, count() FROM touchpoints FINAL "
+                                           "GROUP BY channel").result_rows))
     return final, distinct, dup, per_channel
 
 
@@ -124,13 +125,13 @@ def test_bytes_written_loosely_land_as_the_worker_read_them(cem_settings):
                 if e["phone"] and e["phone"].get("resolved") is not None)
     call = dict(call, event_id="loose-bool", phone=dict(call["phone"], resolved=True))
     yes, no = body(call), body(dict(call, phone=dict(call["phone"], resolved=False)))
-    at = next(i for i, (a, b) in enumerate(zip(yes, no)) if a != b)
+    at = next(i for i, (a, b) in enumerate(zip(yes, no, strict=True)) if a != b)
     loose_bool = yes[:at] + b"\x05" + yes[at + 1:]
     visit = next(e for e in touchpoints(400, seed=6, start_ms=now - 60_000, channels=("store",))
                  if e["store"] and e["store"].get("wait_seconds") is not None)
     visit = dict(visit, event_id="loose-varint", store=dict(visit["store"], wait_seconds=5))
     five, six = body(visit), body(dict(visit, store=dict(visit["store"], wait_seconds=6)))
-    at = next(i for i, (a, b) in enumerate(zip(five, six)) if a != b)
+    at = next(i for i, (a, b) in enumerate(zip(five, six, strict=True)) if a != b)
     assert five[at] == 0x0A  # zigzag(5), one byte
     loose_varint = five[:at] + b"\x8a" + b"\x80" * 9 + b"\x00" + five[at + 1:]  # the same 5 in 11 bytes
     header = encode_single(call, w.id, w.parsed)[:5]
@@ -150,7 +151,8 @@ def test_bytes_written_loosely_land_as_the_worker_read_them(cem_settings):
         got = {r[0] for r in c.query("SELECT event_id FROM touchpoints").result_rows}
         assert got == set(ids) | {"loose-bool", "loose-varint", "received-zero", "received-far"}
         assert c.query("SELECT phone.resolved FROM touchpoints WHERE event_id = 'loose-bool'").result_rows == [(True,)]
-        assert c.query("SELECT store.wait_seconds FROM touchpoints WHERE event_id = 'loose-varint'").result_rows == [(5,)]
+        assert c.query("SELECT store.wait_seconds FROM touchpoints "
+                       "WHERE event_id = 'loose-varint'").result_rows == [(5,)]
         received = dict(c.query("SELECT event_id, toUnixTimestamp64Milli(received_at) FROM touchpoints "
                                 "WHERE event_id IN ('received-zero', 'received-far', 'loose-varint')").result_rows)
     assert all(now <= received[name] <= after for name in ("received-zero", "received-far")), received

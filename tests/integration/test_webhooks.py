@@ -186,7 +186,8 @@ def test_a_receiver_down_for_many_alerts_parks_each_with_bounded_retries_and_fla
         now = int(time.time() * 1000) - 60_000
         for wave in range(4):
             publish_events(s.kafka_bootstrap, payment_failures(f"m{wave}", 100, now + wave), default_registry(), parts)
-            wait_until(lambda: len(parked(s)) >= 100 * (wave + 1), 240, 0.5, f"{100 * (wave + 1)} parked deliveries",
+            want = 100 * (wave + 1)
+            wait_until(lambda want=want: len(parked(s)) >= want, 240, 0.5, f"{want} parked deliveries",
                        (worker, notify))
             samples.append(rss_mb(notify.pid))
     finally:

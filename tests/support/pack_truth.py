@@ -98,7 +98,8 @@ def funnel(events: list[dict]) -> dict[str, tuple[int, int, int, int, int]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-def recovery_impact(events: list[dict], moments: list[dict], days: int = 30) -> dict[tuple[str, str, str], tuple[int, float, float]]:
+def recovery_impact(events: list[dict], moments: list[dict],
+                    days: int = 30) -> dict[tuple[str, str, str], tuple[int, float, float]]:
     """(rule, channel, recovered|unrecovered) -> (moments, repurchase rate, churn rate)."""
     touches: dict[str, list[dict]] = defaultdict(list)
     for e in events:

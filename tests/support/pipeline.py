@@ -54,7 +54,8 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-__all__ = ["rss_mb", "start", "stop_role", "caught_up", "wait_caught_up", "end_offsets", "wait_until", "free_port", "http_ok"]
+__all__ = ["rss_mb", "start", "stop_role", "caught_up", "wait_caught_up", "end_offsets", "wait_until", "free_port",
+           "http_ok"]
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list:

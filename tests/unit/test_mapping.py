@@ -38,10 +38,12 @@ def test_raw_email_and_phone_are_hashed_and_dropped():
      "unknown_field:attributes.colour"),
     ({"event_type": "search", "occurred_at": NOW, "identifiers": {"anonymous_id": "a"},
       "attributes": {"query": "x" * 5000}}, "too_long:attributes.query"),
-    ({"event_type": "search", "occurred_at": float("nan"), "identifiers": {"anonymous_id": "a"}}, "missing_field:occurred_at"),
+    ({"event_type": "search", "occurred_at": float("nan"), "identifiers": {"anonymous_id": "a"}},
+     "missing_field:occurred_at"),
     ({"event_type": "survey_response", "channel": "feedback", "occurred_at": NOW, "identifiers": {"customer_id": "c"},
       "attributes": {"nps": 11}}, "bad_value:feedback.nps"),
-    ({"event_type": "search", "channel": "fax", "occurred_at": NOW, "identifiers": {"anonymous_id": "a"}}, "unknown_channel"),
+    ({"event_type": "search", "channel": "fax", "occurred_at": NOW, "identifiers": {"anonymous_id": "a"}},
+     "unknown_channel"),
 ])
 def test_each_bad_field_is_named(obj, reason):
     res = tp(obj)

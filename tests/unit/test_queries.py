@@ -41,7 +41,8 @@ def test_render_table_csv_json():
     lines = table.splitlines()
     assert lines[0].split() == cols and lines[-1] == "(2 rows)"
     assert lines[2].startswith("rage_click") and "12" in lines[2]
-    assert list(csv.reader(io.StringIO(render(cols, rows, "csv"))))[1] == ["rage_click", "12", "2026-11-25 08:00:00.000"]
+    as_csv = list(csv.reader(io.StringIO(render(cols, rows, "csv"))))
+    assert as_csv[1] == ["rage_click", "12", "2026-11-25 08:00:00.000"]
     assert json.loads(render(cols, rows, "json"))[1] == {"rule": "long_hold", "moments": 3, "at": None}
     with pytest.raises(QueryError, match="--format"):
         render(cols, rows, "xml")

@@ -69,8 +69,8 @@ def test_broken_rules_name_rule_and_field(spec, field):
 
 def test_broken_toml_file(tmp_path: Path):
     f = tmp_path / "r.toml"
-    f.write_text("[[rule]]\nname = 'a'\nkind = 'single'\nteam = 't'\nmatch = { event_type = 'x' }\n[[rule]]\nname = 'a'\n"
-                 "kind = 'single'\nteam = 't'\nmatch = { event_type = 'x' }\n")
+    f.write_text("[[rule]]\nname = 'a'\nkind = 'single'\nteam = 't'\nmatch = { event_type = 'x' }\n"
+                 "[[rule]]\nname = 'a'\nkind = 'single'\nteam = 't'\nmatch = { event_type = 'x' }\n")
     with pytest.raises(RuleError, match="defined twice"):
         load_rules(f)
 

@@ -53,7 +53,8 @@ def test_shuffled_within_lateness_equals_sorted(touches, rnd):
 
 
 def test_inactivity_gap_and_max_duration_split_web_sessions():
-    ts = [web(0, "a"), web(29 * MIN, "b"), web(60 * MIN, "c")] + [web(60 * MIN + i * 20 * MIN, f"d{i}") for i in range(1, 80)]
+    ts = [web(0, "a"), web(29 * MIN, "b"), web(60 * MIN, "c")]
+    ts += [web(60 * MIN + i * 20 * MIN, f"d{i}") for i in range(1, 80)]
     got = run(ts, range(len(ts)), 10**12)
     assert got[0] == ("a", "b")  # 31 min gap before c
     assert all(len(s) * 20 * MIN <= 24 * 60 * MIN + 20 * MIN for s in got[1:])
@@ -71,7 +72,8 @@ def test_timers_close_sessions_without_further_events():
 
 def test_store_visit_ends_on_visit_ended_and_call_on_call_ended():
     tl = Timeline("c1")
-    for t in [Touch(0, "v1", "visit_started", "store", "visit:s1"), Touch(5 * MIN, "v2", "visit_ended", "store", "visit:s1"),
+    for t in [Touch(0, "v1", "visit_started", "store", "visit:s1"),
+              Touch(5 * MIN, "v2", "visit_ended", "store", "visit:s1"),
               Touch(10 * MIN, "v3", "visit_started", "store", "visit:s1"),
               Touch(0, "p1", "call_started", "phone", "call-1"), Touch(9 * MIN, "p2", "call_ended", "phone", "call-1")]:
         tl.add(t, -1)

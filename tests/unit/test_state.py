@@ -101,7 +101,8 @@ def test_a_bounded_state_behaves_like_a_dict_and_holds_spilled_keys_only_in_the_
     """Keys in two partitions (by their digit), a live bound of 1-3: every answer as from a dict;
     a key is live or spilled, never both, and only live keys take memory beyond their value."""
     log = Log()
-    s = KeyedState(lambda k, v: json.dumps(v).encode(), lambda k, b: json.loads(b), log.load, log.write, max_live=max_live)
+    s = KeyedState(lambda k, v: json.dumps(v).encode(), lambda k, b: json.loads(b), log.load, log.write,
+                   max_live=max_live)
     s.open(0), s.open(1)
     model: dict[str, int] = {}
     part = lambda k: int(k[1:]) % 2  # noqa: E731

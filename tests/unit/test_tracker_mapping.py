@@ -38,7 +38,8 @@ def test_segment_unknown_track_is_custom_and_ids_map():
 
 @pytest.mark.parametrize("msg,field", [
     ("text", "message"), ({"type": "x", "anonymousId": "a", "messageId": "m"}, "type"),
-    ({"type": "page", "messageId": "m"}, "anonymousId"), ({"type": "track", "anonymousId": "a", "messageId": "m"}, "event"),
+    ({"type": "page", "messageId": "m"}, "anonymousId"),
+    ({"type": "track", "anonymousId": "a", "messageId": "m"}, "event"),
     ({"type": "page", "anonymousId": "a"}, "messageId")])
 def test_segment_errors_name_the_field(msg, field):
     with pytest.raises(segment.SegmentError) as err:
