@@ -230,22 +230,22 @@ class Detector:
                 keep.append(p)
         self.pending = keep
         changed = []
-        for m in self.open:
-            if m["deadline"] <= wm:
-                m["status"] = "unrecovered"
-                changed.append(self._moment(m))
-        self.open = [m for m in self.open if m["status"] == "open"]
+        for o in self.open:
+            if o["deadline"] <= wm:
+                o["status"] = "unrecovered"
+                changed.append(self._moment(o))
+        self.open = [o for o in self.open if o["status"] == "open"]
         horizon = wm - SIGNAL_MEMORY_MS
         self.signals = [s for s in self.signals if s[0] >= horizon]
         for name in list(self.expected):
-            rule = rules_by_name.get(name)
-            keep_for = rule.within_ms if rule else 0
+            known = rules_by_name.get(name)
+            keep_for = known.within_ms if known else 0
             self.expected[name] = [e for e in self.expected[name] if e[0] >= wm - keep_for]
         self.fired = {k: v for k, v in self.fired.items() if v >= wm - 7 * 86_400_000}
         for store in (self.counts, self.seqs):
             for key in list(store):
-                rule = rules_by_name.get(key.split("|", 1)[0])
-                span = 2 * max(rule.window_ms, rule.within_ms) if rule else 0
+                known = rules_by_name.get(key.split("|", 1)[0])
+                span = 2 * max(known.window_ms, known.within_ms) if known else 0
                 store[key] = [e for e in store[key] if e[0] >= wm - span]
                 if not store[key]:
                     del store[key]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, MutableMapping
+from typing import Any, Iterable, Mapping, Protocol, TypeVar, overload
 
 #: Strongest first: a login id beats a loyalty card beats a hashed email ... beats a cookie.
 PRECEDENCE: tuple[str, ...] = ("customer_id", "loyalty_id", "email_hash", "phone_hash",
@@ -91,16 +91,42 @@ class Resolution:
         return bool(self.mappings or self.created or self.merges)
 
 
+V = TypeVar("V")
+T = TypeVar("T")
+
+
+class GraphMap(Protocol[V]):
+    """What the graph uses of its maps: the part of dict's interface a bounded map that spills
+    to disk also has (it is no full MutableMapping: no views, no iteration over keys)."""
+    @overload
+    def get(self, key: str, /) -> V | None: ...
+    @overload
+    def get(self, key: str, default: V, /) -> V: ...
+    @overload
+    def get(self, key: str, default: T, /) -> V | T: ...
+    @overload
+    def pop(self, key: str, /) -> V: ...
+    @overload
+    def pop(self, key: str, default: None, /) -> V | None: ...
+    def setdefault(self, key: str, default: V, /) -> V: ...
+    def __getitem__(self, key: str, /) -> V: ...
+    def __setitem__(self, key: str, value: V, /) -> None: ...
+    def __contains__(self, key: object, /) -> bool: ...
+    def __len__(self) -> int: ...
+    def items(self) -> Iterable[tuple[str, V]]: ...
+    def values(self) -> Iterable[V]: ...
+
+
 @dataclass
 class IdentityGraph:
-    """The maps are dicts by default; a worker passes bounded ones (any mapping with dict's
+    """The maps are dicts by default; a worker passes bounded ones (any `GraphMap`: dict's
     `get`/`pop`/`setdefault`/`[]=`/`in`, whose member sets may be mutated in place right after
     they are read) so the graph's memory stays flat."""
     limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     shared: frozenset[str] = frozenset()
-    owner: MutableMapping[str, str] = field(default_factory=dict)         # identifier -> profile
-    members: MutableMapping[str, set[str]] = field(default_factory=dict)  # profile -> identifiers
-    first_seen: MutableMapping[str, int] = field(default_factory=dict)    # profile -> event time
+    owner: GraphMap[str] = field(default_factory=dict)         # identifier -> profile
+    members: GraphMap[set[str]] = field(default_factory=dict)  # profile -> identifiers
+    first_seen: GraphMap[int] = field(default_factory=dict)    # profile -> event time
 
     # -- replay --------------------------------------------------------------------------
     def apply(self, identifier: str, profile: str | None) -> None:

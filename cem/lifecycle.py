@@ -54,7 +54,7 @@ class Lifecycle:
 
     # -- inputs -----------------------------------------------------------------------------
     def on_touch(self, event_type: str, at: int, positive: bool, nps: int | None, new_session: bool) -> list[Change]:
-        out: list[Change] = []
+        out: list[Change | None] = []
         gap = at - self.last_touch if self.last_touch else 0
         self.last_touch = max(self.last_touch, at)
         if self.stage is None:

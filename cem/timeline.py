@@ -141,18 +141,18 @@ class Timeline:
             mine.expected.setdefault(k, []).extend(v)
         mine.open += [m for m in theirs.open if m["id"] not in {x["id"] for x in mine.open}]
         mine.signals += [x for x in theirs.signals if x not in mine.signals]
-        for k, v in theirs.fired.items():
-            mine.fired[k] = max(v, mine.fired.get(k, v))
+        for k, at in theirs.fired.items():
+            mine.fired[k] = max(at, mine.fired.get(k, at))
         for state in other.subjects.values():  # what this side finalized already stays final
             state.touches = [t for t in state.touches if t.event_id not in self.recent]
         for k, state in other.subjects.items():
-            mine = self.subjects.get(k)
-            if mine is None:
+            held = self.subjects.get(k)
+            if held is None:
                 self.subjects[k] = state
-                mine = state
+                held = state
             else:
-                mine.absorb(state)
-            ch.extend(self._publish_open(mine))
+                held.absorb(state)
+            ch.extend(self._publish_open(held))
         if other.journey is not None:
             if self.journey is None or other.journey.started_at < self.journey.started_at:
                 j = other.journey

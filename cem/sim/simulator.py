@@ -118,7 +118,7 @@ class Simulator:
     def _event(self, c: Customer, channel: str, event_type: str, at: int, ids: dict[str, Any],
                attrs: dict[str, Any] | None = None, store_id: str | None = None,
                session_channel: str | None = None, new_session: bool = False) -> dict[str, Any]:
-        ev = {
+        ev: dict[str, Any] = {
             "event_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
             "event_type": event_type, "channel": channel, "occurred_at": at,
             "received_at": at, "source": f"sim-{channel}", "identifiers": ids,
