@@ -21,7 +21,7 @@ from cem.sessions import touch_of
 CHANNEL_TUPLES = ("web", "store", "phone", "returns", "feedback")
 
 
-def replay(customers: Iterable[tuple[str, list[Mapping[str, Any]]]], rules: tuple[Rule, ...],
+def replay(customers: Iterable[tuple[str, Iterable[Mapping[str, Any]]]], rules: tuple[Rule, ...],
            until_ms: int) -> list[Moment]:
     by_type = by_event_type(rules)
     by_name = {r.name: r for r in rules}

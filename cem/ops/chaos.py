@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import threading
 import time
 import urllib.request
@@ -90,8 +91,10 @@ class Roles:
     """The pipeline's processes, restartable, with each role's peak RSS remembered."""
 
     def __init__(self, settings: Settings, log_dir: Path):
-        self.s, self.dir, self.procs, self.peak = settings, log_dir, {}, Counter()
-        self.runs = Counter()
+        self.s, self.dir = settings, log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.peak: dict[str, float] = {}  # role -> peak RSS in MB
+        self.runs: Counter[str] = Counter()
         self.crashed: list[str] = []  # roles that exited on their own (restarted, as a supervisor would)
 
     def start(self, role: str, name: str | None = None, *args: str) -> None:
@@ -103,7 +106,7 @@ class Roles:
     def note(self, name: str) -> None:
         p = self.procs.get(name)
         if p is not None and p.poll() is None:
-            self.peak[name.split("-")[0]] = max(self.peak[name.split("-")[0]], peak_rss_mb(p.pid))
+            self.peak[name.split("-")[0]] = max(self.peak.get(name.split("-")[0], 0.0), peak_rss_mb(p.pid))
 
     def kill(self, name: str) -> None:
         import os
@@ -177,7 +180,6 @@ def run_chaos(settings: Settings, quick: bool, seed: int, console: Any) -> dict[
                         # here): a source stalled by an outage must hold event time back rather than
                         # be taken for idle, so idleness waits longer than the longest outage
                         idle_timeout_seconds=40.0, all_quiet_seconds=45.0)
-    faults_dir = s.fault_injection_dir
     faults_dir.mkdir(parents=True, exist_ok=True)
     roles = Roles(s, s.data_dir)
     for role in ("worker", "sink", "notify", "collector"):
@@ -247,7 +249,8 @@ def run_chaos(settings: Settings, quick: bool, seed: int, console: Any) -> dict[
         sim.join()
         burst.stop()
         wait_until(lambda: pipeline_lag(s) == 0, 600, 1.0, "the pipeline to catch up")
-        time.sleep(s.all_quiet_seconds + 3 * s.tick_seconds)  # quiet: event time follows the wall clock
+        quiet = s.all_quiet_seconds or s.idle_timeout_seconds
+        time.sleep(quiet + 3 * s.tick_seconds)  # quiet: event time follows the wall clock
         wait_until(lambda: pipeline_lag(s) == 0, 300, 1.0, "closing sessions to land")
         time.sleep(10)  # the notifier's last deliveries
     finally:

@@ -173,8 +173,8 @@ def ddl(apply: bool = typer.Option(False, "--apply", help="Apply pending migrati
     if not apply:
         for m in load():
             console.print(f"-- {m.version:03d}_{m.name}", highlight=False)
-            for s in m.statements:
-                print(s + ";\n")
+            for stmt in m.statements:
+                print(stmt + ";\n")
         return
     from cem.sinks.clickhouse.client import connect
     s = _settings()

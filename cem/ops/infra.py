@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Sequence
 
 from cem.settings import ALL_TOPICS, Settings, state_topic
 
@@ -43,7 +44,7 @@ def ensure_broker() -> bool | None:
     return True if kafka("up") == 0 else None
 
 
-def fresh_run(settings: Settings, name: str, extra_topics: list[str] = (), **overrides: object) -> Settings:
+def fresh_run(settings: Settings, name: str, extra_topics: Sequence[str] = (), **overrides: object) -> Settings:
     """Settings for a clean run under <data dir>/<name>: its folder emptied, every cem topic and
     the worker's state changelog recreated (a demo or bench starts from a clean slate)."""
     import shutil

@@ -69,7 +69,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             return
         for p in procs:
             if p.poll() is not None:
-                raise RuntimeError(f"{' '.join(map(str, p.args[-2:]))} exited with {p.returncode} "
+                cmd = p.args if isinstance(p.args, (list, tuple)) else [p.args]
+                raise RuntimeError(f"{' '.join(map(str, cmd[-2:]))} exited with {p.returncode} "
                                    f"while waiting for {what}; see its log")
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
