@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import AbstractSet, Any, Sequence
 
 from confluent_kafka import Producer
 
@@ -37,7 +37,7 @@ class Coordinator:
                  publisher: BatchPublisher, dead: DeadLetters, out_topic: str, out_partitions: int,
                  lateness_ms: int = 600_000, idle_ms: int = 10_000, clock: Any = time.time,
                  quiet_ms: int | None = None,
-                 sources: dict[str, tuple[int, int]] | None = None, expected_sources: list[str] = ()):
+                 sources: dict[str, tuple[int, int]] | None = None, expected_sources: Sequence[str] = ()):
         self.graph = graph
         self._registry = registry
         self._reader = registry.latest("touchpoint").parsed
@@ -116,7 +116,7 @@ class Coordinator:
                     self.refusals += 1
             key = r.customer_id.encode()
             stamped = (self._stamper.stamp(datums[index], event, r.customer_id, False, now)
-                       if datums is not None else None)
+                       if datums is not None and self._stamper is not None else None)
             if stamped is not None:  # forwarded as the bytes it came in, stamped
                 self._publisher.publish_datum(self._out, key, stamped)
                 continue
@@ -199,7 +199,7 @@ class SourceWatermarks:
         return ", ".join(f"{src} wm={wm} quiet={(now - wall) / 1000:.1f}s"
                          for src, (wm, wall) in sorted(self._marks.items()))
 
-    def combined(self, now: int, busy: set[str] = frozenset()) -> int | None:
+    def combined(self, now: int, busy: AbstractSet[str] = frozenset()) -> int | None:
         """`busy` sources still have unread input in Kafka: quiet reports do not make them idle
         (they are only waiting for the consumer), so they keep holding event time back."""
         active = [wm for src, (wm, wall) in self._marks.items() if now - wall < self._idle or src in busy]

@@ -304,6 +304,7 @@ class CustomerStage:
                 "recovery_deadline": m.recovery_deadline / 1000, "latency_ms": latency, "version": version})
             at = m.recovery_deadline if m.status == "unrecovered" else m.at
             self._life += [(tl, c) for c in tl.life.on_moment(m.moment_id, m.rule, m.status, at)]
+            a: Alert | None
             if is_new:
                 a, _ = tl.alerts.on_moment(m.rule, m.moment_id, m.at, int(now * 1000), channel=m.channel,
                                            store_id=m.store_id, team=team, severity=severity,

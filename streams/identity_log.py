@@ -49,9 +49,9 @@ def publish_resolution(producer: Producer, r: Resolution, decided_at: int) -> No
     caller's flush, before it acks its input)."""
     for profile, first_seen in r.created:
         _produce(producer, IDENTITY_MAP_TOPIC, (PROFILE_PREFIX + profile).encode(), str(first_seen).encode())
-    for m in r.mappings:
-        _produce(producer, IDENTITY_MAP_TOPIC, m.identifier.encode(),
-                 m.profile.encode() if m.profile is not None else None)
+    for mapping in r.mappings:
+        _produce(producer, IDENTITY_MAP_TOPIC, mapping.identifier.encode(),
+                 mapping.profile.encode() if mapping.profile is not None else None)
     for m in r.merges:
         if m.status == "merged":
             _produce(producer, IDENTITY_MAP_TOPIC, (PROFILE_PREFIX + m.loser).encode(), None)
@@ -118,8 +118,9 @@ class Replica(threading.Thread):
                 try:
                     while not self._halt.is_set():
                         for m in c.consume(5000, 0.2):
-                            if m.error() is None:
-                                _apply(self.graph, m.key(), m.value())
+                            key = m.key()  # (every changelog record has one; its type allows none)
+                            if m.error() is None and isinstance(key, bytes):
+                                _apply(self.graph, key, m.value())
                                 self.applied += 1
                 finally:
                     c.close()

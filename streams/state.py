@@ -150,8 +150,8 @@ class KeyedState:
         if self._load is None:
             return []
         latest: dict[str, bytes | None] = {}
-        for key, value in self._load(partition):
-            latest[key.decode()] = value
+        for raw_key, value in self._load(partition):
+            latest[raw_key.decode()] = value
         restored = []
         spilled = []
         for key, value in latest.items():
@@ -165,8 +165,8 @@ class KeyedState:
                 self._values[key] = self._decode(key, value)
                 self._owner[key] = partition
                 self._sized(key, len(value))
-        if spilled:
-            self._spill.put_many(spilled)  # type: ignore[union-attr]
+        if spilled and self._spill is not None:  # (only a spill takes spilled keys)
+            self._spill.put_many(spilled)
         return restored
 
     def close(self, partition: int) -> None:

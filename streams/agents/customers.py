@@ -90,7 +90,9 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
         threading.Thread(target=report_gauges, args=(stage,), name="cem-gauges", daemon=True).start()
         return stage
 
-    @app.on_partitions_revoked.connect
+    # mode types every handler as (sender, *args, signal=..., **kwargs); faust sends the revoked set
+    # as the one positional argument after the sender
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: object, revoked: set, **kwargs: object) -> None:
         stage = state.get("p")
         if isinstance(stage, CustomerStage):

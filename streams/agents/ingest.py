@@ -82,7 +82,7 @@ async def _group_commit(stream: faust.StreamT, proc: object) -> None:
     `proc.flush()` (in a thread) and ack — at most MAX_PENDING_RECORDS or MAX_PENDING_SECONDS
     of records per flush. On DeliveryFailed the pending records are processed again."""
     loop = asyncio.get_running_loop()
-    manual = stream.noack()
+    manual = stream.noack()  # type: ignore[attr-defined]  # (faust's StreamT omits it; the agent's Stream has it)
     queue = manual.channel.queue
     pending: list = []
     opened = 0.0
