@@ -126,7 +126,9 @@ def to_native(p: Any, received_ms: int) -> dict[str, Any]:
         name = inner["schema"]
         short = name.split("/")[1] if name.count("/") >= 1 else name
         event_type = UE_EVENTS.get(short, "custom")
-        data = inner.get("data") if isinstance(inner.get("data"), Mapping) else {}
+        data = inner.get("data")
+        if not isinstance(data, Mapping):
+            data = {}
         attrs["element"] = data.get("elementId") or data.get("targetUrl")
         attrs["product_id"] = data.get("sku")
         attrs["query"] = " ".join(data["terms"]) if isinstance(data.get("terms"), list) else None

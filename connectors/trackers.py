@@ -71,7 +71,8 @@ def _basic_user(request: web.Request) -> str:
         return ""
 
 
-def _map_each(items: list[Any], to_native: Any, refusal: type, max_bytes: int
+def _map_each(items: list[Any], to_native: Any,
+              refusal: type[segment.SegmentError] | type[snowplow.SnowplowError], max_bytes: int
               ) -> tuple[list[tuple[int, Any, bytes]], list[tuple[int, str, str, bytes]]]:
     """Each protocol message → (index, native object, its JSON bytes), or a refusal
     (index, field, message, bytes) when it is too large or not the protocol's spec."""
@@ -95,7 +96,8 @@ async def _ingest(collector: Collector, natives: list[tuple[int, Any, bytes]],
     for index, field, message, raw in errors:
         collector.dead_letter(raw, f"bad_{kind}:{field}", message, index, source)
         results.append({"index": index, "status": "rejected", "reason": f"bad_{kind}:{field}", "detail": message})
-    status, payload = 202, {"accepted": 0, "rejected": 0, "results": []}
+    status = 202
+    payload: dict[str, Any] = {"accepted": 0, "rejected": 0, "results": []}
     if natives:
         status, payload = await collector.ingest_objects([n for _, n, _ in natives], [r for _, _, r in natives],
                                                          source, "web")
@@ -155,10 +157,10 @@ def add_tracker_routes(collector: Collector) -> None:
                                    f"{s.collector_max_batch_events} per request"}}
         keys = {str(e.get("aid") or "") for e in events if isinstance(e, dict)}
         sources = {collector.source_for_key(k) for k in keys} if keys else {None}
-        if None in sources or len(sources) != 1:
+        source = sources.pop() if len(sources) == 1 else None
+        if source is None:
             return 401, {"error": {"field": "aid", "message": "missing or wrong app id; set the tracker's "
                                    "app id (aid) to the write key cem gave you"}}
-        source = sources.pop()
         now = int(time.time() * 1000)
         natives, errors = _map_each(events, lambda e: snowplow.to_native(e, now), snowplow.SnowplowError,
                                     s.collector_max_event_bytes)
@@ -211,7 +213,7 @@ def add_demo_site(collector: Collector, analytics_js: Path = ANALYTICS_JS) -> No
         raise FileNotFoundError(f"analytics.js not found in {analytics_js}; run `make install` "
                                 "(npm install @segment/analytics-next into .cache/web)")
 
-    async def index(request: web.Request) -> web.Response:
+    async def index(request: web.Request) -> web.StreamResponse:
         return web.FileResponse(DEMO_SITE / "index.html")
 
     def routes(app: web.Application) -> None:

@@ -28,7 +28,7 @@ class DeadLetters:
 
     def send(self, value: bytes | None, reason: str, detail: str, *, topic: str, partition: int,
              offset: int, batch_index: int = -1) -> None:
-        headers = [
+        headers: list[tuple[str, bytes | str | None]] = [
             ("cem-reason", reason.encode()),
             ("cem-detail", detail.encode("utf-8", "replace")[:1000]),
             ("cem-source-topic", topic.encode()),

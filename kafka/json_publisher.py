@@ -34,7 +34,7 @@ class JsonRowPublisher:
         self.produce(tp[0], tp[1], None, b"\n".join(self._buffers.pop(tp)))
 
     def produce(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
-                headers: list[tuple[str, bytes]] | None = None) -> None:
+                headers: list[tuple[str, bytes | str | None]] | None = None) -> None:
         """One record outside the row batches (a state changelog entry, value None = a
         tombstone; a control record with its headers), under the same delivery tracking:
         `flush` raises if it was not acked."""

@@ -47,12 +47,12 @@ def read_to_end(bootstrap: str, topic: str, partitions: Iterable[int] | None = N
                     if tp.offset >= ends[tp.partition]:
                         del ends[tp.partition]
             for m in msgs:
-                p = m.partition()
-                if p not in ends:
+                part, offset = m.partition(), m.offset()
+                if part not in ends:
                     continue
                 if m.error() is None:
                     yield m
-                if m.offset() is not None and m.offset() + 1 >= ends[p]:
-                    del ends[p]
+                if offset is not None and offset + 1 >= ends[part]:
+                    del ends[part]
     finally:
         c.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 import fastavro
 from fastavro.read import SchemaResolutionError
@@ -159,7 +159,8 @@ def _decode_batch_datums(value: bytes, reader: Any) -> tuple[list[dict[str, Any]
         start = 0
         try:
             for _ in range(count):  # bytes left over after `count` records are ignored, as fastavro does
-                events.append(read(buf, reader, None))
+                # fastavro types a datum as any Avro value; with a record schema it is a dict
+                events.append(read(buf, reader, None))  # type: ignore[arg-type]
                 end = buf.tell()
                 datums.append(data[start:end])
                 start = end
@@ -174,8 +175,8 @@ def _decode_batch(value: bytes, reader: Any) -> list[dict[str, Any]]:
         header = rd.metadata.get("avro.schema")
         same = _same_as_reader(reader)
         if header == same:  # written with the reader schema: skip resolution (2x faster)
-            return list(rd)
-        return list(fastavro.reader(io.BytesIO(value), reader))
+            return list(cast(Iterable[dict[str, Any]], rd))  # a record schema's datums are dicts
+        return list(cast(Iterable[dict[str, Any]], fastavro.reader(io.BytesIO(value), reader)))
     except SchemaResolutionError as err:
         raise DecodeError("schema_mismatch", f"the batch's schema does not resolve to the "
                           f"reader schema: {err}"[:300]) from None

@@ -138,7 +138,8 @@ def build_inserts(batches: list[PartitionBatch], table_columns: frozenset[str]) 
     if not ordered:
         return []
     prefix = cut_token(ordered)
-    ranges = tuple((b.topic, b.partition, b.first, b.last) for b in ordered)
+    ranges = tuple((b.topic, b.partition, b.first, b.last) for b in ordered
+                   if b.first is not None and b.last is not None)  # (every one of them: none is empty)
     groups: dict[str, list[tuple[PartitionBatch, _Group]]] = {}
     for b in ordered:
         for schema_json, group in b._groups.items():
@@ -191,9 +192,9 @@ def split_insert(ins: Insert) -> list[Insert]:
         if len(lines) < 2:
             return []
         mid = len(lines) // 2
-        halves = [lines[:mid], lines[mid:]]
+        line_halves = [lines[:mid], lines[mid:]]
         return [Insert(f"{ins.token}/{i}", ins.columns, b"\n".join(h), len(h), ins.fmt, ins.ranges, src)
-                for i, (h, src) in enumerate(zip(halves, _take(ins.sources, mid), strict=True))]
+                for i, (h, src) in enumerate(zip(line_halves, _take(ins.sources, mid), strict=True))]
     container = scan(ins.data)
     blocks = [b for b in container.blocks if b[0]]
     if sum(n for n, _ in blocks) < 2:
@@ -287,4 +288,4 @@ def plan_cut(by_table: dict[str, list[PartitionBatch]], columns: dict[str, froze
 
 
 def is_container(value: bytes | None) -> bool:
-    return bool(value) and value[:4] == OCF_MAGIC
+    return value is not None and value[:4] == OCF_MAGIC

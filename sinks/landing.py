@@ -225,10 +225,10 @@ class Landing:
                     batch.add_event(offset, event)
                 n = len(decoded.events)
             metrics.events_in(key[0], n)
-        except DecodeError as err:
+        except DecodeError as bad:
             batch.skip(offset)
             self.counts.dead += 1
-            self._dead.send(value, err.reason, err.detail, topic=key[0], partition=key[1], offset=offset)
+            self._dead.send(value, bad.reason, bad.detail, topic=key[0], partition=key[1], offset=offset)
         finally:
             self._rows += batch.rows - before
             if plan is not None and offset >= plan[0]:
@@ -316,7 +316,8 @@ class Landing:
                  for p in planned for topic, partition, first, mark in p.marks]
         if marks:
             self._commit(marks)  # write-ahead: remember where each batch ends before inserting it
-        commits = [TopicPartition(b.topic, b.partition, b.last + 1) for b in cut]
+        commits = [TopicPartition(b.topic, b.partition, b.last + 1) for b in cut
+                   if b.last is not None]  # (every one: a batch is made for a record)
         self._pending = ([self._inserter.submit(self._insert, p.table, ins) for p in planned for ins in p.inserts],
                          commits)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
@@ -13,7 +14,7 @@ from cem.kafka.publisher import producer_config
 from cem.schemas.registry import default_registry
 from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, IDENTITY_MERGES_TOPIC, MOMENTS_TOPIC,
                           JOURNEYS_TOPIC, SESSIONS_TOPIC, TOUCHPOINTS_TOPIC, Settings)
-from .clickhouse.client import connect
+from .clickhouse.client import ClickHouse, connect
 from .clickhouse.migrations import apply
 from cem.kafka.dlq import DeadLetters
 from .landing import Landing, LandingCounts, consumer_config
@@ -30,16 +31,16 @@ class OutageSwitch:
     """Chaos testing (`cem chaos`): the sink's ClickHouse client, whose inserts fail like an
     unreachable server while `switch` exists. Everything else passes through."""
 
-    def __init__(self, client: object, switch: Path):
+    def __init__(self, client: ClickHouse, switch: Path):
         self._client = client
         self._switch = switch
 
-    def raw_insert(self, *args: object, **kwargs: object) -> object:
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
         if self._switch.exists():
             raise ConnectionError("ClickHouse unavailable (injected by cem chaos)")
         return self._client.raw_insert(*args, **kwargs)
 
-    def __getattr__(self, name: str) -> object:
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
 
