@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   run the pipeline end to end on the embedded defaults (local Kafka + chdb)
-#   make test   run the whole test suite (starts its own broker on a test port)
+#   make test   static checks (ruff, mypy: scripts/lint.sh), then the whole test suite (starts its
+#               own broker on a test port)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -23,10 +24,11 @@ demo: $(STAMP)
 	$(BIN)/cem demo
 
 test: $(STAMP)
+	BIN="$(abspath $(BIN))" bash scripts/lint.sh
 	$(BIN)/python -m pytest tests -q
 
 lint: $(STAMP)
-	bash scripts/lint.sh
+	BIN="$(abspath $(BIN))" bash scripts/lint.sh
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
