@@ -52,9 +52,10 @@ def journey_id(customer_id: str, first_session_id: str) -> str:
     return hashlib.sha1(f"{customer_id}|{first_session_id}".encode()).hexdigest()[:16]
 
 
-def add_session(current: Journey | None, customer_id: str, session: Session) -> tuple[Journey, list[Journey]]:
-    """Fold a final session into the customer's open journey; returns (open journey, journeys
-    closed by this step)."""
+def add_session(current: Journey | None, customer_id: str,
+                session: Session) -> tuple[Journey | None, list[Journey]]:
+    """Fold a final session into the customer's open journey; returns (the open journey, None
+    once this session's outcome closed it; the journeys closed by this step)."""
     closed: list[Journey] = []
     if current is not None and session.started_at > current.last_at + INACTIVITY:
         current.closed = True
@@ -74,7 +75,7 @@ def add_session(current: Journey | None, customer_id: str, session: Session) -> 
         current.outcome = outcome
         current.closed = True
         closed.append(current)
-        return None, closed  # type: ignore[return-value]
+        return None, closed
     return current, closed
 
 

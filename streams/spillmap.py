@@ -69,8 +69,8 @@ class SpillMap(Generic[V]):
             raise KeyError(key)
         return value
 
-    def __contains__(self, key: object) -> bool:
-        return self.get(key, _MISSING) is not _MISSING  # type: ignore[arg-type]
+    def __contains__(self, key: str) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
 
     def __len__(self) -> int:
         return len(self._live) + self._spilled
@@ -97,10 +97,10 @@ class SpillMap(Generic[V]):
         return (v for _, v in self.items())
 
     def __eq__(self, other: object) -> bool:
-        try:
-            return dict(self.items()) == dict(other.items())  # type: ignore[attr-defined]
-        except AttributeError:
+        items = getattr(other, "items", None)
+        if items is None:
             return NotImplemented
+        return dict(self.items()) == dict(items())
 
     # -- writes ------------------------------------------------------------------------------
     def __setitem__(self, key: str, value: V) -> None:

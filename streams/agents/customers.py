@@ -59,7 +59,7 @@ def timers_for(table: KeyedState, live_customers: int) -> Timers:
 
 
 def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settings) -> None:
-    state: dict[str, object] = {}
+    state: dict[str, CustomerStage] = {}
     changelog = state_topic(settings.app_id)
 
     def build() -> CustomerStage:
@@ -103,5 +103,5 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
         def make() -> CustomerStage:
             if "p" not in state:
                 state["p"] = build()
-            return state["p"]  # type: ignore[return-value]
+            return state["p"]
         await run_agent(stream, make)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import faust
 from confluent_kafka import Producer
@@ -30,8 +30,16 @@ MAX_PENDING_RECORDS = 64
 MAX_PENDING_SECONDS = 0.05
 
 
+class Processor(Protocol):
+    """A stage the agent drives (Ingest, Coordinator, CustomerStage): records in, then a flush
+    that returns once Kafka acknowledged everything they produced."""
+    def process(self, value: bytes | None, topic: str, partition: int, offset: int,
+                headers: list | None = None) -> None: ...
+    def flush(self) -> None: ...
+
+
 def attach_ingest(app: faust.App, raw: faust.TopicT, settings: Settings) -> None:
-    state: dict[str, object] = {}
+    state: dict[str, Ingest] = {}
 
     def build() -> Ingest:
         producer = Producer(producer_config(settings.kafka_bootstrap))
@@ -54,15 +62,15 @@ def attach_ingest(app: faust.App, raw: faust.TopicT, settings: Settings) -> None
         def make() -> Ingest:
             if "ingest" not in state:
                 state["ingest"] = build()
-            return state["ingest"]  # type: ignore[return-value]
+            return state["ingest"]
         await run_agent(stream, make)
 
 
-async def group_commit(stream: faust.StreamT, proc: object) -> None:
+async def group_commit(stream: faust.StreamT, proc: Processor) -> None:
     await run_agent(stream, lambda: proc)
 
 
-async def run_agent(stream: faust.StreamT, make: Callable[[], Any]) -> None:
+async def run_agent(stream: faust.StreamT, make: Callable[[], Processor]) -> None:
     """Run `_group_commit`; a bug or an unrecoverable error stops the whole worker (exit 70)
     instead of leaving it running without this agent — the supervisor restarts it and the
     unacked records are redelivered. Bad *input* never gets here: it is dead-lettered."""
@@ -77,7 +85,7 @@ async def run_agent(stream: faust.StreamT, make: Callable[[], Any]) -> None:
         os._exit(70)
 
 
-async def _group_commit(stream: faust.StreamT, proc: object) -> None:
+async def _group_commit(stream: faust.StreamT, proc: Processor) -> None:
     """Drive `proc.process(value, topic, partition, offset)` over the stream's records, then
     `proc.flush()` (in a thread) and ack — at most MAX_PENDING_RECORDS or MAX_PENDING_SECONDS
     of records per flush. On DeliveryFailed the pending records are processed again."""
@@ -88,7 +96,7 @@ async def _group_commit(stream: faust.StreamT, proc: object) -> None:
     opened = 0.0
     async for event in manual.events():
         msg = event.message
-        proc.process(msg.value, msg.topic, msg.partition, msg.offset, _headers(msg))  # type: ignore[attr-defined]
+        proc.process(msg.value, msg.topic, msg.partition, msg.offset, _headers(msg))
         if not pending:
             opened = loop.time()
         pending.append(event)
@@ -101,7 +109,7 @@ async def _group_commit(stream: faust.StreamT, proc: object) -> None:
                 continue
         while True:
             try:
-                await loop.run_in_executor(None, proc.flush)  # type: ignore[attr-defined]
+                await loop.run_in_executor(None, proc.flush)
                 break
             except DeliveryFailed as err:
                 # Broker trouble: process the records again (landing dedups by event id);
@@ -111,7 +119,7 @@ async def _group_commit(stream: faust.StreamT, proc: object) -> None:
                 await asyncio.sleep(1.0)
                 for ev in pending:
                     m = ev.message
-                    proc.process(m.value, m.topic, m.partition, m.offset, _headers(m))  # type: ignore[attr-defined]
+                    proc.process(m.value, m.topic, m.partition, m.offset, _headers(m))
         for ev in pending:
             await manual.ack(ev)
         pending.clear()
