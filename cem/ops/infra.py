@@ -8,7 +8,7 @@ from typing import Sequence
 
 from cem.settings import ALL_TOPICS, Settings, state_topic
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # cem/ops/infra.py -> the repository
 KAFKA_SH = REPO / "scripts" / "kafka.sh"
 
 
