@@ -3,8 +3,12 @@
 Each DLQ record holds the original bytes (the whole record when it did not decode; the one
 event re-encoded in Confluent wire format when only that event of a batch was invalid) and
 headers saying where it came from and why: cem-reason (stable code), cem-detail (for a
-person), cem-source-topic/-partition/-offset, cem-batch-index (-1 for a whole record) and
-cem-failed-at (epoch ms). Produces are idempotent and acked with the rest of the batch.
+person), cem-source-topic/-partition/-offset, cem-batch-index (-1 for a whole record),
+cem-failed-at (epoch ms), cem-stage, and when known cem-source-key (the source record's key;
+absent when it had none or the stage does not know it) and cem-replay-of (the dead letter this
+record was a `cem dlq replay` of, so a record that fails again says where it came from).
+The record's own key is topic:partition:offset:batch_index. Produces are idempotent and acked
+with the rest of the batch. `cem dlq` (kafka/dlq_replay.py) reads these headers back.
 """
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ from confluent_kafka import Producer
 
 DLQ_HEADERS = ("cem-reason", "cem-detail", "cem-source-topic", "cem-source-partition",
                "cem-source-offset", "cem-batch-index", "cem-failed-at", "cem-stage")
+#: Optional headers: the source record's key, and the dead letter a replayed record came from.
+SOURCE_KEY = "cem-source-key"
+REPLAY_OF = "cem-replay-of"
 
 
 class DeadLetters:
@@ -27,8 +34,12 @@ class DeadLetters:
         self.count = 0
 
     def send(self, value: bytes | None, reason: str, detail: str, *, topic: str, partition: int,
-             offset: int, batch_index: int = -1) -> None:
-        headers: list[tuple[str, bytes | str | None]] = [
+             offset: int, batch_index: int = -1, key: bytes | None = None,
+             source_headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Dead-letter `value`. `key` is the source record's key (kept so a replay re-publishes
+        it with the same key); `source_headers` are the source record's headers, of which only
+        cem-replay-of is carried over."""
+        headers: list[tuple[str, str | bytes | None]] = [
             ("cem-reason", reason.encode()),
             ("cem-detail", detail.encode("utf-8", "replace")[:1000]),
             ("cem-source-topic", topic.encode()),
@@ -38,10 +49,13 @@ class DeadLetters:
             ("cem-failed-at", str(int(time.time() * 1000)).encode()),
             ("cem-stage", self._stage.encode()),
         ]
-        key = f"{topic}:{partition}:{offset}:{batch_index}".encode()
+        if key is not None:
+            headers.append((SOURCE_KEY, key))
+        headers.extend((k, v) for k, v in (source_headers or ()) if k == REPLAY_OF)
+        own_key = f"{topic}:{partition}:{offset}:{batch_index}".encode()
         while True:
             try:
-                self._producer.produce(self._topic, value=value, key=key, headers=headers)
+                self._producer.produce(self._topic, value=value, key=own_key, headers=headers)
                 break
             except BufferError:
                 self._producer.poll(0.05)

@@ -71,7 +71,7 @@ class Coordinator:
         self._busy: set[str] = set(expected_sources)
 
     def process(self, value: bytes | None, topic: str, partition: int, offset: int,
-                headers: list | None = None) -> None:
+                headers: list | None = None, key: bytes | None = None) -> None:
         control = next((v.decode() for k, v in (headers or []) if k == CONTROL_HEADER), None)
         if control is not None:
             body = json.loads(value or b"{}")
@@ -96,7 +96,8 @@ class Coordinator:
         try:
             decoded = decode_record(value, self._registry, self._reader, datums=self._stamper is not None)
         except DecodeError as err:
-            self._dead.send(value, err.reason, err.detail, topic=topic, partition=partition, offset=offset)
+            self._dead.send(value, err.reason, err.detail, topic=topic, partition=partition, offset=offset,
+                            key=key, source_headers=headers)
             return
         now = int(time.time() * 1000)
         datums = decoded.datums

@@ -114,7 +114,7 @@ class CustomerStage:
 
     # -- records ----------------------------------------------------------------------------------
     def process(self, value: bytes | None, topic: str, partition: int, offset: int,
-                headers: list | None = None) -> None:
+                headers: list | None = None, key: bytes | None = None) -> None:
         if self._revoked:
             self._apply_revokes()
         if not self.table.is_open(partition):

@@ -75,7 +75,7 @@ class Ingest:
         self.counts = IngestCounts()
 
     def process(self, value: bytes | None, topic: str, partition: int, offset: int,
-                headers: list | None = None) -> None:
+                headers: list | None = None, key: bytes | None = None) -> None:
         counts = self.counts
         counts.records += 1
         try:
@@ -83,7 +83,7 @@ class Ingest:
         except DecodeError as err:
             counts.dead += 1
             self._dead.send(value, err.reason, err.detail, topic=topic, partition=partition,
-                            offset=offset)
+                            offset=offset, key=key, source_headers=headers)
             return
         now_ms = int(self._clock() * 1000)
         horizon = self._horizon
@@ -95,7 +95,8 @@ class Ingest:
             if rejection is not None:
                 self._dead.send(self._original(event, value, decoded.is_batch), rejection.reason,
                                 rejection.detail, topic=topic, partition=partition,
-                                offset=offset, batch_index=index if decoded.is_batch else -1)
+                                offset=offset, batch_index=index if decoded.is_batch else -1,
+                                key=key, source_headers=headers)
                 counts.dead += 1
                 continue
             if repair_received_at(event, now_ms):

@@ -34,7 +34,7 @@ class Processor(Protocol):
     """A stage the agent drives (Ingest, Coordinator, CustomerStage): records in, then a flush
     that returns once Kafka acknowledged everything they produced."""
     def process(self, value: bytes | None, topic: str, partition: int, offset: int,
-                headers: list | None = None) -> None: ...
+                headers: list | None = None, key: bytes | None = None) -> None: ...
     def flush(self) -> None: ...
 
 
@@ -86,7 +86,7 @@ async def run_agent(stream: faust.StreamT, make: Callable[[], Processor]) -> Non
 
 
 async def _group_commit(stream: faust.StreamT, proc: Processor) -> None:
-    """Drive `proc.process(value, topic, partition, offset)` over the stream's records, then
+    """Drive `proc.process(value, topic, partition, offset, headers, key)` over the stream's records, then
     `proc.flush()` (in a thread) and ack — at most MAX_PENDING_RECORDS or MAX_PENDING_SECONDS
     of records per flush. On DeliveryFailed the pending records are processed again."""
     loop = asyncio.get_running_loop()
@@ -96,7 +96,7 @@ async def _group_commit(stream: faust.StreamT, proc: Processor) -> None:
     opened = 0.0
     async for event in manual.events():
         msg = event.message
-        proc.process(msg.value, msg.topic, msg.partition, msg.offset, _headers(msg))
+        proc.process(msg.value, msg.topic, msg.partition, msg.offset, _headers(msg), msg.key)
         if not pending:
             opened = loop.time()
         pending.append(event)
@@ -119,7 +119,7 @@ async def _group_commit(stream: faust.StreamT, proc: Processor) -> None:
                 await asyncio.sleep(1.0)
                 for ev in pending:
                     m = ev.message
-                    proc.process(m.value, m.topic, m.partition, m.offset, _headers(m))
+                    proc.process(m.value, m.topic, m.partition, m.offset, _headers(m), m.key)
         for ev in pending:
             await manual.ack(ev)
         pending.clear()
