@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     tick_seconds: float = Field(2.0, gt=0, description="How often the worker ticks quiet partitions.")
     rules_file: Optional[Path] = Field(None,
                                        description="Negative-moment rules (TOML); default: the shipped catalogue.")
+    schema_registry_file: Optional[Path] = Field(
+        None, description="Writer schemas of your own producers (`cem schemas register`), read with the "
+        "shipped registry by every process at start; default: none.")
     identity_shared_devices: list[str] = Field(default_factory=list,
                                                description="Device/terminal ids that never link (JSON list).")
     collector_host: str = Field("127.0.0.1", description="Collector bind address.")

@@ -43,6 +43,8 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
     from cem.kafka.security import configure
     configure(settings)  # Kafka/ClickHouse TLS and SASL for every client this process opens
+    from cem.schemas import registry
+    registry.configure(settings.schema_registry_file)  # writer schemas registered here
     logging.basicConfig(level=_LEVELS[settings.log_level],
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     return settings
@@ -164,6 +166,28 @@ def schemas_check(directory: Optional[Path] = typer.Option(None,
     if bad:
         console.print("Give new fields a default, keep field types, or release a new subject.")
         raise typer.Exit(1)
+
+
+@schemas_app.command("register")
+def schemas_register(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="The writer schema (.avsc)."),
+                     subject: str = typer.Option("touchpoint", help="The subject it writes."),
+                     schema_id: Optional[int] = typer.Option(None, "--id", help="The id your producers put in "
+                                                             "the wire format (default: the next free id).")) -> None:
+    """Register a producer's writer schema in CEM_SCHEMA_REGISTRY_FILE; restart the worker, then
+    `cem dlq replay --reason unknown_schema_id`."""
+    from cem.schemas.registry import RegistrationError, register
+    s = _settings()
+    if s.schema_registry_file is None:
+        console.print("[red]CEM_SCHEMA_REGISTRY_FILE is not set[/red]: point it to a JSON file (created if "
+                      "missing) that every cem process reads, e.g. /etc/cem/schemas/registry.json")
+        raise typer.Exit(2)
+    try:
+        entry, added = register(s.schema_registry_file, file, subject, schema_id)
+    except (RegistrationError, ValueError) as err:
+        console.print(f"[red]not registered:[/red] {err}")
+        raise typer.Exit(1) from None
+    console.print(f"{'registered' if added else 'already registered'}: {subject} v{entry.version} as schema id "
+                  f"{entry.id} in {s.schema_registry_file}; restart the worker(s) to read it")
 
 
 @app.command()
