@@ -20,7 +20,7 @@ from cem.identity import IdentityGraph, Merge, Resolution
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record
 from cem.schemas.stamp import Stamper
-from cem.kafka.dlq import DeadLetters
+from cem.kafka.dlq import UNKNOWN_KEY, DeadLetters, UnknownKey
 from cem.kafka.partitioning import partition_for
 from cem.kafka.publisher import BatchPublisher
 from cem.settings import IDENTITY_MAP_TOPIC
@@ -71,7 +71,7 @@ class Coordinator:
         self._busy: set[str] = set(expected_sources)
 
     def process(self, value: bytes | None, topic: str, partition: int, offset: int,
-                headers: list | None = None, key: bytes | None = None) -> None:
+                headers: list | None = None, key: bytes | None | UnknownKey = UNKNOWN_KEY) -> None:
         control = next((v.decode() for k, v in (headers or []) if k == CONTROL_HEADER), None)
         if control is not None:
             body = json.loads(value or b"{}")

@@ -23,7 +23,7 @@ from cem.events import repair_received_at, validate
 from cem.identity import profile_id_for, usable_identifiers
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record, encode_single
-from cem.kafka.dlq import DeadLetters
+from cem.kafka.dlq import UNKNOWN_KEY, DeadLetters, UnknownKey
 from cem.kafka.publisher import BatchPublisher
 
 
@@ -75,7 +75,7 @@ class Ingest:
         self.counts = IngestCounts()
 
     def process(self, value: bytes | None, topic: str, partition: int, offset: int,
-                headers: list | None = None, key: bytes | None = None) -> None:
+                headers: list | None = None, key: bytes | None | UnknownKey = UNKNOWN_KEY) -> None:
         counts = self.counts
         counts.records += 1
         try:
