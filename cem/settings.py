@@ -150,9 +150,12 @@ ALERTS_TOPIC = "cem.alerts"
 CUSTOMERS_TOPIC = "cem.customers"
 #: Compacted ledger of webhook deliveries (delivery id -> outcome): a replay never pages twice.
 DELIVERIES_TOPIC = "cem.alerts.deliveries"
+#: Compacted ledger of `cem dlq replay` (dead letter's partition:offset -> where it went): a dead
+#: letter is re-published once.
+DLQ_REPLAYS_TOPIC = "cem.dlq.replays"
 ALL_TOPICS = (*RAW_TOPICS.values(), TOUCHPOINTS_TOPIC, DLQ_TOPIC, IDENTITY_LINKS_TOPIC, IDENTITY_MAP_TOPIC,
               IDENTITY_MERGES_TOPIC, SESSIONS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, ALERTS_TOPIC,
-              CUSTOMERS_TOPIC, DELIVERIES_TOPIC)
+              CUSTOMERS_TOPIC, DELIVERIES_TOPIC, DLQ_REPLAYS_TOPIC)
 
 
 def state_topic(app_id: str) -> str:
@@ -163,7 +166,8 @@ def state_topic(app_id: str) -> str:
 #: Topics whose partition count is fixed regardless of CEM_TOPIC_PARTITIONS.
 FIXED_PARTITIONS = {IDENTITY_LINKS_TOPIC: 1}
 #: Configs that do not depend on settings; `topic_configs` adds the rest.
-TOPIC_CONFIGS = {IDENTITY_MAP_TOPIC: {"cleanup.policy": "compact"}}
+TOPIC_CONFIGS = {IDENTITY_MAP_TOPIC: {"cleanup.policy": "compact"},
+                 DLQ_REPLAYS_TOPIC: {"cleanup.policy": "compact"}}
 
 
 def topic_configs(settings: "Settings") -> dict[str, dict[str, str]]:

@@ -28,6 +28,8 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(infra_app, name="infra")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(topics_app, name="topics")
+from cem.ops.cli_dlq import app as dlq_app  # noqa: E402 - the group lives in its own module
+app.add_typer(dlq_app, name="dlq")
 console = Console()
 
 
