@@ -225,7 +225,9 @@ class Replay:
     topic: str
     partition: int | None    # None: the source partition no longer exists; placed by key
     key: bytes | None
-    key_from: str            # "header", "derived" or "none"
+    # "header" (the original key), "none" (the original had none), "derived" (not recorded: the
+    # publisher's key for the event), "unknown" (not recorded, not derivable: sent without one)
+    key_from: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,14 +246,16 @@ def ledger_entry(letter: DeadLetter, topic: str, partition: int, offset: int, no
 def plan_replay(letters: Iterable[DeadLetter], ledger: Mapping[str, Mapping[str, object]],
                 partitions: Mapping[str, int],
                 derive_key: Callable[[DeadLetter], bytes | None] = lambda d: None) -> list[Replay | Skip]:
-    """What `cem dlq replay` does with each (already selected) dead letter, in order.
+    """What `cem dlq replay` does with each (already selected) dead letter, in the order of
+    their source records (topic, partition, offset, index in the batch), so a partition's
+    records go back in the order they first came.
     `ledger`: dead-letter id -> ledger entry of those replayed before; `partitions`: every
     existing topic -> partition count; `derive_key`: the publisher's key for a dead letter
     without cem-source-key (None when it cannot tell)."""
     done_ids = set(ledger)
     done_copies = {(str(e.get("source")), str(e.get("digest"))) for e in ledger.values()}
     out: list[Replay | Skip] = []
-    for d in letters:
+    for d in sorted(letters, key=lambda d: (d.source_topic, d.source_partition, d.source_offset, d.batch_index)):
         copy = (d.source, d.digest)
         if d.id in done_ids:
             out.append(Skip(d, f"already replayed ({ledger[d.id].get('to')})"))
@@ -277,7 +281,7 @@ def plan_replay(letters: Iterable[DeadLetter], ledger: Mapping[str, Mapping[str,
             key, key_from = d.source_key, ("header" if d.source_key is not None else "none")
         else:
             key = derive_key(d)
-            key_from = "derived" if key is not None else "none"
+            key_from = "derived" if key is not None else "unknown"
         part = d.source_partition if 0 <= d.source_partition < partitions[d.source_topic] else None
         if part is None and key is None:
             out.append(Skip(d, f"partition {d.source_partition} of {d.source_topic} does not exist and "

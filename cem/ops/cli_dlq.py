@@ -64,10 +64,12 @@ def dlq_show(reason: Optional[str] = REASON, since: Optional[str] = SINCE, stage
                                        help="Show at most this many (the oldest first).")) -> None:
     """The dead letters themselves: reason, detail, source, key and a safe preview of the value."""
     _, letters = _selected(reason, since, stage)
+    letters.sort(key=lambda d: (d.failed_at or 0, d.dlq_partition, d.dlq_offset))
     for d in letters[:limit]:
         console.print(f"[bold]cem.dlq {d.id}[/bold]  {format_ms(d.failed_at)}  {escape(d.reason)}  "
                       f"stage {escape(d.stage)}", highlight=False)
-        console.print(f"  source  {escape(d.source)}  key {escape(show_key(d.source_key) if d.key_known else 'unknown')}"
+        key = show_key(d.source_key) if d.key_known else "not recorded"
+        console.print(f"  source  {escape(d.source)}  key {escape(key)}"
                       + (f"  replay of {escape(d.replay_of)}" if d.replay_of else ""), highlight=False)
         console.print(f"  detail  {escape(d.detail)}", highlight=False)
         console.print(f"  value   {escape(preview(d.value))}", highlight=False)
@@ -94,8 +96,9 @@ def dlq_replay(reason: Optional[str] = REASON, since: Optional[str] = SINCE, sta
                       f"{escape(s.why)}", highlight=False)
     for r in todo:
         where = f"{r.topic}:{r.partition}" if r.partition is not None else f"{r.topic} (by key)"
-        key = {"header": "original key", "derived": "key derived from the event",
-               "none": "without a key (the source record had none or it is unknown)"}[r.key_from]
+        key = {"header": "original key", "none": "no key, like the original",
+               "derived": "key derived from the event (the original's was not recorded)",
+               "unknown": "without a key (the original's was not recorded)"}[r.key_from]
         console.print(f"{'would replay' if dry_run else 'replay'}  cem.dlq {r.letter.id} ({escape(r.letter.reason)}) "
                       f"-> {escape(where)}, {key}", highlight=False)
     if dry_run or not todo:
