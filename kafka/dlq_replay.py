@@ -23,12 +23,13 @@ from confluent_kafka.admin import AdminClient
 
 from cem.dead_letters import REPLAY_OF, DeadLetter, Replay, ledger_entry, parse
 from cem.identity import customer_key
+from cem.kafka.admin import ensure_topics
 from cem.kafka.publisher import producer_config
 from cem.kafka.security import client_config
 from cem.kafka.topic_reader import read_to_end
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import DecodeError, decode_record
-from cem.settings import DLQ_REPLAYS_TOPIC, DLQ_TOPIC, RAW_TOPICS
+from cem.settings import DLQ_REPLAYS_TOPIC, DLQ_TOPIC, RAW_TOPICS, TOPIC_CONFIGS
 
 
 def read_dead_letters(bootstrap: str, timeout: float = 60.0) -> list[DeadLetter]:
@@ -39,8 +40,11 @@ def read_dead_letters(bootstrap: str, timeout: float = 60.0) -> list[DeadLetter]
 
 
 def read_ledger(bootstrap: str, timeout: float = 60.0) -> dict[str, dict[str, object]]:
-    """Dead-letter id -> ledger entry, for every dead letter replayed so far (latest per key)."""
+    """Dead-letter id -> ledger entry, for every dead letter replayed so far (latest per key);
+    empty when the ledger topic does not exist yet."""
     ledger: dict[str, dict[str, object]] = {}
+    if DLQ_REPLAYS_TOPIC not in topic_partitions(bootstrap, timeout=min(timeout, 10)):
+        return ledger
     for m in read_to_end(bootstrap, DLQ_REPLAYS_TOPIC, timeout=timeout):
         key = (m.key() or b"").decode()
         if m.value() is None:
@@ -77,11 +81,14 @@ class ReplayResult:
     failed: list[tuple[Replay, str]] = field(default_factory=list)
 
 
-def replay(bootstrap: str, items: list[Replay], timeout: float = 60.0) -> ReplayResult:
-    """Re-publish `items`, then record them in the ledger (see the module contract)."""
+def replay(bootstrap: str, items: list[Replay], ledger_partitions: int = 1,
+           timeout: float = 60.0) -> ReplayResult:
+    """Re-publish `items`, then record them in the ledger (see the module contract). The ledger
+    topic is created (compacted) if a deployment older than it lacks it."""
     result = ReplayResult()
     if not items:
         return result
+    ensure_topics(bootstrap, {DLQ_REPLAYS_TOPIC: ledger_partitions}, config=TOPIC_CONFIGS[DLQ_REPLAYS_TOPIC])
     producer = Producer(producer_config(bootstrap))
 
     def delivered(item: Replay):

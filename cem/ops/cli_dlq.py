@@ -35,7 +35,11 @@ def _selected(reason: Optional[str], since: Optional[str],
     except ValueError as err:
         console.print(f"[red]{escape(str(err))}[/red]")
         raise typer.Exit(2) from None
-    letters = select(read_dead_letters(settings.kafka_bootstrap), Selection(reason, since_ms, stage))
+    try:
+        letters = select(read_dead_letters(settings.kafka_bootstrap), Selection(reason, since_ms, stage))
+    except (RuntimeError, TimeoutError) as err:  # no cem.dlq, or the broker does not answer
+        console.print(f"[red]{escape(str(err))}[/red]")
+        raise typer.Exit(1) from None
     return settings, letters
 
 
@@ -106,7 +110,7 @@ def dlq_replay(reason: Optional[str] = REASON, since: Optional[str] = SINCE, sta
                       + (" (dry run: nothing sent)" if dry_run else ""))
         return
     try:
-        result = replay(b, todo)
+        result = replay(b, todo, settings.topic_partitions)
     except (TimeoutError, RuntimeError) as err:
         console.print(f"[red]{escape(str(err))}[/red]")
         raise typer.Exit(1) from None

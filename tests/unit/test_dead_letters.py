@@ -166,3 +166,19 @@ def test_plan_skips_what_has_no_topic_to_go_back_to_and_says_why():
     # a known key places the record when its partition is gone
     moved = plan_replay([letter(5, partition=9, cem_source_key=b"k")], {}, PARTS)
     assert moved == [Replay(moved[0].letter, "cem.raw.web", None, b"k", "header")]
+
+
+def test_derive_key_is_the_routing_key_a_cem_producer_gives_a_single_event():
+    from cem.identity import customer_key
+    from cem.kafka.dlq_replay import derive_key
+    from cem.schemas.registry import default_registry
+    from cem.schemas.serde import encode_batch, encode_single
+    from cem.sim.generator import touchpoints
+    w = default_registry().latest("touchpoint")
+    ev = next(touchpoints(1, seed=3, start_ms=NOW, channels=("web",)))
+    single = encode_single(ev, w.id, w.parsed)
+    assert derive_key(letter(value=single)) == customer_key(ev["identifiers"]).encode()
+    assert derive_key(letter(value=encode_batch([ev], w.parsed))) is None  # cem's batches carry no key
+    assert derive_key(letter(value=single, topic="cem.identity.links")) is None  # not a raw topic
+    assert derive_key(letter(value=b"\x00\x00\x00\x00\x09body")) is None  # still not decodable
+    assert derive_key(letter(value=None)) is None
