@@ -82,6 +82,10 @@ def _schemas(index: dict[str, Any], directory: Path) -> dict[int, RegisteredSche
     return by_id
 
 
+#: Ids cem's own releases never take: `register` numbers from here when not told an id.
+SITE_IDS = 1000
+
+
 class RegistrationError(ValueError):
     """A schema that cannot be registered; the message says why and what to do."""
 
@@ -89,7 +93,7 @@ class RegistrationError(ValueError):
 def register(extra: Path, avsc: Path, subject: str = "touchpoint", schema_id: int | None = None,
              directory: Path = SCHEMA_DIR) -> tuple[RegisteredSchema, bool]:
     """Add the writer schema in `avsc` to the registry file `extra` (created if missing) under
-    `schema_id` (default: the next free id). Returns (the entry, whether it was added):
+    `schema_id` (default: the next free id from SITE_IDS). Returns (the entry, whether it was added):
     registering the same schema under the same id again changes nothing. Refused when the file
     does not parse, the id means another schema, or the subject's latest schema cannot read
     data written with it (the pipeline would dead-letter it as schema_mismatch)."""
@@ -108,8 +112,8 @@ def register(extra: Path, avsc: Path, subject: str = "touchpoint", schema_id: in
         raise RegistrationError(f"the {subject} schema (id {reader.id}) cannot read data written with "
                                 f"{avsc.name}: " + "; ".join(report.problems)
                                 + ". Give new fields a default and keep field types.")
-    if schema_id is None:
-        schema_id = max(current.by_id) + 1
+    if schema_id is None:  # from SITE_IDS up, clear of the ids later cem releases take
+        schema_id = max([SITE_IDS - 1, *current.by_id]) + 1
     known = current.by_id.get(schema_id)
     if known is not None:
         if known.subject == subject and _canonical(known.raw) == _canonical(raw):

@@ -173,8 +173,9 @@ def schemas_check(directory: Optional[Path] = typer.Option(None,
 @schemas_app.command("register")
 def schemas_register(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="The writer schema (.avsc)."),
                      subject: str = typer.Option("touchpoint", help="The subject it writes."),
-                     schema_id: Optional[int] = typer.Option(None, "--id", help="The id your producers put in "
-                                                             "the wire format (default: the next free id).")) -> None:
+                     schema_id: Optional[int] = typer.Option(
+                         None, "--id", help="The id your producers put in the wire format "
+                         "(default: the next free id from 1000).")) -> None:
     """Register a producer's writer schema in CEM_SCHEMA_REGISTRY_FILE; restart the worker, then
     `cem dlq replay --reason unknown_schema_id`."""
     from cem.schemas.registry import RegistrationError, register

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from cem.schemas.registry import SCHEMA_DIR, RegistrationError, SchemaRegistry, register
+from cem.schemas.registry import SCHEMA_DIR, SITE_IDS, RegistrationError, SchemaRegistry, register
 from cem.schemas.serde import DecodeError, decode_record, encode_single
 
 SHIPPED = SchemaRegistry.from_dir()
 LATEST = SHIPPED.latest("touchpoint")
-NEW_ID = max(SHIPPED.by_id) + 1000  # far from ids a future shipped version takes
+NEW_ID = SITE_IDS + 100  # far from ids a future shipped version takes
 
 
 def writer_schema(tmp_path, name="producer.avsc", extra_field=None):
@@ -59,6 +59,8 @@ def test_registering_again_is_idempotent_and_ids_never_change_meaning(tmp_path):
         register(extra, other, schema_id=LATEST.id)
     nxt, _ = register(extra, other)  # default: the next free id
     assert nxt.id == NEW_ID + 1
+    fresh, _ = register(tmp_path / "fresh" / "registry.json", other)
+    assert fresh.id == SITE_IDS  # clear of the ids cem's own releases take
 
 
 def test_a_schema_the_pipeline_cannot_read_is_refused(tmp_path):
