@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -e '.[test]'  # setuptools' notice on every editable install
 	bash scripts/kafka.sh fetch
 	bash scripts/prometheus-tools.sh
 	bash scripts/web-tools.sh
@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	BIN="$(abspath $(BIN))" bash scripts/lint.sh
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests --durations=15
 
 lint: $(STAMP)
 	BIN="$(abspath $(BIN))" bash scripts/lint.sh

@@ -16,8 +16,10 @@ fetch() {
   if [ -f "$LIBS/.complete" ]; then return 0; fi
   echo "kafka: fetching broker jars from Maven Central into $LIBS" >&2
   mkdir -p "$LIBS"
-  mvn -q -B -f "$ROOT/docker/kafka/pom.xml" dependency:copy-dependencies \
-      -DoutputDirectory="$LIBS" -DincludeScope=runtime >&2
+  # Maven 3.8 writes colour resets even in batch mode: its output goes to a log shown only on failure.
+  mvn -q -B --no-transfer-progress -Dstyle.color=never -f "$ROOT/docker/kafka/pom.xml" \
+      dependency:copy-dependencies -DoutputDirectory="$LIBS" -DincludeScope=runtime > "$HOME_DIR/fetch.log" 2>&1 \
+    || { cat "$HOME_DIR/fetch.log" >&2; echo "kafka: fetching the jars failed, log above ($HOME_DIR/fetch.log)" >&2; exit 1; }
   touch "$LIBS/.complete"
 }
 
