@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     sink_max_seconds: float = Field(1.0, gt=0, description="Longest a row waits for its insert.")
     sink_insert_threads: int = Field(1, ge=1, le=16, description="Inserts run at once per cut (partitions "
                                      "split between them); raise it for a multi-core ClickHouse server.")
+    sink_progress_seconds: float = Field(30.0, gt=0, description="How often `cem sink` logs the rows it landed "
+                                         "and its lag.")
     worker_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem worker` (0 = off).")
     sink_metrics_port: int = Field(0, ge=0, description="Prometheus port of `cem sink` (0 = off).")
     kafka_security_protocol: str = Field("PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$",

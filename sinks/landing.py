@@ -82,8 +82,9 @@ def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
 class Landing:
     def __init__(self, client: ClickHouse, consumer: Consumer, dead: DeadLetters,
                  registry: SchemaRegistry, tables: dict[str, str], *, max_rows: int = 100_000,
-                 max_seconds: float = 1.0, insert_threads: int = 1):
+                 max_seconds: float = 1.0, insert_threads: int = 1, progress_seconds: float = 30.0):
         self._ch = client
+        self._progress_seconds = progress_seconds  # one log line per this many seconds
         self._consumer = consumer
         self._dead = dead
         self._registry = registry
@@ -140,11 +141,16 @@ class Landing:
                                  on_revoke=self.on_revoke)
         last_data = time.monotonic()
         next_lag = 0.0
+        next_log = time.monotonic() + self._progress_seconds
+        logged = (0, 0, 0)  # rows, inserts, dead letters at the last progress line
         try:
             while not should_stop():
-                if time.monotonic() >= next_lag:
-                    self._report_lag()
+                if time.monotonic() >= next_lag or time.monotonic() >= next_log:
+                    lag = self._report_lag()
                     next_lag = time.monotonic() + 10.0
+                    if time.monotonic() >= next_log:
+                        logged = self._log_progress(logged, lag)
+                        next_log = time.monotonic() + self._progress_seconds
                 msgs = self._consumer.consume(num_messages=2000, timeout=0.1)
                 if msgs:
                     last_data = time.monotonic()
@@ -175,15 +181,29 @@ class Landing:
             self._consumer.close()
         return self.counts
 
-    def _report_lag(self) -> None:
-        """cem_consumer_lag_records per assigned partition (log end minus our position)."""
+    def _report_lag(self) -> int | None:
+        """cem_consumer_lag_records per assigned partition (log end minus our position); returns
+        their sum (None when it cannot be known: no position yet, or the broker did not answer)."""
+        total: int | None = None
         try:
             for tp in self._consumer.position(self._consumer.assignment()):
                 if tp.offset >= 0:
                     _, high = self._consumer.get_watermark_offsets(tp, cached=True)
                     metrics.lag(tp.topic, tp.partition, max(0, high - tp.offset))
+                    total = (total or 0) + max(0, high - tp.offset)
         except Exception:  # noqa: BLE001 - metrics never stop landing
-            pass
+            return None
+        return total
+
+    def _log_progress(self, last: tuple[int, int, int], lag: int | None) -> tuple[int, int, int]:
+        """One line per interval, so an operator sees the sink work (and fall behind) without
+        a metrics server: rows and inserts since the last line, totals, dead letters, lag."""
+        c = self.counts
+        now = (c.rows, c.inserts, c.dead)
+        log.info("landed %d rows in %d inserts in the last %.0f s (%d rows in all), %d to the DLQ; lag %s",
+                 now[0] - last[0], now[1] - last[1], self._progress_seconds, c.rows, now[2] - last[2],
+                 "unknown (no partitions yet)" if lag is None else f"{lag} records")
+        return now
 
     def _add(self, msg: Any) -> None:
         err = msg.error()

@@ -58,7 +58,8 @@ def run_sink(settings: Settings, *, group: str | None = None, idle_exit: float |
     landing = Landing(client, consumer, DeadLetters(producer, DLQ_TOPIC, "landing", metrics.dead_letter),
                       default_registry(), topics or TABLES, max_rows=settings.sink_max_rows,
                       max_seconds=settings.sink_max_seconds,
-                      insert_threads=settings.sink_insert_threads)
+                      insert_threads=settings.sink_insert_threads,
+                      progress_seconds=settings.sink_progress_seconds)
     try:
         counts = landing.run(should_stop, idle_exit=idle_exit)
     finally:

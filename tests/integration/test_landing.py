@@ -86,6 +86,26 @@ def test_mixed_batch_and_single_records_land_their_union_once_and_corrupt_ones_g
     assert dlq_reasons(s.kafka_bootstrap) == Counter({"corrupt_batch": 2, "schema_mismatch": 1})
 
 
+def test_the_sink_logs_rows_landed_and_its_lag_once_per_interval(cem_settings):
+    s = cem_settings.model_copy(update={"sink_progress_seconds": 1.0})
+    producer = Producer(producer_config(s.kafka_bootstrap))
+    pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]), max_events=50)
+    for e in resolved(500, 4):
+        pub.publish(TOUCHPOINTS_TOPIC, e["cem"]["customer_id"].encode(), e)
+    pub.flush()
+    sink = start("sink", s)
+    try:
+        wait_until(lambda: landing_lag(s) == 0, 120, what="landing", procs=(sink,))
+        time.sleep(2.5)  # at least one line after everything landed
+    finally:
+        stop_role(sink)
+    lines = [ln for ln in (s.data_dir / "sink.log").read_text().splitlines() if "cem.sinks.landing: landed" in ln]
+    assert len(lines) >= 2, lines
+    rows = [int(ln.split("landed ")[1].split()[0]) for ln in lines]
+    assert sum(rows) == 500  # per-interval counts add up to what landed
+    assert lines[-1].endswith("(500 rows in all), 0 to the DLQ; lag 0 records"), lines[-1]
+
+
 def test_a_row_clickhouse_cannot_read_is_dead_lettered_alone_and_its_insert_lands(cem_settings):
     # cem.touchpoints is cem's own topic, but what a producer with access writes there reaches
     # ClickHouse undecoded: a varint of 11 bytes (fastavro reads it, ClickHouse's Avro reader
