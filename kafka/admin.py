@@ -100,3 +100,19 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10
         return lag
     finally:
         consumer.close()
+
+
+def broker_answers(bootstrap: str, timeout: float = 5.0) -> str | None:
+    """Ask the brokers for metadata once; None if one answered within `timeout`, else the error
+    (a role checks this before it starts, so a missing broker is one line, not a retry storm).
+    librdkafka's own connection messages are discarded: the caller says what went wrong."""
+    import logging
+    quiet = logging.getLogger("cem.kafka.probe")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    admin = AdminClient(client_config(bootstrap, logger=quiet))
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as err:
+        return str(err.args[0].str() if err.args and hasattr(err.args[0], "str") else err)
+    return None

@@ -9,6 +9,8 @@ from .app import create_app
 def run_worker(settings: Settings) -> None:
     from faust.worker import Worker
 
+    # Faust opens its data folder without creating it: a fresh CEM_DATA_DIR must not stop the worker
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     metrics.serve(settings.worker_metrics_port, settings.metrics_host)
     metrics.watch_gc()
     if settings.worker_gc_full_scan_seconds > 0:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cem.settings import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=True, no_args_is_help=True,
                   help="cem — Customer Experience Management pipeline.")
 infra_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, Maven Central jars).")
 schemas_app = typer.Typer(no_args_is_help=True, help="Avro schemas.")
@@ -30,14 +30,45 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(topics_app, name="topics")
 from cem.ops.cli_dlq import app as dlq_app  # noqa: E402 - the group lives in its own module
 app.add_typer(dlq_app, name="dlq")
-console = Console()
+
+
+def _width() -> int | None:
+    """Rich's width: the terminal's; 160 columns when writing to a pipe or file (Rich's default of
+    80 there cuts rule names in tables), unless COLUMNS says otherwise."""
+    import os
+    return None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+
+
+console = Console(width=_width())
+err_console = Console(stderr=True, width=_width())
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    """One line on stderr saying what is wrong and what to do; the caller raises the result."""
+    err_console.print(f"[red]{message}[/red]", soft_wrap=True, highlight=False)
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+        print(f"cem {version('cem')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Show cem's version and exit.")) -> None:
+    """cem — Customer Experience Management pipeline."""
 
 
 _LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING,
            "info": logging.INFO, "debug": logging.DEBUG}
 
 
-def _settings() -> Settings:
+def _settings(kafka: bool = False) -> Settings:
+    """The process's settings (TLS/SASL and logging configured from them). `kafka`: the command
+    needs the broker, so check first that one answers (one line instead of a retry storm)."""
     try:
         settings = Settings()
     except Exception as err:  # pydantic ValidationError: say what is wrong and stop
@@ -49,7 +80,42 @@ def _settings() -> Settings:
     registry.configure(settings.schema_registry_file)  # writer schemas registered here
     logging.basicConfig(level=_LEVELS[settings.log_level],
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    if kafka:
+        from cem.kafka.admin import broker_answers
+        if broker_answers(settings.kafka_bootstrap, timeout=5.0) is not None:
+            raise _fail(f"no Kafka broker answers at {settings.kafka_bootstrap}; start one with `cem infra up` "
+                        "(or set CEM_KAFKA_BOOTSTRAP)")
     return settings
+
+
+def _reading_dsn(s: Settings) -> str:
+    """The ClickHouse a reading command (query, report, backtest) opens: the configured one; with
+    the embedded default and nothing landed there yet, the last `cem demo` run's; with neither,
+    stop and say what to do (opening an empty chdb path would create it and fail later)."""
+    if s.clickhouse_dsn or (s.data_dir / "clickhouse").exists():
+        return s.clickhouse
+    demo = s.data_dir / "demo" / "clickhouse"
+    if demo.exists():
+        print(f"(no data in {s.data_dir / 'clickhouse'}; reading the last demo run in {demo})", file=sys.stderr)
+        return f"chdb://{demo.resolve()}"
+    raise _fail(f"no ClickHouse data in {s.data_dir / 'clickhouse'} and no demo run in {demo}: run `make demo` "
+                "or land your own data with `cem sink` first, or set CEM_CLICKHOUSE_DSN (or CEM_DATA_DIR)")
+
+
+def _read_errors() -> tuple[type[Exception], ...]:
+    """What ClickHouse raises when it cannot be opened or read (missing table, locked path, …)."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+    from cem.sinks.clickhouse.client import ClickHouseUnavailable
+    return ClickHouseError, ClickHouseUnavailable
+
+
+def _read_failed(err: Exception, dsn: str) -> typer.Exit:
+    """A reading command's ClickHouse error as one line with what to do."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "UNKNOWN_TABLE" in first:
+        return _fail(f"{dsn} has no cem tables yet: nothing has landed there (run `cem sink`, or point "
+                     "CEM_CLICKHOUSE_DSN at the ClickHouse the sink writes)")
+    return _fail(f"cannot read ClickHouse at {dsn}: {first}")
 
 
 @infra_app.command("up")
@@ -76,7 +142,7 @@ def infra_status() -> None:
 def topics_create() -> None:
     """Create every cem topic with CEM_TOPIC_PARTITIONS partitions (idempotent)."""
     from cem.ops import infra
-    created = infra.create_topics(_settings())
+    created = infra.create_topics(_settings(kafka=True))
     console.print(f"created: {', '.join(created) or '(all existed)'}")
 
 
@@ -84,7 +150,7 @@ def topics_create() -> None:
 def identity_unmerge(merge_id: str = typer.Argument(..., help="merge_id from identity_merges")) -> None:
     """Reverse a merge going forward (its identifiers return to the merged-away profile)."""
     from cem.streams.identity_log import find_merge, request_unmerge
-    s = _settings()
+    s = _settings(kafka=True)
     merge = find_merge(s.kafka_bootstrap, merge_id)
     if merge is None or merge.get("status") != "merged":
         console.print(f"[red]no merge {merge_id} with status 'merged' in cem.identity.merges[/red] "
@@ -98,7 +164,7 @@ def identity_unmerge(merge_id: str = typer.Argument(..., help="merge_id from ide
 
 def _alert_action(alert_id: str, action: str, by: str, note: Optional[str]) -> None:
     from cem.streams.alert_control import find_alert, request_action
-    s = _settings()
+    s = _settings(kafka=True)
     alert = find_alert(s.kafka_bootstrap, alert_id)
     if alert is None:
         console.print(f"[red]no alert {alert_id} in cem.alerts[/red] (see: SELECT alert_id, rule, customer_id, "
@@ -132,7 +198,7 @@ def rules_list(file: Optional[Path] = typer.Argument(None,
     from cem.rules import load_rules
     t = Table(title=f"rules in {file or 'the default catalogue'}")
     for col in ("rule", "kind", "severity", "team", "recovery (h)"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col == "rule")
     for r in load_rules(file):
         t.add_row(r.name, r.kind, r.severity, r.team, f"{r.recovery_ms / 3_600_000:g}")
     console.print(t)
@@ -213,15 +279,16 @@ def ddl(apply: bool = typer.Option(False, "--apply", help="Apply pending migrati
 def worker() -> None:
     """Run the stream worker (Faust app with all agents)."""
     from cem.streams.run import run_worker
+    settings = _settings(kafka=True)
     sys.argv = [sys.argv[0], "worker"]
-    run_worker(_settings())
+    run_worker(settings)
 
 
 @app.command()
 def sink(idle_exit: Optional[float] = typer.Option(None, help="Exit after this many idle seconds.")) -> None:
     """Run the landing role: output topics → ClickHouse (the only ClickHouse writer)."""
     from cem.sinks.run import run_sink
-    counts = run_sink(_settings(), idle_exit=idle_exit)
+    counts = run_sink(_settings(kafka=True), idle_exit=idle_exit)
     console.print(f"landed {counts.rows} rows in {counts.inserts} inserts; {counts.dead} records to DLQ")
 
 
@@ -233,7 +300,7 @@ def notify(idle_exit: Optional[float] = typer.Option(None, help="Exit after this
            team: Optional[str] = typer.Option(None, help="With --retry-parked: only this team's deliveries.")) -> None:
     """Deliver alerts to the owner teams' webhooks (CEM_WEBHOOK_ENDPOINTS), signed, retried, never twice."""
     from cem.sinks.webhooks import requeue_parked, run_notify
-    settings = _settings()
+    settings = _settings(kafka=True)
     if retry_parked:
         n = requeue_parked(settings, team)
         console.print(f"requeued {n} parked webhook deliver{'y' if n == 1 else 'ies'}; `cem notify` sends them "
@@ -248,7 +315,7 @@ def collector(demo_site: bool = typer.Option(False, "--demo-site", help="Also se
                                             "(instrumented with analytics.js, sending here).")) -> None:
     """Run the HTTP collector: native /v1/events, Segment's /v1/batch|track|…, Snowplow's /i and tp2."""
     from cem.connectors.collector import run_collector
-    s = _settings()
+    s = _settings(kafka=True)
     console.print(f"collector on http://{s.collector_host}:{s.collector_port}"
                   + (f" — demo shop: http://{s.collector_host}:{s.collector_port}/demo/" if demo_site else ""))
     try:
@@ -265,10 +332,11 @@ def import_(channel: str = typer.Argument(..., help="store | web | phone | retur
     """Import a channel export (CSV/JSONL) into cem.raw.<channel>; bad rows go to cem.dlq."""
     from rich.progress import Progress
     from cem.connectors.importers import import_file
+    settings = _settings(kafka=True)
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"importing {file.name}", total=None)
-            rep = import_file(_settings(), channel, file, mapping, lambda n: progress.advance(task, n))
+            rep = import_file(settings, channel, file, mapping, lambda n: progress.advance(task, n))
     except ValueError as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
@@ -286,7 +354,7 @@ def generate(count: int = typer.Option(5000), customers: int = typer.Option(1000
              single: bool = typer.Option(False, help="One event per record (wire format).")) -> None:
     """Publish generated touchpoints (and malformed records) to the raw topics."""
     from cem.ops.demo import publish_generated
-    n, bad = publish_generated(_settings(), count, customers, seed, malformed, single)
+    n, bad = publish_generated(_settings(kafka=True), count, customers, seed, malformed, single)
     console.print(f"published {n} events and {bad} malformed records")
 
 
@@ -309,9 +377,10 @@ def simulate(customers: int = typer.Option(10_000), days: int = typer.Option(7),
         start_ms = int(time.time() * 1000) - days * DAY  # the simulated period ends now
     cfg = SimConfig(customers=customers, days=days, seed=seed, start_ms=start_ms,
                     out_of_order_rate=out_of_order_rate, late_rate=late_rate)
+    settings = _settings(kafka=to == "kafka")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"simulating {customers:,} customers × {days} days", total=None)
-        res = run_sim(_settings(), cfg, out, to=to, rate=rate, progress=lambda n: progress.advance(task, n))
+        res = run_sim(settings, cfg, out, to=to, rate=rate, progress=lambda n: progress.advance(task, n))
     t = Table(title=f"simulated {res.events:,} events in {res.seconds:.1f} s "
                     f"({res.events / max(res.seconds, 1e-9):,.0f} events/s) → {to}")
     t.add_column("channel")
@@ -320,7 +389,7 @@ def simulate(customers: int = typer.Option(10_000), days: int = typer.Option(7),
         t.add_row(ch, f"{n:,}")
     console.print(t)
     m = Table(title=f"negative moments injected ({res.recovered} recovered)")
-    m.add_column("rule")
+    m.add_column("rule", no_wrap=True)
     m.add_column("moments", justify="right")
     for rule, n in sorted(res.per_rule.items()):
         m.add_row(rule, str(n))
@@ -354,7 +423,12 @@ def backtest(rules: Optional[Path] = typer.Option(None, "--rules", exists=True, 
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(1) from err
     since, until = (d if d.tzinfo else d.replace(tzinfo=timezone.utc) for d in (since, until))
-    rows = run_backtest(_settings(), catalogue, since, until)
+    s = _settings()
+    dsn = _reading_dsn(s)
+    try:
+        rows = run_backtest(s.model_copy(update={"clickhouse_dsn": dsn}), catalogue, since, until)
+    except _read_errors() as err:
+        raise _read_failed(err, dsn) from None
     if as_json:
         print(_json.dumps([dict(r.__dict__, only_stored=r.only_stored, only_replayed=r.only_replayed)
                            for r in rows], indent=2))
@@ -362,7 +436,7 @@ def backtest(rules: Optional[Path] = typer.Option(None, "--rules", exists=True, 
     t = Table(title=f"backtest of {rules or 'the shipped catalogue'} "
                     f"over {since:%Y-%m-%d %H:%M} – {until:%Y-%m-%d %H:%M} UTC")
     for col in ("rule", "kind", "stored", "would fire", "same", "only stored", "only new"):
-        t.add_column(col, justify="left" if col in ("rule", "kind") else "right")
+        t.add_column(col, justify="left" if col in ("rule", "kind") else "right", no_wrap=col == "rule")
     for r in rows:
         t.add_row(r.rule, r.kind, f"{r.stored:,}", f"{r.replayed:,}", f"{r.both:,}", f"{r.only_stored:,}",
                   f"{r.only_replayed:,}")
@@ -378,7 +452,14 @@ def report(truth: Path = typer.Option(..., exists=True, file_okay=False, help="A
     """Score what landed in ClickHouse against simulator ground truth (run after the sink stopped)."""
     import json as _json
     from cem.ops.report import truth_report
-    r = truth_report(_settings(), truth)
+    s = _settings()
+    dsn = _reading_dsn(s)
+    try:
+        r = truth_report(s.model_copy(update={"clickhouse_dsn": dsn}), truth)
+    except FileNotFoundError as err:
+        raise _fail(f"{truth} is not a simulator run's folder: {err.filename} is missing") from None
+    except _read_errors() as err:
+        raise _read_failed(err, dsn) from None
     if as_json:
         print(_json.dumps(r, indent=2))
         return
@@ -391,7 +472,7 @@ def report(truth: Path = typer.Option(..., exists=True, file_okay=False, help="A
     console.print(t)
     m = Table(title="negative moments per rule")
     for col in ("rule", "truth", "detected", "precision", "recall"):
-        m.add_column(col, justify="right" if col != "rule" else "left")
+        m.add_column(col, justify="right" if col != "rule" else "left", no_wrap=col == "rule")
     for rule, sc in r["rules"].items():
         m.add_row(rule, str(sc["truth"]), str(sc["detected"]), f"{sc['precision']:.3f}", f"{sc['recall']:.3f}")
     console.print(m)
@@ -419,11 +500,7 @@ def query(name: Optional[str] = typer.Argument(None, help="A pack query (see --l
         k, v = kv.split("=", 1)
         given[k.strip()] = v
     s = _settings()
-    dsn = s.clickhouse
-    demo = s.data_dir / "demo" / "clickhouse"
-    if not s.clickhouse_dsn and not (s.data_dir / "clickhouse").exists() and demo.exists():
-        dsn = f"chdb://{demo.resolve()}"  # nothing of our own yet: the last `make demo` run's data
-        print(f"(no data in {s.data_dir / 'clickhouse'}; querying the last demo run in {demo})", file=sys.stderr)
+    dsn = _reading_dsn(s)
     try:
         columns, rows = execute(dsn, s.sink_query_port, name, given)
         sys.stdout.write(render(columns, [tuple(r) for r in rows], fmt))
