@@ -10,8 +10,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # CEM_* variables read by shell scripts and the test harness, not by the Python settings.
-_SCRIPT_ONLY = {"CEM_KAFKA_PORT", "CEM_KAFKA_HOME", "CEM_KAFKA_CONTROLLER_PORT", "CEM_TEST_KAFKA_PORT",
-                "CEM_FUZZ_SEED", "CEM_FUZZ_RUNS", "CEM_FUZZ_SECONDS"}
+_SCRIPT_ONLY = {"CEM_KAFKA_PORT", "CEM_KAFKA_HOME", "CEM_KAFKA_CONTROLLER_PORT", "CEM_KAFKA_RUN_DIR",
+                "CEM_TEST_KAFKA_PORT", "CEM_FUZZ_SEED", "CEM_FUZZ_RUNS", "CEM_FUZZ_SECONDS"}
 
 
 class Settings(BaseSettings):

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Local Apache Kafka (KRaft, single broker+controller) from Maven Central jars.
 #   scripts/kafka.sh fetch|up|down|status
-# Env: CEM_KAFKA_PORT (9092), CEM_KAFKA_HOME (.cache/kafka under the repo).
+# Env: CEM_KAFKA_PORT (9092), CEM_KAFKA_HOME (.cache/kafka under the repo), CEM_KAFKA_RUN_DIR
+# (the broker's data and logs; default $CEM_KAFKA_HOME/run-<port>).
 # Jars are cached in $CEM_KAFKA_HOME/libs, so a second `up` downloads nothing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HOME_DIR="${CEM_KAFKA_HOME:-$ROOT/.cache/kafka}"
 PORT="${CEM_KAFKA_PORT:-9092}"
 CPORT="${CEM_KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
-RUN="$HOME_DIR/run-$PORT"
+RUN="${CEM_KAFKA_RUN_DIR:-$HOME_DIR/run-$PORT}"
 LIBS="$HOME_DIR/libs"
 PIDFILE="$RUN/kafka.pid"
 

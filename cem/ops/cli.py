@@ -134,8 +134,17 @@ def infra_down() -> None:
 
 @infra_app.command("status")
 def infra_status() -> None:
+    """Say whether the local broker runs."""
     from cem.ops import infra
     raise typer.Exit(infra.kafka("status"))
+
+
+@infra_app.command("wipe")
+def infra_wipe() -> None:
+    """Stop the local broker and delete its data: every topic, consumer offset and state changelog
+    (start your own pipeline from scratch; ClickHouse's data is in CEM_DATA_DIR)."""
+    from cem.ops import infra
+    raise typer.Exit(infra.kafka("wipe"))
 
 
 @topics_app.command("create")
@@ -400,7 +409,8 @@ def simulate(customers: int = typer.Option(10_000), days: int = typer.Option(7),
 @app.command()
 def demo(customers: int = typer.Option(2000), days: int = typer.Option(3),
          malformed: int = typer.Option(50)) -> None:
-    """Start everything locally, simulate customers into Kafka, print what landed, shut down."""
+    """Run the whole pipeline on a private broker, print what landed and how it scores, shut down
+    (its data: <CEM_DATA_DIR>/demo; nothing reaches your own broker or pipeline)."""
     from cem.ops.demo import run_demo
     raise typer.Exit(run_demo(_settings(), customers, days, malformed, console))
 

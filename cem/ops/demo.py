@@ -1,9 +1,14 @@
 """`cem demo`: the whole path on the embedded defaults, start to finish.
 
-Starts the local broker (if not running), recreates the cem topics, starts a worker and the
-landing process, runs the simulator (all five channels) into Kafka plus malformed records,
-waits until both consumer groups have caught up, stops the roles, and prints rows per channel
-read back from ClickHouse and the DLQ by reason. Stops the broker again if it started it.
+Runs on a private Kafka broker (a free port, its data under <data dir>/demo/kafka), its own app
+id (`cem-demo`) and its own data dir (<data dir>/demo, emptied first): nothing of a demo reaches
+the broker, consumer groups, state changelogs or ClickHouse of the pipeline you run yourself, and
+a demo never touches a broker you already run. Creates the cem topics, starts a worker and the
+landing process, runs the simulator (all five channels) into Kafka plus malformed records, waits
+until both consumer groups have caught up, stops the roles, prints rows per channel read back
+from ClickHouse, the DLQ by reason, moments, lifecycle and the score against ground truth, then
+stops the broker and deletes its data (the landed rows stay in <data dir>/demo/clickhouse for
+`cem query`, `cem report`, `cem backtest`).
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cem.settings import ALL_TOPICS, DLQ_TOPIC, RAW_TOPICS, Settings
+from cem.settings import DLQ_TOPIC, RAW_TOPICS, Settings
 
 
 def publish_generated(settings: Settings, count: int, customers: int, seed: int, malformed: int,
@@ -44,17 +49,37 @@ def dlq_reasons(bootstrap: str, timeout: float = 30.0) -> Counter:
                    for m in read_to_end(bootstrap, DLQ_TOPIC, timeout=timeout))
 
 
-def run_demo(settings: Settings, customers: int, days: int, malformed: int, console: Console) -> int:
-    from cem.ops import infra
-    from cem.ops.procs import pipeline_lag, start_role, stop_role, wait_until
+DEMO_APP_ID = "cem-demo"
 
-    started_broker = infra.ensure_broker()
-    if started_broker is None:
-        console.print("[red]could not start the local Kafka broker; see the messages above[/red]")
+
+def run_demo(settings: Settings, customers: int, days: int, malformed: int, console: Console) -> int:
+    import shutil
+    from cem.ops import infra
+
+    run_dir = settings.data_dir / "demo"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    port, broker_dir = infra.free_broker_port(), run_dir / "kafka"
+    if infra.kafka("up", port=port, run_dir=broker_dir, quiet=True) != 0:
+        console.print("[red]could not start the demo's Kafka broker; see the messages above[/red]")
         return 1
-    settings = infra.fresh_run(settings, "demo")
+    settings = settings.model_copy(update={
+        "data_dir": run_dir, "clickhouse_dsn": "", "kafka_bootstrap": f"127.0.0.1:{port}",
+        "app_id": DEMO_APP_ID, "sink_query_port": 0, "worker_metrics_port": 0, "sink_metrics_port": 0})
+    code = 0
+    try:
+        infra.create_topics(settings)
+        console.print(f"private broker on 127.0.0.1:{port} (removed at the end); data in {run_dir}")
+        code = _run(settings, customers, days, malformed, console)
+    finally:
+        infra.kafka("wipe", port=port, run_dir=broker_dir, quiet=True)
+    return code
+
+
+def _run(settings: Settings, customers: int, days: int, malformed: int, console: Console) -> int:
+    """Roles started, customers simulated, everything landed, roles stopped, then the report."""
+    from cem.ops.procs import pipeline_lag, start_role, stop_role, wait_until
     run_dir = settings.data_dir
-    console.print(f"topics: recreated {len(ALL_TOPICS)} cem topics; data in {run_dir}")
     worker = start_role("worker", settings, run_dir / "worker.log")
     sink = start_role("sink", settings, run_dir / "sink.log")
     code = 0
@@ -88,8 +113,6 @@ def run_demo(settings: Settings, customers: int, days: int, malformed: int, cons
         _report(settings, console, sim.per_channel)
         _outcomes(settings, console, run_dir / "sim")
         _pack(settings, console)
-    if started_broker:
-        infra.kafka("down")
     return code
 
 
@@ -115,6 +138,7 @@ def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
         moments = client.query(
             "SELECT m.rule, count(), countIf(m.recovery_status = 'recovered'), "
             "countIf(m.recovery_status = 'unrecovered'), "
+            "countIf(m.recovery_status NOT IN ('recovered', 'unrecovered')), "
             "any(a.team) FROM negative_moments AS m FINAL "
             "LEFT JOIN (SELECT rule, any(team) AS team FROM alerts FINAL GROUP BY rule) AS a "
             "ON a.rule = m.rule GROUP BY m.rule ORDER BY count() DESC").result_rows
@@ -125,12 +149,13 @@ def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
         client.close()
     by_status = ", ".join(f"{n} {s}" for s, n in sorted(alerts.items()))
     m = Table(title=f"negative moments by rule (alerts: {by_status})")
-    for col in ("rule", "moments", "recovered", "unrecovered", "owner team"):
-        m.add_column(col)
-    for rule, n, rec, unrec, team in moments:
-        m.add_row(rule, str(n), str(rec), str(unrec), team or "")
+    # open: the recovery window has not ended yet, so recovered + unrecovered + open = moments
+    for col in ("rule", "moments", "recovered", "unrecovered", "open", "owner team"):
+        m.add_column(col, no_wrap=col == "rule")
+    for rule, n, rec, unrec, still_open, team in moments:
+        m.add_row(rule, str(n), str(rec), str(unrec), str(still_open), team or "")
     console.print(m)
-    life = Table(title="customers by lifecycle stage (reasons in customer_lifecycle)")
+    life = Table(title="customers by lifecycle stage", caption="(reasons in customer_lifecycle)")
     life.add_column("stage")
     life.add_column("customers")
     for stage, n in stages:

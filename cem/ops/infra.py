@@ -12,15 +12,39 @@ REPO = Path(__file__).resolve().parents[2]  # cem/ops/infra.py -> the repository
 KAFKA_SH = REPO / "scripts" / "kafka.sh"
 
 
-def kafka(action: str, port: int | None = None) -> int:
+def kafka(action: str, port: int | None = None, run_dir: Path | None = None, quiet: bool = False) -> int:
     """Run `scripts/kafka.sh <action>`; returns its exit code. Its messages go to stderr, so a
-    command's stdout stays its own (`cem bench --json | jq …`)."""
+    command's stdout stays its own (`cem bench --json | jq …`); `quiet`: only if it fails.
+    `port`/`run_dir`: a broker other than the configured one (CEM_KAFKA_PORT, data under .cache/kafka)."""
+    import os
     import sys
-    env = None
+    env = dict(os.environ)
     if port is not None:
-        import os
-        env = dict(os.environ, CEM_KAFKA_PORT=str(port))
-    return subprocess.call(["bash", str(KAFKA_SH), action], env=env, stdout=sys.stderr)
+        env["CEM_KAFKA_PORT"] = str(port)
+    if run_dir is not None:
+        env["CEM_KAFKA_RUN_DIR"] = str(run_dir)
+    if not quiet:
+        return subprocess.call(["bash", str(KAFKA_SH), action], env=env, stdout=sys.stderr)
+    done = subprocess.run(["bash", str(KAFKA_SH), action], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+    return done.returncode
+
+
+def free_broker_port() -> int:
+    """A port with its successor also free (scripts/kafka.sh puts the controller on port + 1)."""
+    import socket
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            try:
+                with socket.socket() as b:
+                    b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two adjacent free ports on 127.0.0.1 for a private Kafka broker")
 
 
 def create_topics(settings: Settings) -> list[str]:
