@@ -12,7 +12,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -e '.[test]'  # setuptools' notice on every editable install
+# (the filter drops the notice setuptools prints on every editable install)
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -e '.[test]'
 	bash scripts/kafka.sh fetch
 	bash scripts/prometheus-tools.sh
 	bash scripts/web-tools.sh
