@@ -155,7 +155,7 @@ def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
     for rule, n, rec, unrec, still_open, team in moments:
         m.add_row(rule, str(n), str(rec), str(unrec), str(still_open), team or "")
     console.print(m)
-    life = Table(title="customers by lifecycle stage", caption="(reasons in customer_lifecycle)")
+    life = Table(title="customers by lifecycle stage", caption="(reasons in customer_lifecycle)", min_width=34)
     life.add_column("stage")
     life.add_column("customers")
     for stage, n in stages:
@@ -168,7 +168,8 @@ def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
     console.print(
         f"against ground truth: identity F1 {r['identity_f1']:.4f}, session accuracy {r['session_accuracy']:.4f}, "
         f"moments found {found:.0f}/{r['moments_truth']} with {right:.0f}/{r['moments_detected']} right, "
-        f"recovery status accuracy {r['recovery_accuracy']:.4f} (`cem report --truth {truth_dir}` for every figure)")
+        f"recovery status accuracy {r['recovery_accuracy']:.4f} (`cem report --truth {truth_dir}` for every figure)",
+        soft_wrap=True)
 
 
 def _report(settings: Settings, console: Console, sent: Counter) -> None:
