@@ -26,6 +26,14 @@ def test_a_pipeline_run_after_the_demo_scores_precision_one_on_its_own_truth(cem
                            "--malformed", "5"], env=settings_env(s), capture_output=True, text=True, timeout=600)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "moments found" in demo.stdout and "Traceback" not in demo.stderr
+    moments = demo.stdout.split("negative moments by rule")[1].split("customers by lifecycle stage")[0]
+    header = next(line for line in moments.splitlines() if line.startswith("┃"))
+    assert [c.strip() for c in header.split("┃")[1:-1]] == ["rule", "moments", "recovered", "unrecovered", "open",
+                                                             "owner team"]
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in moments.splitlines() if line.startswith("│")]
+    assert rows and all(len(r) == 6 for r in rows)
+    for rule, n, recovered, unrecovered, still_open, _team in rows:  # every moment is in one column
+        assert int(recovered) + int(unrecovered) + int(still_open) == int(n), rule
     assert (s.data_dir / "demo" / "clickhouse").is_dir()
     assert not (s.data_dir / "demo" / "kafka").exists()  # its private broker is gone with its data
 
