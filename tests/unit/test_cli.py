@@ -123,3 +123,14 @@ def test_help_shows_no_type_beside_flags_and_offers_version_and_completion(tmp_p
     assert _run(["--version"], tmp_path, tmp_path).stdout.strip() == f"cem {version('cem')}"
     backtest_help = _run(["backtest", "--help"], tmp_path, tmp_path).stdout
     assert "--json" in backtest_help and "<bool>" not in backtest_help
+
+
+def test_report_on_a_folder_without_ground_truth_says_so(tmp_path):
+    from cem.sinks.clickhouse.client import connect
+    from cem.sinks.clickhouse.migrations import apply
+    client = connect(f"chdb://{tmp_path / 'data' / 'clickhouse'}")
+    apply(client)
+    client.close()
+    (tmp_path / "empty").mkdir()
+    line = _one_error_line(_run(["report", "--truth", "empty"], tmp_path / "data", tmp_path))
+    assert line == f"empty is not a simulator run's folder: {Path('empty') / 'truth_events.jsonl'} is missing"
