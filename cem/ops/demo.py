@@ -63,9 +63,14 @@ def run_demo(settings: Settings, customers: int, days: int, malformed: int, cons
     if infra.kafka("up", port=port, run_dir=broker_dir, quiet=True) != 0:
         console.print("[red]could not start the demo's Kafka broker; see the messages above[/red]")
         return 1
+    # everything the demo's clients and roles use points at its own broker, plain (your SASL/TLS
+    # settings are for your broker), and its own data
     settings = settings.model_copy(update={
         "data_dir": run_dir, "clickhouse_dsn": "", "kafka_bootstrap": f"127.0.0.1:{port}",
-        "app_id": DEMO_APP_ID, "sink_query_port": 0, "worker_metrics_port": 0, "sink_metrics_port": 0})
+        "kafka_security_protocol": "PLAINTEXT", "app_id": DEMO_APP_ID, "sink_query_port": 0,
+        "worker_metrics_port": 0, "sink_metrics_port": 0})
+    from cem.kafka.security import configure
+    configure(settings)
     code = 0
     try:
         infra.create_topics(settings)
