@@ -96,7 +96,8 @@ def _run(settings: Settings, customers: int, days: int, malformed: int, console:
         sim = simulate(settings, SimConfig(customers=customers, days=days, seed=7, start_ms=start_ms,
                                            out_of_order_rate=0.05), run_dir / "sim")
         _, bad = publish_generated(settings, 0, customers=1, seed=7, malformed=malformed)
-        console.print(f"simulated {customers:,} customers over {days} days: {sim.events:,} touchpoints "
+        period = f"{days} day{'s' if days != 1 else ''}"
+        console.print(f"simulated {customers:,} customers over {period}: {sim.events:,} touchpoints "
                       f"({sim.events / sim.seconds:,.0f} events/s) and {bad} malformed records; "
                       f"ground truth in {run_dir / 'sim'}")
         wait_until(lambda: pipeline_lag(settings) == 0, timeout=300, what="worker and landing to catch up",
