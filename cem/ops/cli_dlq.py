@@ -29,7 +29,7 @@ def _selected(reason: Optional[str], since: Optional[str],
               stage: Optional[str]) -> tuple[Settings, list[DeadLetter]]:
     from cem.kafka.dlq_replay import read_dead_letters
     from cem.ops.cli import _settings
-    settings = _settings()
+    settings = _settings(kafka=True)  # reads cem.dlq: a missing broker is one line
     try:
         since_ms = parse_since(since, int(time.time() * 1000)) if since else None
     except ValueError as err:

@@ -39,7 +39,7 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
 ROLES = [["simulate", "--customers", "10", "--days", "1"], ["worker"], ["sink"], ["notify"], ["collector"],
          ["import", "web", "tests/fixtures/web_events.jsonl"], ["generate", "--count", "10"], ["topics", "create"],
          ["alerts", "ack", "a-1", "--by", "me"], ["identity", "unmerge", "m-1"],
-         ["notify", "--retry-parked"]]
+         ["notify", "--retry-parked"], ["dlq", "list"], ["dlq", "replay", "--reason", "undecodable"]]
 
 
 def test_every_role_without_a_broker_says_so_in_one_line_and_fails(tmp_path):
