@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cem.ops.console import console, err_console
 from cem.settings import Settings
 
 app = typer.Typer(add_completion=True, no_args_is_help=True,
@@ -32,15 +32,6 @@ from cem.ops.cli_dlq import app as dlq_app  # noqa: E402 - the group lives in it
 app.add_typer(dlq_app, name="dlq")
 
 
-def _width() -> int | None:
-    """Rich's width: the terminal's; 160 columns when writing to a pipe or file (Rich's default of
-    80 there cuts rule names in tables), unless COLUMNS says otherwise."""
-    import os
-    return None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
-
-
-console = Console(width=_width())
-err_console = Console(stderr=True, width=_width())
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -7,16 +7,15 @@ import time
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cem.ops.console import console
 from cem.settings import Settings
 from cem.dead_letters import (DeadLetter, Replay, Selection, Skip, format_ms, parse_since,
                               plan_replay, preview, select, show_key, summarize)
 
 app = typer.Typer(no_args_is_help=True, help="The dead-letter topic cem.dlq: inspect and replay.")
-console = Console()
 
 REASON = typer.Option(None, "--reason", help="A reason code (`unknown_schema_id`), or a family "
                       "(`missing_field` matches `missing_field:<name>`).")
