@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from cem.identity import customer_key
 from cem.settings import DLQ_TOPIC, RAW_TOPICS, Settings
 from cem.schemas.registry import default_registry
+from cem.kafka.connection import KafkaConnection
 from cem.kafka.dlq import DeadLetters
 from cem import metrics
 from cem.kafka.admin import partitions_of
@@ -44,14 +45,14 @@ def _error(status: int, field: str, message: str) -> web.Response:
 
 
 class Collector:
-    def __init__(self, settings: Settings, producer: Producer | None = None):
+    def __init__(self, settings: Settings, kafka: KafkaConnection, producer: Producer | None = None):
         self.settings = settings
         self._keys = [(src, k.get_secret_value().encode()) for src, k in settings.collector_api_keys.items()]
         self._pz = Pseudonymizer(settings.pseudonymization_key.get_secret_value().encode())
-        self._producer = producer or Producer(producer_config(settings.kafka_bootstrap))
+        self._producer = producer or Producer(producer_config(kafka))
         w = default_registry().latest("touchpoint")
         self._publisher = BatchPublisher(self._producer, w.parsed,
-                                         partitions_of(settings.kafka_bootstrap, list(RAW_TOPICS.values())),
+                                         partitions_of(kafka, list(RAW_TOPICS.values())),
                                          max_events=settings.publisher_max_events,
                                          linger_ms=settings.publisher_linger_ms)
         self._dead = DeadLetters(self._producer, DLQ_TOPIC, "collector", metrics.dead_letter)
@@ -205,7 +206,7 @@ class Collector:
 
 def run_collector(settings: Settings, demo_site: bool = False) -> None:
     from .trackers import add_demo_site, add_tracker_routes
-    collector = Collector(settings)
+    collector = Collector(settings, KafkaConnection.from_settings(settings))
     add_tracker_routes(collector)
     if demo_site:
         add_demo_site(collector)

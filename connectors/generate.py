@@ -15,6 +15,7 @@ from cem.identity import customer_key
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import encode_single
 from cem.settings import RAW_TOPICS
+from cem.kafka.connection import KafkaConnection
 from cem.kafka.partitioning import partition_for
 from cem.kafka.publisher import BatchPublisher, producer_config
 
@@ -45,11 +46,11 @@ def malformed(kind: str, template: dict[str, Any], registry: SchemaRegistry) -> 
     raise ValueError(f"unknown malformed kind {kind!r}; known: {', '.join(MALFORMED_KINDS)}")
 
 
-def publish_events(bootstrap: str, events: Iterable[dict[str, Any]], registry: SchemaRegistry,
+def publish_events(kafka: KafkaConnection, events: Iterable[dict[str, Any]], registry: SchemaRegistry,
                    partitions: dict[str, int], *, single: bool = False, max_events: int = 500,
                    linger_ms: int = 20) -> int:
     """Publish `events` to cem.raw.<channel>; return how many. Blocks until all are acked."""
-    producer = Producer(producer_config(bootstrap))
+    producer = Producer(producer_config(kafka))
     w = registry.latest("touchpoint")
     publisher = BatchPublisher(producer, w.parsed, partitions, max_events=max_events,
                                linger_ms=linger_ms)
@@ -75,9 +76,9 @@ def publish_events(bootstrap: str, events: Iterable[dict[str, Any]], registry: S
     return n
 
 
-def publish_raw(bootstrap: str, topic: str, values: Iterable[bytes]) -> int:
+def publish_raw(kafka: KafkaConnection, topic: str, values: Iterable[bytes]) -> int:
     """Publish raw record values as they are (for malformed input)."""
-    producer = Producer(producer_config(bootstrap))
+    producer = Producer(producer_config(kafka))
     n = 0
     for v in values:
         producer.produce(topic, value=v)

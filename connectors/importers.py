@@ -24,6 +24,7 @@ from cem import metrics
 from cem.identity import customer_key
 from cem.schemas.registry import default_registry
 from cem.settings import DLQ_TOPIC, RAW_TOPICS, Settings
+from cem.kafka.connection import KafkaConnection
 from cem.kafka.dlq import DeadLetters
 from cem.kafka.admin import partitions_of
 from .mapping import to_touchpoint
@@ -152,9 +153,10 @@ def import_file(settings: Settings, channel: str, path: Path, mapping_path: Path
     if path.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
         raise ValueError(f"{path}: use a .csv or .jsonl file")
     mapping = load_mapping(channel, mapping_path)
-    producer = Producer(producer_config(settings.kafka_bootstrap))
+    kafka = KafkaConnection.from_settings(settings)
+    producer = Producer(producer_config(kafka))
     w = default_registry().latest("touchpoint")
-    pub = BatchPublisher(producer, w.parsed, partitions_of(settings.kafka_bootstrap, list(RAW_TOPICS.values())),
+    pub = BatchPublisher(producer, w.parsed, partitions_of(kafka, list(RAW_TOPICS.values())),
                          max_events=settings.publisher_max_events, linger_ms=settings.publisher_linger_ms)
     dead = DeadLetters(producer, DLQ_TOPIC, "import", metrics.dead_letter)
     pz = Pseudonymizer(settings.pseudonymization_key.get_secret_value().encode())

@@ -48,11 +48,13 @@ def simulate(settings: Settings, cfg: SimConfig, out_dir: Path, to: str = "kafka
     if to == "kafka":
         from confluent_kafka import Producer
         from cem.kafka.admin import partitions_of
+        from cem.kafka.connection import KafkaConnection
         from cem.kafka.publisher import BatchPublisher, producer_config
         from cem.schemas.registry import default_registry
         w = default_registry().latest("touchpoint")
-        pub = BatchPublisher(Producer(producer_config(settings.kafka_bootstrap)), w.parsed,
-                             partitions_of(settings.kafka_bootstrap, list(RAW_TOPICS.values())),
+        kafka = KafkaConnection.from_settings(settings)
+        pub = BatchPublisher(Producer(producer_config(kafka)), w.parsed,
+                             partitions_of(kafka, list(RAW_TOPICS.values())),
                              max_events=settings.publisher_max_events, linger_ms=settings.publisher_linger_ms)
 
         def sink(ev: dict) -> None:

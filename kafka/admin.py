@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
-from cem.kafka.security import client_config
+from cem.kafka.connection import KafkaConnection
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int], *, config: dict[str, str] | None = None,
+def ensure_topics(kafka: KafkaConnection, topics: dict[str, int], *, config: dict[str, str] | None = None,
                   timeout: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet; return the names created. Idempotent."""
-    admin = AdminClient(client_config(bootstrap))
+    admin = AdminClient(kafka.client_config())
     existing = set(admin.list_topics(timeout=timeout).topics)
     new = [NewTopic(name, num_partitions=n, replication_factor=1, config=config or {})
            for name, n in topics.items() if name not in existing]
@@ -23,7 +23,7 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], *, config: dict[str, s
         try:
             fut.result()
         except KafkaException as err:
-            if "TOPIC_ALREADY_EXISTS" not in str(err):
+            if err.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise RuntimeError(f"creating topic {name} failed: {err}") from err
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # metadata propagates asynchronously
@@ -34,8 +34,8 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], *, config: dict[str, s
     return [t.topic for t in new]
 
 
-def partitions_of(bootstrap: str, topics: list[str], timeout: float = 10.0) -> dict[str, int]:
-    admin = AdminClient(client_config(bootstrap))
+def partitions_of(kafka: KafkaConnection, topics: list[str], timeout: float = 10.0) -> dict[str, int]:
+    admin = AdminClient(kafka.client_config())
     md = admin.list_topics(timeout=timeout).topics
     missing = [t for t in topics if t not in md]
     if missing:
@@ -43,8 +43,8 @@ def partitions_of(bootstrap: str, topics: list[str], timeout: float = 10.0) -> d
     return {t: len(md[t].partitions) for t in topics}
 
 
-def delete_topics(bootstrap: str, topics: list[str], timeout: float = 30.0) -> None:
-    admin = AdminClient(client_config(bootstrap))
+def delete_topics(kafka: KafkaConnection, topics: list[str], timeout: float = 30.0) -> None:
+    admin = AdminClient(kafka.client_config())
     existing = set(admin.list_topics(timeout=timeout).topics)
     todo = [t for t in topics if t in existing]
     if not todo:
@@ -74,22 +74,22 @@ def _committed(consumer: Any, topics: list[str], timeout: float, attempts: int =
     return []
 
 
-def committed_total(bootstrap: str, group: str, topics: list[str], timeout: float = 10.0) -> int:
+def committed_total(kafka: KafkaConnection, group: str, topics: list[str], timeout: float = 10.0) -> int:
     """Sum of the offsets `group` committed on `topics`: grows whenever the group makes progress.
     Asks once (a progress probe): raises KafkaException when the broker cannot answer."""
     from confluent_kafka import Consumer
-    consumer = Consumer(client_config(bootstrap, **{"group.id": group, "enable.auto.commit": False}))
+    consumer = Consumer(kafka.client_config(**{"group.id": group, "enable.auto.commit": False}))
     try:
         return sum(max(tp.offset, 0) for tp in _committed(consumer, topics, timeout, attempts=1))
     finally:
         consumer.close()
 
 
-def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10.0) -> int:
+def group_lag(kafka: KafkaConnection, group: str, topics: list[str], timeout: float = 10.0) -> int:
     """Records in `topics` not yet committed by consumer group `group` (0 = caught up)."""
     from confluent_kafka import Consumer
 
-    consumer = Consumer(client_config(bootstrap, **{"group.id": group,
+    consumer = Consumer(kafka.client_config(**{"group.id": group,
                                                     "enable.auto.commit": False}))
     try:
         lag = 0
@@ -102,7 +102,7 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout: float = 10
         consumer.close()
 
 
-def broker_answers(bootstrap: str, timeout: float = 5.0) -> str | None:
+def broker_answers(kafka: KafkaConnection, timeout: float = 5.0) -> str | None:
     """Ask the brokers for metadata once; None if one answered within `timeout`, else the error
     (a role checks this before it starts, so a missing broker is one line, not a retry storm).
     librdkafka's own connection messages are discarded: the caller says what went wrong."""
@@ -110,7 +110,7 @@ def broker_answers(bootstrap: str, timeout: float = 5.0) -> str | None:
     quiet = logging.getLogger("cem.kafka.probe")
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
-    admin = AdminClient(client_config(bootstrap, logger=quiet))
+    admin = AdminClient(kafka.client_config(logger=quiet))
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as err:

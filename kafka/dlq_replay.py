@@ -25,27 +25,27 @@ from cem.dead_letters import REPLAY_OF, DeadLetter, Replay, ledger_entry, parse
 from cem.identity import customer_key
 from cem.kafka.admin import ensure_topics
 from cem.kafka.publisher import producer_config
-from cem.kafka.security import client_config
+from cem.kafka.connection import KafkaConnection
 from cem.kafka.topic_reader import read_to_end
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import DecodeError, decode_record
 from cem.settings import DLQ_REPLAYS_TOPIC, DLQ_TOPIC, RAW_TOPICS, TOPIC_CONFIGS
 
 
-def read_dead_letters(bootstrap: str, timeout: float = 60.0) -> list[DeadLetter]:
+def read_dead_letters(kafka: KafkaConnection, timeout: float = 60.0) -> list[DeadLetter]:
     """Every dead letter retained in cem.dlq, in partition/offset order."""
     out = [parse(m.headers(), m.value(), m.partition(), m.offset())
-           for m in read_to_end(bootstrap, DLQ_TOPIC, timeout=timeout)]
+           for m in read_to_end(kafka, DLQ_TOPIC, timeout=timeout)]
     return sorted(out, key=lambda d: (d.dlq_partition, d.dlq_offset))
 
 
-def read_ledger(bootstrap: str, timeout: float = 60.0) -> dict[str, dict[str, object]]:
+def read_ledger(kafka: KafkaConnection, timeout: float = 60.0) -> dict[str, dict[str, object]]:
     """Dead-letter id -> ledger entry, for every dead letter replayed so far (latest per key);
     empty when the ledger topic does not exist yet."""
     ledger: dict[str, dict[str, object]] = {}
-    if DLQ_REPLAYS_TOPIC not in topic_partitions(bootstrap, timeout=min(timeout, 10)):
+    if DLQ_REPLAYS_TOPIC not in topic_partitions(kafka, timeout=min(timeout, 10)):
         return ledger
-    for m in read_to_end(bootstrap, DLQ_REPLAYS_TOPIC, timeout=timeout):
+    for m in read_to_end(kafka, DLQ_REPLAYS_TOPIC, timeout=timeout):
         key = (m.key() or b"").decode()
         if m.value() is None:
             ledger.pop(key, None)
@@ -54,9 +54,9 @@ def read_ledger(bootstrap: str, timeout: float = 60.0) -> dict[str, dict[str, ob
     return ledger
 
 
-def topic_partitions(bootstrap: str, timeout: float = 10.0) -> dict[str, int]:
+def topic_partitions(kafka: KafkaConnection, timeout: float = 10.0) -> dict[str, int]:
     """Every topic of the cluster -> its partition count."""
-    md = AdminClient(client_config(bootstrap)).list_topics(timeout=timeout).topics
+    md = AdminClient(kafka.client_config()).list_topics(timeout=timeout).topics
     return {t: len(m.partitions) for t, m in md.items()}
 
 
@@ -81,15 +81,15 @@ class ReplayResult:
     failed: list[tuple[Replay, str]] = field(default_factory=list)
 
 
-def replay(bootstrap: str, items: list[Replay], ledger_partitions: int = 1,
+def replay(kafka: KafkaConnection, items: list[Replay], ledger_partitions: int = 1,
            timeout: float = 60.0) -> ReplayResult:
     """Re-publish `items`, then record them in the ledger (see the module contract). The ledger
     topic is created (compacted) if a deployment older than it lacks it."""
     result = ReplayResult()
     if not items:
         return result
-    ensure_topics(bootstrap, {DLQ_REPLAYS_TOPIC: ledger_partitions}, config=TOPIC_CONFIGS[DLQ_REPLAYS_TOPIC])
-    producer = Producer(producer_config(bootstrap))
+    ensure_topics(kafka, {DLQ_REPLAYS_TOPIC: ledger_partitions}, config=TOPIC_CONFIGS[DLQ_REPLAYS_TOPIC])
+    producer = Producer(producer_config(kafka))
 
     def delivered(item: Replay):
         def cb(err, msg) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cem import metrics
-from cem.kafka.security import client_config
+from cem.kafka.connection import KafkaConnection
 from confluent_kafka import KafkaException, Producer
 from fastavro import schemaless_writer
 
@@ -56,10 +56,9 @@ class _Buffer:
         self.opened = time.monotonic()
 
 
-def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+def producer_config(kafka: KafkaConnection, **extra: Any) -> dict[str, Any]:
     """The confluent-kafka producer config every cem publisher uses."""
-    cfg = client_config(
-        bootstrap,
+    cfg = kafka.client_config(
         **{"enable.idempotence": True,
         "acks": "all",
         "compression.type": "zstd",

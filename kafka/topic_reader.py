@@ -13,15 +13,15 @@ import time
 from typing import Any, Iterable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from cem.kafka.security import client_config
+from cem.kafka.connection import KafkaConnection
 
 
-def read_to_end(bootstrap: str, topic: str, partitions: Iterable[int] | None = None,
+def read_to_end(kafka: KafkaConnection, topic: str, partitions: Iterable[int] | None = None,
                 timeout: float = 60.0) -> Iterator[Any]:
     """Yield confluent-kafka Messages (errors skipped) of `topic` up to the end at call time."""
-    c = Consumer(client_config(bootstrap, **{"group.id": "cem-topic-reader",
-                                             "enable.auto.commit": False, "enable.partition.eof": False,
-                                             "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 16 << 20}))
+    c = Consumer(kafka.client_config(**{"group.id": "cem-topic-reader",
+                                         "enable.auto.commit": False, "enable.partition.eof": False,
+                                         "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 16 << 20}))
     try:
         if partitions is None:
             md = c.list_topics(topic, timeout=min(timeout, 30)).topics[topic]

@@ -40,7 +40,7 @@ from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibi
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from cem import metrics
-from cem.kafka.security import client_config
+from cem.kafka.connection import KafkaConnection
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, container_schema_json, decode_record
 from .batch import PartitionBatch, is_container, plan_cut, split_insert
@@ -63,8 +63,8 @@ class LandingCounts:
     busy_seconds: float = 0.0  # from the first record consumed to the last insert committed
 
 
-def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
-    cfg = client_config(bootstrap, **{
+def consumer_config(kafka: KafkaConnection, group: str, **extra: Any) -> dict[str, Any]:
+    cfg = kafka.client_config(**{
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

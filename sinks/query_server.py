@@ -16,7 +16,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from .clickhouse.client import ClickHouse
+from .clickhouse.client import ClickHouse, ClickHouseTLS
 from .queries import QueryError, get, load_pack, run
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,12 @@ def serve_queries(client: Callable[[], ClickHouse], dsn: str, port: int) -> Quer
         return None
 
 
-def execute(dsn: str, port: int, name: str, params: dict[str, str]) -> tuple[list[str], list[list]]:
+def execute(dsn: str, port: int, name: str, params: dict[str, str],
+            tls: ClickHouseTLS = ClickHouseTLS()) -> tuple[list[str], list[list]]:
     """Run pack query `name` for the deployment at `dsn`: a server DSN directly; an embedded one
     through the running sink's endpoint on `port`, or by opening it when no sink owns it (a
-    sink that owns it but has no endpoint gives ClickHouseUnavailable with what to do)."""
+    sink that owns it but has no endpoint gives ClickHouseUnavailable with what to do). `tls`:
+    how an https DSN is verified."""
     import urllib.error
     import urllib.request
     from .clickhouse.client import connect
@@ -116,7 +118,7 @@ def execute(dsn: str, port: int, name: str, params: dict[str, str]) -> tuple[lis
             pass  # no sink running: open the embedded database ourselves
     query = get(name, load_pack())
     values = query.bind(params)
-    client = connect(dsn)
+    client = connect(dsn, tls=tls)
     try:
         columns, rows = run(client, query, values)
         return columns, [list(r) for r in rows]

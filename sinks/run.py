@@ -10,11 +10,12 @@ from confluent_kafka import Consumer, Producer
 
 from cem import metrics
 from cem.shutdown import stop_requested
+from cem.kafka.connection import KafkaConnection
 from cem.kafka.publisher import producer_config
 from cem.schemas.registry import default_registry
 from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, IDENTITY_MERGES_TOPIC, MOMENTS_TOPIC,
                           JOURNEYS_TOPIC, SESSIONS_TOPIC, TOUCHPOINTS_TOPIC, Settings)
-from .clickhouse.client import ClickHouse, connect
+from .clickhouse.client import ClickHouse, connect_settings
 from .clickhouse.migrations import apply
 from cem.kafka.dlq import DeadLetters
 from .landing import Landing, LandingCounts, consumer_config
@@ -48,13 +49,14 @@ def run_sink(settings: Settings, *, group: str | None = None, idle_exit: float |
              topics: dict[str, str] | None = None) -> LandingCounts:
     should_stop = stop_requested()
     metrics.serve(settings.sink_metrics_port, settings.metrics_host)
-    client = connect(settings.clickhouse)
+    client = connect_settings(settings)
     apply(client)
     if settings.fault_injection_dir is not None:
         client = OutageSwitch(client, settings.fault_injection_dir / "clickhouse_down")
-    queries = serve_queries(lambda: connect(settings.clickhouse), settings.clickhouse, settings.sink_query_port)
-    producer = Producer(producer_config(settings.kafka_bootstrap))
-    consumer = Consumer(consumer_config(settings.kafka_bootstrap, group or f"{settings.app_id}-landing"))
+    queries = serve_queries(lambda: connect_settings(settings), settings.clickhouse, settings.sink_query_port)
+    kafka = KafkaConnection.from_settings(settings)
+    producer = Producer(producer_config(kafka))
+    consumer = Consumer(consumer_config(kafka, group or f"{settings.app_id}-landing"))
     landing = Landing(client, consumer, DeadLetters(producer, DLQ_TOPIC, "landing", metrics.dead_letter),
                       default_registry(), topics or TABLES, max_rows=settings.sink_max_rows,
                       max_seconds=settings.sink_max_seconds,

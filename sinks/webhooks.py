@@ -35,7 +35,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cem.webhooks import Ledger, RetryPolicy, delivery_id, endpoint_now, payload, plan_round, sign, wants_webhook
 from cem.kafka.dlq import DeadLetters
-from cem.kafka.security import client_config
+from cem.kafka.connection import KafkaConnection
 
 log = logging.getLogger(__name__)
 #: post(url, body, headers, timeout) -> (HTTP status or None when there was no answer, detail, retry-after s)
@@ -328,10 +328,10 @@ def run_notify(settings: Any, idle_exit: float | None = None) -> Dispatcher:
     metrics.serve(settings.notify_metrics_port, settings.metrics_host)
     if not settings.webhook_endpoints:
         log.warning("no CEM_WEBHOOK_ENDPOINTS configured: alerts are read but none is delivered")
-    producer = Producer(producer_config(settings.kafka_bootstrap))
-    consumer = Consumer(client_config(settings.kafka_bootstrap, **{"group.id": f"{settings.app_id}-notify",
-                                                                   "enable.auto.commit": False,
-                                                                   "auto.offset.reset": "earliest"}))
+    kafka = KafkaConnection.from_settings(settings)
+    producer = Producer(producer_config(kafka))
+    consumer = Consumer(kafka.client_config(**{"group.id": f"{settings.app_id}-notify",
+                                               "enable.auto.commit": False, "auto.offset.reset": "earliest"}))
     policy = RetryPolicy(settings.webhook_max_attempts, settings.webhook_backoff_seconds,
                          settings.webhook_backoff_max_seconds)
     d = Dispatcher(consumer, producer, ALERTS_TOPIC, DELIVERIES_TOPIC, dict(settings.webhook_endpoints),
@@ -339,9 +339,9 @@ def run_notify(settings: Any, idle_exit: float | None = None) -> Dispatcher:
                    DeadLetters(producer, DLQ_TOPIC, "notify", metrics.dead_letter),
                    timeout=settings.webhook_timeout_seconds, on_outcome=metrics.webhook,
                    park_retry_seconds=settings.webhook_park_retry_seconds, park_hours=settings.webhook_park_hours,
-                   refresh=lambda: read_to_end(settings.kafka_bootstrap, DELIVERIES_TOPIC),
+                   refresh=lambda: read_to_end(kafka, DELIVERIES_TOPIC),
                    on_waiting=metrics.webhooks_waiting)
-    d.restore(read_to_end(settings.kafka_bootstrap, DELIVERIES_TOPIC))
+    d.restore(read_to_end(kafka, DELIVERIES_TOPIC))
     log.info("webhook ledger: %d deliveries already done, %d parked", len(d.ledger), len(d.ledger.waiting))
     try:
         d.run(should_stop, idle_exit=idle_exit)
@@ -358,10 +358,11 @@ def requeue_parked(settings: Any, team: str | None = None) -> int:
     from cem.kafka.topic_reader import read_to_end
     from cem.settings import DELIVERIES_TOPIC
 
-    led = replay_ledger(Ledger(), read_to_end(settings.kafka_bootstrap, DELIVERIES_TOPIC))
+    kafka = KafkaConnection.from_settings(settings)
+    led = replay_ledger(Ledger(), read_to_end(kafka, DELIVERIES_TOPIC))
     chosen = [(did, e) for did, e in led.waiting.items() if e.get("outcome") == "parked" and
               (team is None or json.loads(e["body"])["alert"].get("team") == team)]
-    producer = Producer(producer_config(settings.kafka_bootstrap))
+    producer = Producer(producer_config(kafka))
     for did, entry in chosen:
         producer.produce(DELIVERIES_TOPIC, key=did.encode(),
                          value=json.dumps(dict(entry, outcome="requeued", at=int(time.time() * 1000))).encode())

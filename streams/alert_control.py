@@ -17,14 +17,14 @@ from cem.kafka.admin import partitions_of
 from cem.kafka.partitioning import partition_for
 from cem.kafka.topic_reader import read_to_end
 from cem.settings import ALERTS_TOPIC, TOUCHPOINTS_TOPIC
-from cem.kafka.security import client_config
+from cem.kafka.connection import KafkaConnection
 
 
-def find_alert(bootstrap: str, alert_id: str, timeout: float = 60.0) -> dict | None:
+def find_alert(kafka: KafkaConnection, alert_id: str, timeout: float = 60.0) -> dict | None:
     """The latest row of `alert_id` in cem.alerts (None if it never existed)."""
     found = None
     needle = f'"alert_id":"{alert_id}"'.encode()
-    for m in read_to_end(bootstrap, ALERTS_TOPIC, timeout=timeout):
+    for m in read_to_end(kafka, ALERTS_TOPIC, timeout=timeout):
         if needle not in (m.value() or b""):
             continue
         for line in m.value().splitlines():
@@ -34,12 +34,12 @@ def find_alert(bootstrap: str, alert_id: str, timeout: float = 60.0) -> dict | N
     return found
 
 
-def request_action(bootstrap: str, alert: dict, action: str, by: str, note: str | None) -> None:
+def request_action(kafka: KafkaConnection, alert: dict, action: str, by: str, note: str | None) -> None:
     customer = alert["customer_id"]
     body = {"control": "alert", "customer": customer, "alert_id": alert["alert_id"], "action": action,
             "by": by, "note": note, "at": int(time.time() * 1000)}
-    parts = partitions_of(bootstrap, [TOUCHPOINTS_TOPIC])[TOUCHPOINTS_TOPIC]
-    p = Producer(client_config(bootstrap, **{"enable.idempotence": True}))
+    parts = partitions_of(kafka, [TOUCHPOINTS_TOPIC])[TOUCHPOINTS_TOPIC]
+    p = Producer(kafka.client_config(**{"enable.idempotence": True}))
     p.produce(TOUCHPOINTS_TOPIC, key=customer.encode(), value=json.dumps(body).encode(),
               partition=partition_for(customer.encode(), parts), headers=[("cem-control", b"alert")])
     if p.flush(30):

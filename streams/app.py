@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import faust
 
-from cem.kafka.security import faust_credentials
+from cem.kafka.connection import KafkaConnection
 from cem.settings import IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
 from .agents.customers import attach_customers
 from .agents.identity import attach_identity
 from .agents.ingest import attach_ingest
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings, kafka: KafkaConnection) -> faust.App:
+    """A Faust app with every agent, reaching Kafka through `kafka` (its own clients and the
+    agents' confluent-kafka producers and consumers alike)."""
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=kafka.faust_broker(),
         store="memory://",
         datadir=str(settings.data_dir / "faust"),
         key_serializer="raw",
@@ -33,12 +35,12 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=0.25,
         web_enabled=False,
         producer_acks=-1,
-        broker_credentials=faust_credentials(settings),
+        broker_credentials=kafka.faust_credentials(),
         broker_session_timeout=settings.worker_session_timeout_seconds,  # a killed worker's partitions move this soon
         broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_seconds / 4),  # several beats per timeout
     )
     raw = app.topic(*RAW_TOPICS.values(), key_type=bytes, value_type=bytes)
-    attach_ingest(app, raw, settings)
-    attach_identity(app, app.topic(IDENTITY_LINKS_TOPIC, key_type=bytes, value_type=bytes), settings)
-    attach_customers(app, app.topic(TOUCHPOINTS_TOPIC, key_type=bytes, value_type=bytes), settings)
+    attach_ingest(app, raw, settings, kafka)
+    attach_identity(app, app.topic(IDENTITY_LINKS_TOPIC, key_type=bytes, value_type=bytes), settings, kafka)
+    attach_customers(app, app.topic(TOUCHPOINTS_TOPIC, key_type=bytes, value_type=bytes), settings, kafka)
     return app

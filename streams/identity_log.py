@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from cem.kafka.topic_reader import read_to_end
 from cem.identity import IdentityGraph, LookupGraph, Merge, Resolution
 from cem.settings import IDENTITY_MAP_TOPIC, IDENTITY_MERGES_TOPIC
-from cem.kafka.security import client_config
+from cem.kafka.connection import KafkaConnection
 from .spillmap import SpillMap
 
 log = logging.getLogger(__name__)
@@ -80,20 +80,20 @@ def _apply(graph: IdentityGraph, key: bytes, value: bytes | None) -> None:
         graph.apply(k, value.decode() if value is not None else None)
 
 
-def _consumer(bootstrap: str) -> Consumer:
+def _consumer(kafka: KafkaConnection) -> Consumer:
     """Follows every partition of the changelog from its beginning (the Replica's reader)."""
-    c = Consumer(client_config(bootstrap, **{"group.id": "cem-identity-replica",
-                                             "enable.auto.commit": False, "enable.partition.eof": False}))
+    c = Consumer(kafka.client_config(**{"group.id": "cem-identity-replica",
+                                        "enable.auto.commit": False, "enable.partition.eof": False}))
     parts = c.list_topics(IDENTITY_MAP_TOPIC, timeout=30).topics[IDENTITY_MAP_TOPIC].partitions
     c.assign([TopicPartition(IDENTITY_MAP_TOPIC, p, 0) for p in parts])
     return c
 
 
-def load_graph(bootstrap: str, graph: IdentityGraph, timeout: float = 300.0) -> int:
+def load_graph(kafka: KafkaConnection, graph: IdentityGraph, timeout: float = 300.0) -> int:
     """Replay the changelog up to its current end into `graph`; returns records applied.
     The coordinator calls this before deciding anything."""
     n = 0
-    for m in read_to_end(bootstrap, IDENTITY_MAP_TOPIC, timeout=timeout):
+    for m in read_to_end(kafka, IDENTITY_MAP_TOPIC, timeout=timeout):
         _apply(graph, m.key(), m.value())
         n += 1
     return n
@@ -104,17 +104,17 @@ class Replica(threading.Thread):
     only a fast path: a stale or half-applied merge makes `lookup` disagree and the event goes
     to the coordinator, which is always right."""
 
-    def __init__(self, bootstrap: str, max_live: int = 0):
+    def __init__(self, kafka: KafkaConnection, max_live: int = 0):
         super().__init__(name="identity-replica", daemon=True)
         self.graph: IdentityGraph = bounded_graph(LookupGraph, max_live)
-        self._servers = bootstrap
+        self._kafka = kafka
         self._halt = threading.Event()
         self.applied = 0
 
     def run(self) -> None:
         while not self._halt.is_set():
             try:
-                c = _consumer(self._servers)
+                c = _consumer(self._kafka)
                 try:
                     while not self._halt.is_set():
                         for m in c.consume(5000, 0.2):
@@ -132,19 +132,19 @@ class Replica(threading.Thread):
         self._halt.set()
 
 
-def find_merge(bootstrap: str, merge_id: str, timeout: float = 30.0) -> dict | None:
+def find_merge(kafka: KafkaConnection, merge_id: str, timeout: float = 30.0) -> dict | None:
     """The latest record of `merge_id` in cem.identity.merges (None if absent)."""
     found = None
-    for m in read_to_end(bootstrap, IDENTITY_MERGES_TOPIC, timeout=timeout):
+    for m in read_to_end(kafka, IDENTITY_MERGES_TOPIC, timeout=timeout):
         if m.key() == merge_id.encode():
             found = json.loads(m.value())
     return found
 
 
-def request_unmerge(bootstrap: str, merge: dict) -> None:
+def request_unmerge(kafka: KafkaConnection, merge: dict) -> None:
     """Ask the coordinator (through its own input, so it stays the single writer) to undo a merge."""
     from cem.settings import IDENTITY_LINKS_TOPIC
-    p = Producer(client_config(bootstrap, **{"enable.idempotence": True}))
+    p = Producer(kafka.client_config(**{"enable.idempotence": True}))
     p.produce(IDENTITY_LINKS_TOPIC, value=json.dumps({"control": "unmerge", "merge": merge}).encode(),
               partition=0, headers=[("cem-control", b"unmerge")])
     if p.flush(30):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from cem import metrics
+from cem.kafka.connection import KafkaConnection
 from cem.settings import Settings
 from .app import create_app
 
@@ -19,5 +20,5 @@ def run_worker(settings: Settings) -> None:
     if settings.worker_heap_trim_seconds > 0:
         from .heap_trim import HeapTrimmer
         HeapTrimmer(settings.worker_heap_trim_seconds, metrics.heap_trimmed).start()
-    app = create_app(settings)
+    app = create_app(settings, KafkaConnection.from_settings(settings))
     Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()

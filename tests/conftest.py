@@ -36,6 +36,7 @@ def cem_settings(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.Monke
     """Settings for one test: fresh cem topics on the broker, own consumer groups, own chdb."""
     from cem.ops.infra import create_topics
     from cem.kafka.admin import delete_topics
+    from cem.kafka.connection import KafkaConnection
     from cem.settings import ALL_TOPICS, Settings
 
     for key in [k for k in os.environ if k.startswith("CEM_")]:
@@ -43,7 +44,7 @@ def cem_settings(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.Monke
     settings = Settings(data_dir=tmp_path / "data", kafka_bootstrap=kafka_bootstrap,
                         app_id=f"cem-test-{uuid.uuid4().hex[:8]}", topic_partitions=4,
                         sink_max_seconds=0.5)
-    delete_topics(kafka_bootstrap, list(ALL_TOPICS))
+    delete_topics(KafkaConnection.from_settings(settings), list(ALL_TOPICS))
     for _ in range(50):  # deletion is asynchronous in KRaft
         try:
             create_topics(settings)

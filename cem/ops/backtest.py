@@ -78,9 +78,9 @@ def _event(row: tuple) -> dict[str, Any]:
 
 def run_backtest(settings: Any, rules: tuple[Rule, ...], since: datetime, until: datetime) -> list[RuleComparison]:
     from cem.ops.report import merge_aliases
-    from cem.sinks.clickhouse.client import connect
+    from cem.sinks.clickhouse.client import connect_settings
     from cem.sim.truth import resolve_aliases
-    client = connect(settings.clickhouse)
+    client = connect_settings(settings)
     params = {"since": since, "until": until}
     try:
         aliases = merge_aliases(client)

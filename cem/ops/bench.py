@@ -21,7 +21,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from cem.settings import RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings, state_topic
-from cem.kafka.security import client_config
+from cem.kafka.connection import KafkaConnection
 
 SINGLE_TOPIC = "cem.bench.single"
 
@@ -45,15 +45,14 @@ def _rss_now_mb(pid: int) -> float:
     return _proc_status_mb(pid, "VmRSS")
 
 
-def _raw_ceiling(settings: Settings, expected: int) -> tuple[int, float]:
+def _raw_ceiling(kafka: KafkaConnection, expected: int) -> tuple[int, float]:
     from confluent_kafka import Consumer, TopicPartition
     from cem.schemas.registry import default_registry
     from cem.schemas.serde import decode_record
     reg = default_registry()
     reader = reg.latest("touchpoint").parsed
-    c = Consumer(client_config(settings.kafka_bootstrap, **{"group.id": "cem-bench-raw",
-                                                            "enable.auto.commit": False, "fetch.max.bytes": 64 << 20,
-                                                            "max.partition.fetch.bytes": 16 << 20}))
+    c = Consumer(kafka.client_config(**{"group.id": "cem-bench-raw", "enable.auto.commit": False,
+                                        "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 16 << 20}))
     tps = []
     for t in RAW_TOPICS.values():
         for p in c.list_topics(t, timeout=10).topics[t].partitions:
@@ -75,7 +74,7 @@ def _raw_ceiling(settings: Settings, expected: int) -> tuple[int, float]:
     return n, elapsed
 
 
-def _landing_alone(settings: Settings, data_dir: Path) -> tuple[int, float]:
+def _landing_alone(settings: Settings, kafka: KafkaConnection, data_dir: Path) -> tuple[int, float]:
     from confluent_kafka import Consumer, Producer
     from cem.kafka.publisher import producer_config
     from cem.schemas.registry import default_registry
@@ -85,8 +84,8 @@ def _landing_alone(settings: Settings, data_dir: Path) -> tuple[int, float]:
     from cem.sinks.landing import Landing, consumer_config
     client = connect(f"chdb://{(data_dir / 'landing-ch').resolve()}")
     apply(client)
-    consumer = Consumer(consumer_config(settings.kafka_bootstrap, f"{settings.app_id}-bench-landing"))
-    landing = Landing(client, consumer, DeadLetters(Producer(producer_config(settings.kafka_bootstrap)),
+    consumer = Consumer(consumer_config(kafka, f"{settings.app_id}-bench-landing"))
+    landing = Landing(client, consumer, DeadLetters(Producer(producer_config(kafka)),
                                                     "cem.dlq", "bench"),
                       default_registry(), {TOUCHPOINTS_TOPIC: "touchpoints"},
                       max_rows=settings.sink_max_rows, max_seconds=settings.sink_max_seconds,
@@ -97,14 +96,14 @@ def _landing_alone(settings: Settings, data_dir: Path) -> tuple[int, float]:
     return rows, counts.busy_seconds
 
 
-def _naive(settings: Settings, data_dir: Path, n: int, progress: Any) -> tuple[int, float]:
+def _naive(kafka: KafkaConnection, data_dir: Path, n: int, progress: Any) -> tuple[int, float]:
     from confluent_kafka import Producer
     from cem.kafka.publisher import producer_config
     from cem.sim.generator import touchpoints
     from cem.schemas.registry import default_registry
     from cem.schemas.serde import encode_single
     w = default_registry().latest("touchpoint")
-    p = Producer(producer_config(settings.kafka_bootstrap, **{"linger.ms": 20}))
+    p = Producer(producer_config(kafka, **{"linger.ms": 20}))
     now = int(time.time() * 1000)
     for ev in touchpoints(n, seed=11, start_ms=now - 3_600_000):
         while True:
@@ -117,7 +116,7 @@ def _naive(settings: Settings, data_dir: Path, n: int, progress: Any) -> tuple[i
     out = data_dir / "naive.json"
     log = open(data_dir / "naive.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "cem.ops.naive", SINGLE_TOPIC, str(n), str(out),
-                             f"chdb://{(data_dir / 'naive-ch').resolve()}", settings.kafka_bootstrap],
+                             f"chdb://{(data_dir / 'naive-ch').resolve()}", kafka.bootstrap],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         proc.wait(timeout=600)
@@ -146,7 +145,8 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console, 
                                app_id=f"cem-bench-{int(time.time())}")
     data_dir = settings.data_dir
     reg = default_registry()
-    parts = partitions_of(settings.kafka_bootstrap, list(RAW_TOPICS.values()))
+    kafka = KafkaConnection.from_settings(settings)
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
     r: dict[str, Any] = {"events": events, "machine": _machine()}
 
     def caught_up() -> bool:
@@ -159,12 +159,12 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console, 
         worker = start_role("worker", settings, data_dir / "worker.log")
         sink = start_role("sink", settings, data_dir / "sink.log")
         now = int(time.time() * 1000)
-        publish_events(settings.kafka_bootstrap, touchpoints(500, seed=1, start_ms=now - 3_600_000), reg, parts)
+        publish_events(kafka, touchpoints(500, seed=1, start_ms=now - 3_600_000), reg, parts)
         wait_until(caught_up, 120, 0.2, "warm-up to land", (worker, sink))
         progress.update(task, advance=1, description="(d) full pipeline")
         traffic = simulated(events, seed=2, end_ms=now)  # generated before the clock starts
         t0 = time.perf_counter()
-        publish_events(settings.kafka_bootstrap, traffic, reg, parts)
+        publish_events(kafka, traffic, reg, parts)
         wait_until(caught_up, 600, 0.05, "pipeline to land", (worker, sink))
         r["pipeline_eps"] = len(traffic) / (time.perf_counter() - t0)
         # (e) steady rate: produce time -> row visible
@@ -174,7 +174,7 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console, 
         steady_from = time.time()
         samples = _RssSampler({"worker": worker.pid, "sink": sink.pid}, every=max(1.0, steady_seconds / 60))
         samples.start()
-        _steady(settings, reg, parts, rate=steady_rate, seconds=steady_seconds)
+        _steady(settings, kafka, reg, parts, rate=steady_rate, seconds=steady_seconds)
         samples.stop()
         wait_until(caught_up, 120 + steady_seconds, 0.1, "steady traffic to land", (worker, sink))
         r["steady"] = {"rate": steady_rate, "seconds": steady_seconds}
@@ -184,21 +184,21 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console, 
         r["rss_growth_after_warmup_mb"] = samples.growth_after(0.2)
         r["rss_samples_mb"] = samples.series
         stop_role(sink), stop_role(worker)
-        r["state_bytes_per_customer"], r["customers_with_state"] = _state_bytes(settings)
+        r["state_bytes_per_customer"], r["customers_with_state"] = _state_bytes(settings, kafka)
         r["latency_row_ms"], r["latency_alert_ms"] = _latency(settings, steady_from)
         # (a) raw ceiling over the same raw topics
         progress.update(task, advance=1, description="(a) raw ceiling")
-        n, secs = _raw_ceiling(settings, len(traffic) + 500 + 50_000)
+        n, secs = _raw_ceiling(kafka, len(traffic) + 500 + 50_000)
         r["raw_eps"] = n / secs
         # (c) landing alone over the touchpoints the pipeline produced
         progress.update(task, advance=1, description="(c) cem landing alone")
-        n, secs = _landing_alone(settings, data_dir)
+        n, secs = _landing_alone(settings, kafka, data_dir)
         r["landing_eps"] = n / secs
         r["landing_rows"] = n
         # (b) naive baseline
         progress.update(task, advance=1, description="(b) naive Faust baseline")
         nb = min(events, 20_000)
-        n, secs = _naive(settings, data_dir, nb, progress)
+        n, secs = _naive(kafka, data_dir, nb, progress)
         r["naive_eps"] = n / secs
         progress.update(task, advance=1)
     r["ratios"] = {"landing/naive": r["landing_eps"] / r["naive_eps"],
@@ -243,12 +243,13 @@ class _RssSampler:
                 for k, xs in self.series.items()}
 
 
-def _steady(settings: Settings, reg: Any, parts: dict[str, int], rate: int, seconds: float) -> None:
+def _steady(settings: Settings, kafka: KafkaConnection, reg: Any, parts: dict[str, int], rate: int,
+            seconds: float) -> None:
     from confluent_kafka import Producer
     from cem.kafka.publisher import BatchPublisher, producer_config
     from cem.identity import customer_key
     w = reg.latest("touchpoint")
-    pub = BatchPublisher(Producer(producer_config(settings.kafka_bootstrap)), w.parsed, parts,
+    pub = BatchPublisher(Producer(producer_config(kafka)), w.parsed, parts,
                          max_events=settings.publisher_max_events, linger_ms=settings.publisher_linger_ms)
     gen = simulated(int(rate * seconds), seed=3, end_ms=int(time.time() * 1000), lazy=True)
     tick = 0.01
@@ -279,12 +280,12 @@ def simulated(n: int, seed: int, end_ms: int, lazy: bool = False) -> Any:
     return events if lazy else list(events)
 
 
-def _state_bytes(settings: Settings) -> tuple[float, int]:
+def _state_bytes(settings: Settings, kafka: KafkaConnection) -> tuple[float, int]:
     """Mean bytes of live per-customer state (latest value per key in the worker's state
     changelog) and the number of customers holding state."""
     from cem.kafka.topic_reader import read_to_end
     latest: dict[bytes, int] = {}
-    for m in read_to_end(settings.kafka_bootstrap, state_topic(settings.app_id)):
+    for m in read_to_end(kafka, state_topic(settings.app_id)):
         if m.key() and not m.key().startswith(b"__"):
             latest[m.key()] = len(m.value() or b"")
     live = [v for v in latest.values() if v]
@@ -295,8 +296,8 @@ def _latency(settings: Settings, since: float) -> tuple[dict[str, float], dict[s
     """Produce → row visible (touchpoints.landed_at) and receipt of the triggering event → its
     negative moment detected and alerted (negative_moments.latency_ms: every moment, also those
     counted as another occurrence of an alert that is already open)."""
-    from cem.sinks.clickhouse.client import connect
-    c = connect(settings.clickhouse)
+    from cem.sinks.clickhouse.client import connect_settings
+    c = connect_settings(settings)
     q = c.query("SELECT quantiles(0.5, 0.99)(dateDiff('millisecond', received_at, landed_at)) "
                 "FROM touchpoints WHERE source = 'bench-steady'").result_rows[0][0]
     a = c.query("SELECT quantiles(0.5, 0.99)(latency_ms), count() FROM negative_moments "

@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+from cem.kafka.connection import KafkaConnection
 from cem.settings import RAW_TOPICS, Settings
 
 
@@ -138,7 +139,7 @@ def committed(settings: Settings, group: str, topics: list[str]) -> int:
     """The group's committed-offset total, or -1 while the broker cannot say (no progress known)."""
     from cem.kafka.admin import committed_total
     try:
-        return committed_total(settings.kafka_bootstrap, group, topics)
+        return committed_total(KafkaConnection.from_settings(settings), group, topics)
     except Exception:  # noqa: BLE001 - broker unreachable
         return -1
 
@@ -318,12 +319,12 @@ class Burst:
 
 
 def reconcile(s: Settings, sim_out: Path, burst: set[str], deliveries: Counter) -> dict[str, Any]:
-    from cem.sinks.clickhouse.client import connect
+    from cem.sinks.clickhouse.client import connect_settings
     from cem.sim.truth import moment_scores
     truth_events = {json.loads(line)["event_id"] for line in open(sim_out / "truth_events.jsonl")}
     truth_moments = [json.loads(line) for line in open(sim_out / "truth_moments.jsonl")]
     sent = truth_events | burst
-    client = connect(s.clickhouse)
+    client = connect_settings(s)
     try:
         rows = client.query("SELECT event_id, count() FROM touchpoints GROUP BY event_id").result_rows
         detected = client.query("SELECT rule, evidence, recovery_status FROM negative_moments FINAL").result_rows

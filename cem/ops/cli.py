@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from cem.ops.console import console, err_console
+from cem.kafka.connection import KafkaConnection
 from cem.settings import Settings
 
 app = typer.Typer(add_completion=True, no_args_is_help=True,
@@ -65,15 +66,13 @@ def _settings(kafka: bool = False) -> Settings:
     except Exception as err:  # pydantic ValidationError: say what is wrong and stop
         console.print(f"[red]invalid settings:[/red] {err}")
         raise typer.Exit(2) from None
-    from cem.kafka.security import configure
-    configure(settings)  # Kafka/ClickHouse TLS and SASL for every client this process opens
     from cem.schemas import registry
     registry.configure(settings.schema_registry_file)  # writer schemas registered here
     logging.basicConfig(level=_LEVELS[settings.log_level],
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     if kafka:
         from cem.kafka.admin import broker_answers
-        if broker_answers(settings.kafka_bootstrap, timeout=5.0) is not None:
+        if broker_answers(KafkaConnection.from_settings(settings), timeout=5.0) is not None:
             raise _fail(f"no Kafka broker answers at {settings.kafka_bootstrap}; start one with `cem infra up` "
                         "(or set CEM_KAFKA_BOOTSTRAP)")
     return settings
@@ -151,13 +150,14 @@ def identity_unmerge(merge_id: str = typer.Argument(..., help="merge_id from ide
     """Reverse a merge going forward (its identifiers return to the merged-away profile)."""
     from cem.streams.identity_log import find_merge, request_unmerge
     s = _settings(kafka=True)
-    merge = find_merge(s.kafka_bootstrap, merge_id)
+    kafka = KafkaConnection.from_settings(s)
+    merge = find_merge(kafka, merge_id)
     if merge is None or merge.get("status") != "merged":
         console.print(f"[red]no merge {merge_id} with status 'merged' in cem.identity.merges[/red] "
                       "(see: SELECT merge_id, winner, loser, reason FROM identity_merges FINAL "
                       "WHERE status = 'merged')")
         raise typer.Exit(1)
-    request_unmerge(s.kafka_bootstrap, merge)
+    request_unmerge(kafka, merge)
     console.print(f"unmerge of {merge_id} requested: {merge['moved']} go back to {merge['loser']}; "
                   "the coordinator records it in identity_merges with status 'unmerged'")
 
@@ -165,12 +165,13 @@ def identity_unmerge(merge_id: str = typer.Argument(..., help="merge_id from ide
 def _alert_action(alert_id: str, action: str, by: str, note: Optional[str]) -> None:
     from cem.streams.alert_control import find_alert, request_action
     s = _settings(kafka=True)
-    alert = find_alert(s.kafka_bootstrap, alert_id)
+    kafka = KafkaConnection.from_settings(s)
+    alert = find_alert(kafka, alert_id)
     if alert is None:
         console.print(f"[red]no alert {alert_id} in cem.alerts[/red] (see: SELECT alert_id, rule, customer_id, "
                       "status FROM alerts FINAL WHERE status != 'resolved' ORDER BY created_at DESC LIMIT 20)")
         raise typer.Exit(1)
-    request_action(s.kafka_bootstrap, alert, action, by, note)
+    request_action(kafka, alert, action, by, note)
     console.print(f"{action} of alert {alert_id} ({alert['rule']}, customer {alert['customer_id']}, now "
                   f"{alert['status']}) requested; the worker records it in cem.alerts and ClickHouse `alerts`")
 
@@ -269,9 +270,9 @@ def ddl(apply: bool = typer.Option(False, "--apply", help="Apply pending migrati
             for stmt in m.statements:
                 print(stmt + ";\n")
         return
-    from cem.sinks.clickhouse.client import connect
+    from cem.sinks.clickhouse.client import connect_settings
     s = _settings()
-    applied = do_apply(connect(s.clickhouse))
+    applied = do_apply(connect_settings(s))
     console.print(f"applied: {', '.join(f'{m.version:03d}_{m.name}' for m in applied) or '(up to date)'}")
 
 
@@ -487,7 +488,7 @@ def query(name: Optional[str] = typer.Argument(None, help="A pack query (see --l
     """Run a query of the analysts' pack against ClickHouse (also while the pipeline runs)."""
     from cem.sinks.queries import QueryError, load_pack, render
     from cem.sinks.query_server import execute
-    from cem.sinks.clickhouse.client import ClickHouseUnavailable
+    from cem.sinks.clickhouse.client import ClickHouseTLS, ClickHouseUnavailable
     if list_ or not name:
         for q in load_pack().values():
             args = " ".join(f"[{p.name}={p.default}]" if p.default is not None else f"{p.name}=…" for p in q.params)
@@ -503,7 +504,7 @@ def query(name: Optional[str] = typer.Argument(None, help="A pack query (see --l
     s = _settings()
     dsn = _reading_dsn(s)
     try:
-        columns, rows = execute(dsn, s.sink_query_port, name, given)
+        columns, rows = execute(dsn, s.sink_query_port, name, given, ClickHouseTLS.from_settings(s))
         sys.stdout.write(render(columns, [tuple(r) for r in rows], fmt))
     except QueryError as err:
         console.print(f"[red]{err}[/red]")

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cem.kafka.connection import KafkaConnection
 from cem.ops.console import console
 from cem.settings import Settings
 from cem.dead_letters import (DeadLetter, Replay, Selection, Skip, format_ms, parse_since,
@@ -35,7 +36,7 @@ def _selected(reason: Optional[str], since: Optional[str],
         console.print(f"[red]{escape(str(err))}[/red]")
         raise typer.Exit(2) from None
     try:
-        letters = select(read_dead_letters(settings.kafka_bootstrap), Selection(reason, since_ms, stage))
+        letters = select(read_dead_letters(KafkaConnection.from_settings(settings)), Selection(reason, since_ms, stage))
     except (RuntimeError, TimeoutError) as err:  # no cem.dlq, or the broker does not answer
         console.print(f"[red]{escape(str(err))}[/red]")
         raise typer.Exit(1) from None
@@ -90,7 +91,7 @@ def dlq_replay(reason: Optional[str] = REASON, since: Optional[str] = SINCE, sta
     The pipeline judges them again: what still fails comes back to cem.dlq with its reason."""
     from cem.kafka.dlq_replay import derive_key, read_ledger, replay, topic_partitions
     settings, letters = _selected(reason, since, stage)
-    b = settings.kafka_bootstrap
+    b = KafkaConnection.from_settings(settings)
     plan = plan_replay(letters, read_ledger(b), topic_partitions(b), derive_key)
     todo = [p for p in plan if isinstance(p, Replay)]
     skipped = [p for p in plan if isinstance(p, Skip)]

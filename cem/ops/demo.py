@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cem.kafka.connection import KafkaConnection
 from cem.settings import DLQ_TOPIC, RAW_TOPICS, Settings
 
 
@@ -31,22 +32,23 @@ def publish_generated(settings: Settings, count: int, customers: int, seed: int,
 
     reg = default_registry()
     now = int(time.time() * 1000)
-    parts = partitions_of(settings.kafka_bootstrap, list(RAW_TOPICS.values()))
-    n = publish_events(settings.kafka_bootstrap,
+    kafka = KafkaConnection.from_settings(settings)
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
+    n = publish_events(kafka,
                        touchpoints(count, customers=customers, seed=seed, start_ms=now - 3_600_000),
                        reg, parts, single=single)
     template = next(touchpoints(1, seed=seed + 1, start_ms=now - 60_000))
     kinds = list(MALFORMED_KINDS)
     bad = [make_bad(kinds[i % len(kinds)], dict(template, event_id=f"bad-{i}"), reg) for i in range(malformed)]
-    publish_raw(settings.kafka_bootstrap, RAW_TOPICS["web"], bad)
+    publish_raw(kafka, RAW_TOPICS["web"], bad)
     return n, len(bad)
 
 
-def dlq_reasons(bootstrap: str, timeout: float = 30.0) -> Counter:
+def dlq_reasons(kafka: KafkaConnection, timeout: float = 30.0) -> Counter:
     """Dead letters so far, counted by their `cem-reason` header."""
     from cem.kafka.topic_reader import read_to_end
     return Counter(dict(m.headers() or []).get("cem-reason", b"?").decode()
-                   for m in read_to_end(bootstrap, DLQ_TOPIC, timeout=timeout))
+                   for m in read_to_end(kafka, DLQ_TOPIC, timeout=timeout))
 
 
 DEMO_APP_ID = "cem-demo"
@@ -138,8 +140,8 @@ def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
     """What the pipeline made of it: moments and alerts per rule, customers per lifecycle stage,
     and the score against the simulator's ground truth."""
     from cem.ops.report import truth_report
-    from cem.sinks.clickhouse.client import connect
-    client = connect(settings.clickhouse)
+    from cem.sinks.clickhouse.client import connect_settings
+    client = connect_settings(settings)
     try:
         moments = client.query(
             "SELECT m.rule, count(), countIf(m.recovery_status = 'recovered'), "
@@ -179,8 +181,8 @@ def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
 
 
 def _report(settings: Settings, console: Console, sent: Counter) -> None:
-    from cem.sinks.clickhouse.client import connect
-    client = connect(settings.clickhouse)
+    from cem.sinks.clickhouse.client import connect_settings
+    client = connect_settings(settings)
     rows = client.query("SELECT channel, count() AS rows, uniqExact(customer_id) AS customers, "
                         "min(occurred_at), max(occurred_at) FROM touchpoints FINAL "
                         "GROUP BY channel ORDER BY channel").result_rows
@@ -196,6 +198,6 @@ def _report(settings: Settings, console: Console, sent: Counter) -> None:
     d = Table(title="cem.dlq by reason")
     d.add_column("reason")
     d.add_column("records")
-    for reason, n in sorted(dlq_reasons(settings.kafka_bootstrap).items()):
+    for reason, n in sorted(dlq_reasons(KafkaConnection.from_settings(settings)).items()):
         d.add_row(reason, str(n))
     console.print(d)

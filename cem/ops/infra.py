@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
+from cem.kafka.connection import KafkaConnection
 from cem.settings import ALL_TOPICS, Settings, state_topic
 
 REPO = Path(__file__).resolve().parents[2]  # cem/ops/infra.py -> the repository
@@ -51,12 +52,13 @@ def create_topics(settings: Settings) -> list[str]:
     from cem.kafka.admin import ensure_topics
     from cem.settings import FIXED_PARTITIONS, topic_configs
 
+    conn = KafkaConnection.from_settings(settings)
     created = []
     configs = topic_configs(settings)
     plain = {t: FIXED_PARTITIONS.get(t, settings.topic_partitions) for t in ALL_TOPICS if t not in configs}
-    created += ensure_topics(settings.kafka_bootstrap, plain)
+    created += ensure_topics(conn, plain)
     for topic, config in configs.items():
-        created += ensure_topics(settings.kafka_bootstrap, {topic: settings.topic_partitions}, config=config)
+        created += ensure_topics(conn, {topic: settings.topic_partitions}, config=config)
     return created
 
 
@@ -78,8 +80,9 @@ def fresh_run(settings: Settings, name: str, extra_topics: Sequence[str] = (), *
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     settings = settings.model_copy(update={"data_dir": run_dir, "clickhouse_dsn": "", **overrides})
-    delete_topics(settings.kafka_bootstrap, [*ALL_TOPICS, *extra_topics, state_topic(settings.app_id)])
+    conn = KafkaConnection.from_settings(settings)
+    delete_topics(conn, [*ALL_TOPICS, *extra_topics, state_topic(settings.app_id)])
     create_topics(settings)
     if extra_topics:
-        ensure_topics(settings.kafka_bootstrap, {t: settings.topic_partitions for t in extra_topics})
+        ensure_topics(conn, {t: settings.topic_partitions for t in extra_topics})
     return settings

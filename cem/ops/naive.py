@@ -12,10 +12,12 @@ from datetime import datetime, timezone
 
 import faust
 
+from cem.kafka.connection import KafkaConnection
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import decode_record
 from cem.sinks.clickhouse.client import connect
 from cem.sinks.clickhouse.migrations import apply
+from cem.settings import Settings
 
 _TUPLES = ("identifiers", "web", "store", "phone", "returns", "feedback", "cem")
 
@@ -32,7 +34,9 @@ def main(topic: str, expected: int, out: str, dsn: str, bootstrap: str) -> None:
     columns = list(fields)
     client = connect(dsn)
     apply(client)
-    app = faust.App(f"cem-naive-{os.getpid()}", broker=f"kafka://{bootstrap}", value_serializer="raw",
+    kafka = KafkaConnection.from_settings(Settings(kafka_bootstrap=bootstrap))  # security as `cem bench`'s env says
+    app = faust.App(f"cem-naive-{os.getpid()}", broker=kafka.faust_broker(),
+                    broker_credentials=kafka.faust_credentials(), value_serializer="raw",
                     key_serializer="raw", web_enabled=False, topic_allow_declare=False,
                     topic_disable_leader=True, consumer_auto_offset_reset="earliest", store="memory://")
     src = app.topic(topic, value_type=bytes)

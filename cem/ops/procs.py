@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from cem.kafka.connection import KafkaConnection
 from cem.settings import Settings
 
 
@@ -82,7 +83,7 @@ def pipeline_lag(settings: Settings, worker_group: str | None = None) -> int:
     from cem.kafka.admin import group_lag
     from cem.settings import IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC
     from cem.sinks.run import TABLES
-    b = settings.kafka_bootstrap
+    b = KafkaConnection.from_settings(settings)
     lag = group_lag(b, worker_group or settings.app_id, [*RAW_TOPICS.values(), IDENTITY_LINKS_TOPIC, TOUCHPOINTS_TOPIC])
     if lag:
         return lag

@@ -23,9 +23,9 @@ def merge_aliases(client: Any) -> dict[str, str]:
 
 
 def truth_report(settings: Settings, truth_dir: Path) -> dict[str, Any]:
-    from cem.sinks.clickhouse.client import connect
+    from cem.sinks.clickhouse.client import connect_settings
     events = _jsonl(truth_dir / "truth_events.jsonl")
-    client = connect(settings.clickhouse)
+    client = connect_settings(settings)
     try:
         rows = client.query("SELECT event_id, customer_id FROM touchpoints FINAL").result_rows
         aliases = merge_aliases(client)

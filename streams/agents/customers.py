@@ -17,6 +17,7 @@ import time
 import faust
 from confluent_kafka import Producer
 
+from cem.kafka.connection import KafkaConnection
 from cem.kafka.json_publisher import JsonRowPublisher
 from cem.kafka.admin import ensure_topics, partitions_of
 from cem.kafka.partitioning import partition_for
@@ -58,20 +59,21 @@ def timers_for(table: KeyedState, live_customers: int) -> Timers:
     return ScratchTimers(cache=live_customers or 50_000) if table.spills else HeapTimers()
 
 
-def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settings) -> None:
+def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settings,
+                     kafka: KafkaConnection) -> None:
     state: dict[str, CustomerStage] = {}
     changelog = state_topic(settings.app_id)
 
     def build() -> CustomerStage:
-        producer = Producer(producer_config(settings.kafka_bootstrap))
-        parts = partitions_of(settings.kafka_bootstrap, [SESSIONS_TOPIC, JOURNEYS_TOPIC, TOUCHPOINTS_TOPIC,
-                                                         MOMENTS_TOPIC, ALERTS_TOPIC, CUSTOMERS_TOPIC])
+        producer = Producer(producer_config(kafka))
+        parts = partitions_of(kafka, [SESSIONS_TOPIC, JOURNEYS_TOPIC, TOUCHPOINTS_TOPIC,
+                                      MOMENTS_TOPIC, ALERTS_TOPIC, CUSTOMERS_TOPIC])
         rows = JsonRowPublisher(producer, parts)
-        ensure_topics(settings.kafka_bootstrap, {changelog: parts[TOUCHPOINTS_TOPIC]},
+        ensure_topics(kafka, {changelog: parts[TOUCHPOINTS_TOPIC]},
                       config={"cleanup.policy": "compact"})
 
         def load(p: int):  # noqa: ANN202
-            return ((m.key(), m.value()) for m in read_to_end(settings.kafka_bootstrap, changelog, [p], 600))
+            return ((m.key(), m.value()) for m in read_to_end(kafka, changelog, [p], 600))
 
         table = KeyedState(encode_state, decode_state, load,
                            lambda p, key, value: rows.produce(changelog, p, key, value),

@@ -25,7 +25,7 @@ from cem.kafka.dlq import DeadLetters
 from cem.streams.coordinator import CONTROL_HEADER, Coordinator
 from cem.streams.identity_log import bounded_graph, load_graph
 from .ingest import run_agent
-from cem.kafka.security import client_config
+from cem.kafka.connection import KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,10 @@ class Ticker(threading.Thread):
     the events it had routed through the coordinator arrived behind the watermark as late.)
     A failed check marks every partition busy (holds event time, never advances it wrongly)."""
 
-    def __init__(self, bootstrap: str, group: str, parts: dict[str, int], every: float,
+    def __init__(self, kafka: KafkaConnection, group: str, parts: dict[str, int], every: float,
                  identifiers: Callable[[], tuple[int, int]] = lambda: (0, 0)):
         super().__init__(name="cem-ticker", daemon=True)
-        self._servers = bootstrap
+        self._kafka = kafka
         self._group = group
         self._parts = parts
         self._every = every
@@ -55,9 +55,8 @@ class Ticker(threading.Thread):
 
     def run(self) -> None:
         from confluent_kafka import Consumer, TopicPartition
-        consumer = Consumer(client_config(self._servers, **{"group.id": self._group,
-                                                            "enable.auto.commit": False}))
-        producer = Producer(producer_config(self._servers))
+        consumer = Consumer(self._kafka.client_config(**{"group.id": self._group, "enable.auto.commit": False}))
+        producer = Producer(producer_config(self._kafka))
         tps = [TopicPartition(t, p) for t, n in self._parts.items() for p in range(n)]
         while not self.stop.wait(self._every):
             try:
@@ -81,22 +80,22 @@ class Ticker(threading.Thread):
         consumer.close()
 
 
-def attach_identity(app: faust.App, links: faust.TopicT, settings: Settings) -> None:
+def attach_identity(app: faust.App, links: faust.TopicT, settings: Settings, kafka: KafkaConnection) -> None:
     state: dict[str, Coordinator] = {}
 
     def build() -> Coordinator:
         graph = bounded_graph(IdentityGraph, settings.worker_live_identifiers,
                               frozenset(settings.identity_shared_devices))
-        n = load_graph(settings.kafka_bootstrap, graph)
+        n = load_graph(kafka, graph)
         log.info("identity coordinator: replayed %d changelog records, %d identifiers", n, len(graph.owner))
-        producer = Producer(producer_config(settings.kafka_bootstrap))
+        producer = Producer(producer_config(kafka))
         registry = default_registry()
-        parts = partitions_of(settings.kafka_bootstrap, [TOUCHPOINTS_TOPIC])
-        raw_parts = partitions_of(settings.kafka_bootstrap, list(RAW_TOPICS.values()))
+        parts = partitions_of(kafka, [TOUCHPOINTS_TOPIC])
+        raw_parts = partitions_of(kafka, list(RAW_TOPICS.values()))
         publisher = BatchPublisher(producer, registry.latest("touchpoint").parsed, parts,
                                    max_events=settings.publisher_max_events, linger_ms=settings.publisher_linger_ms)
         dead = DeadLetters(producer, DLQ_TOPIC, "identity", on_dead=metrics.dead_letter)
-        Ticker(settings.kafka_bootstrap, settings.app_id, raw_parts, settings.tick_seconds,
+        Ticker(kafka, settings.app_id, raw_parts, settings.tick_seconds,
                lambda: (len(graph.owner), getattr(graph.owner, "live", len(graph.owner)))).start()
         return Coordinator(graph, registry, producer, publisher, dead, TOUCHPOINTS_TOPIC, parts[TOUCHPOINTS_TOPIC],
                            lateness_ms=settings.allowed_lateness_ms,

@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol
 import faust
 from confluent_kafka import Producer
 
+from cem.kafka.connection import KafkaConnection
 from cem.kafka.admin import partitions_of
 from cem.kafka.publisher import BatchPublisher, DeliveryFailed, producer_config
 from cem.schemas.registry import default_registry
@@ -38,19 +39,19 @@ class Processor(Protocol):
     def flush(self) -> None: ...
 
 
-def attach_ingest(app: faust.App, raw: faust.TopicT, settings: Settings) -> None:
+def attach_ingest(app: faust.App, raw: faust.TopicT, settings: Settings, kafka: KafkaConnection) -> None:
     state: dict[str, Ingest] = {}
 
     def build() -> Ingest:
-        producer = Producer(producer_config(settings.kafka_bootstrap))
+        producer = Producer(producer_config(kafka))
         registry = default_registry()
         publisher = BatchPublisher(
             producer, registry.latest("touchpoint").parsed,
-            partitions_of(settings.kafka_bootstrap, [TOUCHPOINTS_TOPIC, IDENTITY_LINKS_TOPIC]),
+            partitions_of(kafka, [TOUCHPOINTS_TOPIC, IDENTITY_LINKS_TOPIC]),
             max_events=settings.publisher_max_events, max_bytes=settings.publisher_max_bytes,
             linger_ms=settings.publisher_linger_ms)
         dead = DeadLetters(producer, DLQ_TOPIC, "ingest", on_dead=metrics.dead_letter)
-        replica = Replica(settings.kafka_bootstrap, settings.worker_live_identifiers)
+        replica = Replica(kafka, settings.worker_live_identifiers)
         replica.start()
         return Ingest(registry, publisher, dead, TOUCHPOINTS_TOPIC,
                       settings.accept_horizon_days * 86_400_000, on_events=metrics.events_in,

@@ -21,7 +21,7 @@ import pytest
 from cem.connectors.simulate import simulate
 from cem.ops.procs import settings_env
 from cem.sim.simulator import DAY, SimConfig
-from cem.sinks.clickhouse.client import connect
+from cem.sinks.clickhouse.client import connect_settings
 from cem.sinks.queries import load_pack, run
 from tests.support import pack_truth
 from tests.support.pipeline import start, stop_role, wait_caught_up
@@ -62,7 +62,7 @@ def test_rollups_and_query_pack_match_ground_truth(cem_settings, tmp_path):
         stop_role(sink), stop_role(worker)
 
     events, moments = pack_truth.load(out)
-    client = connect(s.clickhouse)
+    client = connect_settings(s)
     try:
         check_rollups(client)
         pack = load_pack()

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
+from cem.kafka.connection import KafkaConnection
 from cem.connectors.trackers import ANALYTICS_JS
 from tests.support.ch import clickhouse
 from tests.support.pipeline import free_port, start, stop_role, wait_caught_up, wait_until
@@ -134,4 +135,4 @@ def test_demo_shop_in_headless_chromium_lands_touchpoints_and_a_rage_click(cem_s
 
 def _raw_count(s) -> int:
     from tests.support.pipeline import raw_events
-    return len(raw_events(s.kafka_bootstrap, "cem.raw.web"))
+    return len(raw_events(KafkaConnection.from_settings(s), "cem.raw.web"))

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from cem.kafka.connection import KafkaConnection
 from cem.connectors.simulate import simulate
 from cem.ops.backtest import run_backtest
 from cem.ops.demo import dlq_reasons
@@ -37,7 +38,7 @@ def run_simulation(s, tmp_path, kill_worker: bool) -> dict:
         started = time.monotonic()
         sim.start()
         if kill_worker:
-            wait_until(lambda: end_offsets(s.kafka_bootstrap, TOUCHPOINTS_TOPIC) > 150, 120, 0.2,
+            wait_until(lambda: end_offsets(KafkaConnection.from_settings(s), TOUCHPOINTS_TOPIC) > 150, 120, 0.2,
                        "the worker to forward", (worker,))
             os.killpg(worker.pid, signal.SIGKILL)  # mid-run, state in memory, offsets partly committed
             worker.wait()
@@ -53,7 +54,7 @@ def run_simulation(s, tmp_path, kill_worker: bool) -> dict:
     r = truth_report(s, out)
     r["pipeline_events_per_s"] = round(r["events_truth"] / landed_in)
     print("\n" + "\n".join(f"{k}: {v}" for k, v in r.items()))
-    assert dlq_reasons(s.kafka_bootstrap)["insert_rejected"] == 0  # every derived row landed
+    assert dlq_reasons(KafkaConnection.from_settings(s))["insert_rejected"] == 0  # every derived row landed
     return r
 
 

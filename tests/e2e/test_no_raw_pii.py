@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from cem.kafka.connection import KafkaConnection
 from cem.connectors.importers import import_file
 from cem.connectors.pseudonymize import normalize_phone
 from cem.connectors.simulate import simulate
@@ -54,6 +55,7 @@ def test_no_raw_email_or_phone_anywhere_after_a_run(cem_settings, tmp_path):
     port = free_port()
     s = cem_settings.model_copy(update={"collector_port": port, "collector_api_keys": {"web-shop": SecretStr(KEY)},
                                         "idle_timeout_seconds": 3.0, "tick_seconds": 1.0})
+    kafka = KafkaConnection.from_settings(s)
     cfg = SimConfig(customers=600, days=3, seed=5, start_ms=int(time.time() * 1000) - 3 * DAY)
     raw: set[str] = set()
     list(Simulator(cfg, lambda kind, value: raw.add(value) or f"h:{kind}").run())  # what the simulator hashes
@@ -99,7 +101,7 @@ def test_no_raw_email_or_phone_anywhere_after_a_run(cem_settings, tmp_path):
     found: dict[str, set[str]] = {}
     for topic in [*ALL_TOPICS, state_topic(s.app_id)]:
         blob = []
-        for m in read_to_end(s.kafka_bootstrap, topic, timeout=60):
+        for m in read_to_end(kafka, topic, timeout=60):
             blob.append((m.value() or b"").decode("latin-1"))
             blob += [(v or b"").decode("latin-1") for _, v in (m.headers() or [])]
         if hit := leaks("\n".join(blob)):

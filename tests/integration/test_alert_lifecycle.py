@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from cem.kafka.connection import KafkaConnection
 from cem.connectors.generate import publish_events
 from cem.kafka.admin import partitions_of
 from cem.ops.procs import settings_env
@@ -29,7 +30,8 @@ def failure(eid: str, at: int) -> dict:
 
 
 def latest_alert(s) -> dict | None:
-    rows = [json.loads(line) for m in read_topic(s.kafka_bootstrap, ALERTS_TOPIC) for line in m.value().splitlines()]
+    rows = [json.loads(line) for m in read_topic(KafkaConnection.from_settings(s), ALERTS_TOPIC)
+            for line in m.value().splitlines()]
     return max(rows, key=lambda r: r["version"]) if rows else None
 
 
@@ -42,7 +44,8 @@ def cli(s, *args: str) -> str:
 
 def test_open_ack_occurrence_resolve_reopen(cem_settings):
     s = cem_settings
-    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    kafka = KafkaConnection.from_settings(s)
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
     reg = default_registry()
     t0 = int(time.time() * 1000) - 10 * H
     worker, sink = start("worker", s), start("sink", s)
@@ -51,18 +54,18 @@ def test_open_ack_occurrence_resolve_reopen(cem_settings):
         wait_until(lambda: (a := latest_alert(s)) is not None and pred(a), 90, 0.3, what, (worker, sink))
         return latest_alert(s)
     try:
-        publish_events(s.kafka_bootstrap, [failure("pf-1", t0)], reg, parts)
+        publish_events(kafka, [failure("pf-1", t0)], reg, parts)
         opened = wait_for("the alert to open", lambda a: a["status"] == "open")
         assert (opened["revision"], opened["occurrences"], opened["team"]) == (1, 1, "web-checkout")
         assert "ack of alert" in cli(s, "alerts", "ack", opened["alert_id"], "--by", "ana", "--note", "calling")
         acked = wait_for("the acknowledgement", lambda a: a["status"] == "acknowledged")
         assert (acked["revision"], acked["actor"], acked["note"]) == (2, "ana", "calling")
-        publish_events(s.kafka_bootstrap, [failure("pf-2", t0 + 2 * H)], reg, parts)  # past the 1 h cooldown
+        publish_events(kafka, [failure("pf-2", t0 + 2 * H)], reg, parts)  # past the 1 h cooldown
         counted = wait_for("the second occurrence", lambda a: a["occurrences"] == 2)
         assert (counted["status"], counted["revision"]) == ("acknowledged", 2)  # nobody paged again
         cli(s, "alerts", "resolve", opened["alert_id"], "--by", "ana", "--note", "refunded")
         wait_for("the resolution", lambda a: a["status"] == "resolved")
-        publish_events(s.kafka_bootstrap, [failure("pf-3", t0 + 4 * H)], reg, parts)
+        publish_events(kafka, [failure("pf-3", t0 + 4 * H)], reg, parts)
         reopened = wait_for("the reopen", lambda a: a["occurrences"] == 3)
         assert (reopened["status"], reopened["revision"], reopened["actor"]) == ("open", 4, None)
         assert reopened["alert_id"] == opened["alert_id"]

@@ -9,6 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Consumer, Producer
 
+from cem.kafka.connection import KafkaConnection
 from cem.kafka.admin import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def test_confluent_kafka_and_aiokafka_interoperate(kafka_bootstrap):
     topic = f"cem.test.interop.{uuid.uuid4().hex[:6]}"
-    ensure_topics(kafka_bootstrap, {topic: 2})
+    ensure_topics(KafkaConnection.plaintext(kafka_bootstrap), {topic: 2})
     p = Producer({"bootstrap.servers": kafka_bootstrap, "compression.type": "zstd", "enable.idempotence": True})
     for i in range(100):
         p.produce(topic, f"ck-{i}".encode(), key=str(i).encode())

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from cem.kafka.connection import KafkaConnection
 from cem.connectors.collector import Collector
 from cem.settings import RAW_TOPICS
 from tests.support.pipeline import dlq_records, raw_events
@@ -35,7 +36,7 @@ def event(i: int, **over):
 
 
 async def with_collector(settings, scenario):
-    collector = Collector(settings)
+    collector = Collector(settings, KafkaConnection.from_settings(settings))
     runner = web.AppRunner(collector.app())
     await runner.setup()
     port = free_port()
@@ -97,14 +98,14 @@ def test_auth_limits_and_per_event_results(cem_settings):
     assert [r.get("reason") for r in body["results"]] == [None, "future_timestamp", None,
                                                           "bad_type:attributes.results_count", "no_identifier"]
     assert out["health"] == 200 and "cem_collector_requests_total" in out["metrics"]
-    web_events = raw_events(s.kafka_bootstrap, RAW_TOPICS["web"])
-    store_events = raw_events(s.kafka_bootstrap, RAW_TOPICS["store"])
+    web_events = raw_events(KafkaConnection.from_settings(s), RAW_TOPICS["web"])
+    store_events = raw_events(KafkaConnection.from_settings(s), RAW_TOPICS["store"])
     assert [e["event_id"] for e in web_events] == ["h-10"] and [e["event_id"] for e in store_events] == ["h-12"]
     assert web_events[0]["identifiers"]["email_hash"] and web_events[0]["source"] == "web-shop"
-    reasons = Counter(h["cem-reason"] for h, _ in dlq_records(s.kafka_bootstrap))
+    reasons = Counter(h["cem-reason"] for h, _ in dlq_records(KafkaConnection.from_settings(s)))
     assert reasons == Counter({"future_timestamp": 1, "bad_type:attributes.results_count": 1, "no_identifier": 1,
                               "bad_json": 1})
-    for _, value in dlq_records(s.kafka_bootstrap):
+    for _, value in dlq_records(KafkaConnection.from_settings(s)):
         assert b"@example.com" not in value
 
 
@@ -133,6 +134,6 @@ def test_a_burst_of_1000_concurrent_requests_keeps_auth_and_limits(cem_settings)
 
     statuses, seconds = asyncio.run(with_collector(s, scenario))
     assert statuses == Counter({202: 850, 401: 100, 413: 50})
-    landed = raw_events(s.kafka_bootstrap, RAW_TOPICS["web"])
+    landed = raw_events(KafkaConnection.from_settings(s), RAW_TOPICS["web"])
     assert len(landed) == len({e["event_id"] for e in landed}) == 850 * 5
     print(f"\ncollector burst: {850 * 5 / seconds:,.0f} accepted events/s, {1000 / seconds:,.0f} requests/s")

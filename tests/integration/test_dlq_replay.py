@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Producer
 
 from cem.kafka.admin import delete_topics
+from cem.kafka.connection import KafkaConnection
 from cem.kafka.partitioning import partition_for
 from cem.kafka.publisher import producer_config
 from cem.ops.procs import settings_env
@@ -54,6 +55,7 @@ def producer_schema(tmp_path):
 
 def test_unknown_schema_dead_letters_replay_once_after_registration(cem_settings, tmp_path):
     s = cem_settings.model_copy(update={"schema_registry_file": tmp_path / "site" / "registry.json"})
+    kafka = KafkaConnection.from_settings(s)
     avsc, writer = producer_schema(tmp_path)
     now = int(time.time() * 1000)
     parts = s.topic_partitions
@@ -65,7 +67,7 @@ def test_unknown_schema_dead_letters_replay_once_after_registration(cem_settings
     batch = list(touchpoints(3, customers=3, seed=22, start_ms=now - 3_600_000, channels=("web",)))
     batch[1] = dict(batch[1], event_id="too-old", occurred_at=now - 500 * 86_400_000)
 
-    producer = Producer(producer_config(s.kafka_bootstrap))
+    producer = Producer(producer_config(kafka))
     sent: dict[str, tuple[int, bytes | None]] = {}  # event id -> (partition, key)
     for i, ev in enumerate([*fixable, still_bad]):
         key = f"producer-key-{i}".encode() if i % 2 == 0 else None   # some producers send no key
@@ -80,7 +82,7 @@ def test_unknown_schema_dead_letters_replay_once_after_registration(cem_settings
         wait_caught_up(s, (worker, sink))
     finally:
         stop_role(worker), stop_role(sink)
-    dead = dlq_records(s.kafka_bootstrap)
+    dead = dlq_records(kafka)
     assert sorted(h["cem-reason"] for h, _ in dead) == ["too_old"] + ["unknown_schema_id"] * 6
     old = next(h for h, _ in dead if h["cem-reason"] == "too_old")
     assert (old["cem-batch-index"], old["cem-source-partition"], old["cem-source-key"]) == ("1", "0", "")
@@ -92,11 +94,11 @@ def test_unknown_schema_dead_letters_replay_once_after_registration(cem_settings
     shown = cem(s, "dlq", "show", "--reason", "unknown_schema_id", "--limit", "2")
     assert f"wire format, schema id {NEW_ID}" in shown and "2 of 6 shown; 4 more" in shown
     assert "key producer-key-" in shown or "key none" in shown
-    raw_before = end_offsets(s.kafka_bootstrap, WEB)
-    delete_topics(s.kafka_bootstrap, [DLQ_REPLAYS_TOPIC])  # a deployment from before the ledger
+    raw_before = end_offsets(kafka, WEB)
+    delete_topics(kafka, [DLQ_REPLAYS_TOPIC])  # a deployment from before the ledger
     dry = cem(s, "dlq", "replay", "--reason", "unknown_schema_id", "--dry-run")
     assert "6 to replay, 0 skipped (dry run: nothing sent)" in dry
-    assert end_offsets(s.kafka_bootstrap, WEB) == raw_before
+    assert end_offsets(kafka, WEB) == raw_before
 
     # the fixes: the producer's schema registered, a horizon that accepts the old event
     assert f"as schema id {NEW_ID}" in cem(s, "schemas", "register", str(avsc), "--id", str(NEW_ID))
@@ -106,21 +108,21 @@ def test_unknown_schema_dead_letters_replay_once_after_registration(cem_settings
         assert "6 replayed, 0 failed, 0 skipped" in cem(s, "dlq", "replay", "--reason", "unknown_schema_id")
         assert "1 replayed, 0 failed, 0 skipped" in cem(s, "dlq", "replay", "--reason", "too_old", "--since", "1h")
         wait_caught_up(s, (worker, sink))
-        raw_after = end_offsets(s.kafka_bootstrap, WEB)
+        raw_after = end_offsets(kafka, WEB)
         assert raw_after == raw_before + 7
         # replaying again publishes nothing
         again = cem(s, "dlq", "replay", "--reason", "unknown_schema_id")
         assert "0 to replay, 6 skipped" in again and "already replayed" in again
         assert "0 to replay, 1 skipped" in cem(s, "dlq", "replay", "--reason", "too_old")
-        assert end_offsets(s.kafka_bootstrap, WEB) == raw_after
+        assert end_offsets(kafka, WEB) == raw_after
         wait_caught_up(s, (worker, sink))
     finally:
         stop_role(worker), stop_role(sink)
 
     # each replayed record went back to its partition with its original key
-    replayed = [m for m in read_topic(s.kafka_bootstrap, WEB) if dict(m.headers() or []).get("cem-replay-of")]
+    replayed = [m for m in read_topic(kafka, WEB) if dict(m.headers() or []).get("cem-replay-of")]
     assert len(replayed) == 7
-    by_dlq = {f"cem.dlq:{m.partition()}:{m.offset()}": m.value() for m in read_topic(s.kafka_bootstrap, "cem.dlq")}
+    by_dlq = {f"cem.dlq:{m.partition()}:{m.offset()}": m.value() for m in read_topic(kafka, "cem.dlq")}
     for m in replayed:
         assert m.value() == by_dlq[dict(m.headers())["cem-replay-of"].decode()]
         if m.value()[:1] == b"\x00" and int.from_bytes(m.value()[1:5], "big") == NEW_ID:
@@ -128,7 +130,7 @@ def test_unknown_schema_dead_letters_replay_once_after_registration(cem_settings
             assert (m.partition(), m.key()) == sent[event_id], event_id
         else:  # the one event of the batch, re-encoded by ingest; the batch record had no key
             assert (m.partition(), m.key()) == (0, None)
-    ledger = read_topic(s.kafka_bootstrap, DLQ_REPLAYS_TOPIC)  # created by the first replay
+    ledger = read_topic(kafka, DLQ_REPLAYS_TOPIC)  # created by the first replay
     assert len(ledger) == 7 and len({m.key() for m in ledger}) == 7
 
     with clickhouse(s) as c:
@@ -140,7 +142,7 @@ def test_unknown_schema_dead_letters_replay_once_after_registration(cem_settings
     assert all(n == 1 for n in landed.values()), landed  # once each, not only after FINAL
 
     # the record a fix did not cure is back with its new reason and where it came from
-    after = dlq_records(s.kafka_bootstrap)
+    after = dlq_records(kafka)
     assert len(after) == 8
     back = [h for h, _ in after if h.get("cem-replay-of")]
     assert len(back) == 1 and back[0]["cem-reason"] == "unknown_event_type"

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from cem.kafka.connection import KafkaConnection
 from cem.connectors.generate import publish_events
 from cem.kafka.admin import partitions_of
 from cem.schemas.registry import default_registry
@@ -25,8 +26,9 @@ def ev(eid: str, channel: str, etype: str, at: int, attrs: dict | None = None, s
 
 def test_identity_session_and_journey_stories(cem_settings):
     s = cem_settings.model_copy(update={"idle_timeout_seconds": 3.0, "tick_seconds": 1.0})
+    kafka = KafkaConnection.from_settings(s)
     t = int(time.time() * 1000) - 2 * 86_400_000
-    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
     reg = default_registry()
     stories = [
         # 1. anonymous browsing, then a login in the same browser, then the app on another device
@@ -56,7 +58,7 @@ def test_identity_session_and_journey_stories(cem_settings):
     try:
         # together, keyed by their own identifiers: partitions interleave them in any order
         # (within the allowed lateness), as the channels' systems would
-        publish_events(s.kafka_bootstrap, [e for batch in stories for e in batch], reg, parts)
+        publish_events(kafka, [e for batch in stories for e in batch], reg, parts)
         wait_caught_up(s, (worker, sink))
         time.sleep(s.idle_timeout_seconds + 4 * s.tick_seconds)  # quiet: event time follows the clock
         wait_caught_up(s, (worker, sink))

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from cem.kafka.connection import KafkaConnection
 from cem.connectors.generate import publish_events
 from cem.kafka.admin import partitions_of
 from cem.schemas.registry import default_registry
@@ -24,30 +25,31 @@ def ev(eid, channel, etype, at, **ids):
 
 
 def merges(s):
-    return [json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, IDENTITY_MERGES_TOPIC)]
+    return [json.loads(m.value()) for m in read_topic(KafkaConnection.from_settings(s), IDENTITY_MERGES_TOPIC)]
 
 
 def test_loyalty_scan_then_login_merges_and_unmerge_reverses(cem_settings):
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     now = int(time.time() * 1000) - 3_600_000
-    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
     reg = default_registry()
     worker, sink = start("worker", s), start("sink", s)
     try:
-        publish_events(s.kafka_bootstrap, [ev("st-1", "store", "loyalty_scan", now, loyalty_id="L-77")], reg, parts)
+        publish_events(kafka, [ev("st-1", "store", "loyalty_scan", now, loyalty_id="L-77")], reg, parts)
         wait_caught_up(s, (worker, sink))
-        publish_events(s.kafka_bootstrap, [ev("w-1", "web", "page_view", now + 60_000, anonymous_id="a-77",
+        publish_events(kafka, [ev("w-1", "web", "page_view", now + 60_000, anonymous_id="a-77",
                                                customer_id="C-77")], reg, parts)
         wait_caught_up(s, (worker, sink))
-        publish_events(s.kafka_bootstrap, [ev("w-2", "web", "login", now + 120_000, anonymous_id="a-77",
+        publish_events(kafka, [ev("w-2", "web", "login", now + 120_000, anonymous_id="a-77",
                                                customer_id="C-77", loyalty_id="L-77")], reg, parts)
         wait_until(lambda: any(m["status"] == "merged" for m in merges(s)), 60, what="the merge", procs=(worker,))
         [merge] = [m for m in merges(s) if m["status"] == "merged"]
         assert set(merge["moved"]) == {"anonymous_id:a-77", "customer_id:C-77"}  # web profile into the older store one
-        assert find_merge(s.kafka_bootstrap, merge["merge_id"])["winner"] == merge["winner"]
-        request_unmerge(s.kafka_bootstrap, merge)
+        assert find_merge(kafka, merge["merge_id"])["winner"] == merge["winner"]
+        request_unmerge(kafka, merge)
         wait_until(lambda: any(m["status"] == "unmerged" for m in merges(s)), 60, what="the unmerge", procs=(worker,))
-        publish_events(s.kafka_bootstrap, [ev("w-3", "web", "page_view", now + 180_000, anonymous_id="a-77",
+        publish_events(kafka, [ev("w-3", "web", "page_view", now + 180_000, anonymous_id="a-77",
                                                customer_id="C-77")], reg, parts)
         wait_caught_up(s, (worker, sink))
     finally:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cem.kafka.connection import KafkaConnection
 from cem.connectors.importers import import_file
 from cem.connectors.pseudonymize import Pseudonymizer
 from cem.settings import ALL_TOPICS, RAW_TOPICS
@@ -30,14 +31,15 @@ CASES = {
 
 def test_every_channel_imports_good_rows_and_dead_letters_bad_ones(cem_settings):
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     for channel, (name, good, bad) in CASES.items():
         rep = import_file(s, channel, FIX / name)
         assert (rep.published, rep.dead, rep.reasons) == (len(good), sum(bad.values()), bad), channel
     for channel, (_, good, _) in CASES.items():
-        events = raw_events(s.kafka_bootstrap, RAW_TOPICS[channel])
+        events = raw_events(kafka, RAW_TOPICS[channel])
         assert {e["event_id"] for e in events} == good
         assert all(e["channel"] == channel and e[channel] is not None for e in events)
-    dead = dlq_records(s.kafka_bootstrap)
+    dead = dlq_records(kafka)
     assert Counter(h["cem-reason"] for h, _ in dead) == sum((Counter(c[2]) for c in CASES.values()), Counter())
     for headers, _ in dead:
         assert headers["cem-source-topic"].startswith("file:") and int(headers["cem-source-offset"]) >= 1
@@ -45,17 +47,17 @@ def test_every_channel_imports_good_rows_and_dead_letters_bad_ones(cem_settings)
 
     # typed attributes and pseudonymized identifiers
     pz = Pseudonymizer(s.pseudonymization_key.get_secret_value().encode())
-    store = {e["event_id"]: e for e in raw_events(s.kafka_bootstrap, RAW_TOPICS["store"])}
+    store = {e["event_id"]: e for e in raw_events(kafka, RAW_TOPICS["store"])}
     assert store["pos-0003"]["store"]["amount_cents"] == 4599 and store["pos-0003"]["store"]["items"] == 2
     assert store["pos-0003"]["identifiers"]["email_hash"] == pz.email_hash("jane.doe@example.com")
     assert store["pos-0002"]["store"]["wait_seconds"] == 720
-    phone = {e["event_id"]: e for e in raw_events(s.kafka_bootstrap, RAW_TOPICS["phone"])}
+    phone = {e["event_id"]: e for e in raw_events(kafka, RAW_TOPICS["phone"])}
     assert phone["cdr-5"]["phone"]["resolved"] is False and phone["cdr-3"]["phone"]["hold_seconds"] == 420
     assert phone["cdr-1"]["identifiers"]["phone_hash"] == pz.phone_hash("+49301234567")
 
     # no raw email or phone number in any topic
     for topic in ALL_TOPICS:
-        for m in read_topic(s.kafka_bootstrap, topic):
+        for m in read_topic(kafka, topic):
             blob = (m.value() or b"") + b"".join(v for _, v in (m.headers() or []))
             for needle in (b"jane.doe", b"Jane.Doe", b"leak@example.com", b"1234567", b"7654321"):
                 assert needle not in blob, (topic, needle)

@@ -13,6 +13,7 @@ import fastavro
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from cem.kafka.connection import KafkaConnection
 from cem.kafka.admin import group_lag, partitions_of
 from cem.kafka.partitioning import partition_for
 from cem.kafka.publisher import BatchPublisher, producer_config
@@ -21,7 +22,7 @@ from cem.sim.generator import touchpoints
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import encode_batch, encode_single
 from cem.settings import DLQ_TOPIC, TOUCHPOINTS_TOPIC
-from cem.sinks.clickhouse.client import connect
+from cem.sinks.clickhouse.client import connect_settings
 from cem.sinks.clickhouse.migrations import apply
 from cem.kafka.dlq import DeadLetters
 from cem.sinks.landing import Landing, consumer_config
@@ -42,7 +43,7 @@ def resolved(n: int, seed: int) -> list[dict]:
 
 
 def landing_lag(s) -> int:
-    return group_lag(s.kafka_bootstrap, f"{s.app_id}-landing", [TOUCHPOINTS_TOPIC])
+    return group_lag(KafkaConnection.from_settings(s), f"{s.app_id}-landing", [TOUCHPOINTS_TOPIC])
 
 
 def counts(s) -> tuple[int, int]:
@@ -52,9 +53,10 @@ def counts(s) -> tuple[int, int]:
 
 def test_mixed_batch_and_single_records_land_their_union_once_and_corrupt_ones_go_to_dlq(cem_settings):
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     batch_events, single_events = resolved(3_000, 1), resolved(300, 2)
-    producer = Producer(producer_config(s.kafka_bootstrap))
-    parts = partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC])
+    producer = Producer(producer_config(kafka))
+    parts = partitions_of(kafka, [TOUCHPOINTS_TOPIC])
     pub = BatchPublisher(producer, W.parsed, parts, max_events=200)
     singles = iter(single_events)
     for i, e in enumerate(batch_events):
@@ -83,13 +85,14 @@ def test_mixed_batch_and_single_records_land_their_union_once_and_corrupt_ones_g
         got = [r[0] for r in c.query("SELECT event_id FROM touchpoints").result_rows]
     assert len(got) == len(set(got)) == len(expected) == 3_300
     assert set(got) == expected
-    assert dlq_reasons(s.kafka_bootstrap) == Counter({"corrupt_batch": 2, "schema_mismatch": 1})
+    assert dlq_reasons(kafka) == Counter({"corrupt_batch": 2, "schema_mismatch": 1})
 
 
 def test_the_sink_logs_rows_landed_and_its_lag_once_per_interval(cem_settings):
     s = cem_settings.model_copy(update={"sink_progress_seconds": 1.0})
-    producer = Producer(producer_config(s.kafka_bootstrap))
-    pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]), max_events=50)
+    kafka = KafkaConnection.from_settings(s)
+    producer = Producer(producer_config(kafka))
+    pub = BatchPublisher(producer, W.parsed, partitions_of(kafka, [TOUCHPOINTS_TOPIC]), max_events=50)
     for e in resolved(500, 4):
         pub.publish(TOUCHPOINTS_TOPIC, e["cem"]["customer_id"].encode(), e)
     pub.flush()
@@ -113,6 +116,7 @@ def test_a_row_clickhouse_cannot_read_is_dead_lettered_alone_and_its_insert_land
     # (good rows too). Now the refused insert is halved until the one row is found: it alone is
     # dead-lettered, with ClickHouse's reason, and every other row of the insert lands.
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     ev = resolved(1, 4)[0]
 
     def datum_of(e):
@@ -138,9 +142,9 @@ def test_a_row_clickhouse_cannot_read_is_dead_lettered_alone_and_its_insert_land
     neighbours = resolved(99, 7)  # the bad row sits in the middle of one block of 100
     block = b"".join(map(datum_of, neighbours[:49])) + loose + b"".join(map(datum_of, neighbours[49:]))
     poisoned = ocf.assemble(container_schema_json(W.parsed), [(100, block)], b"p" * 16)
-    producer = Producer(producer_config(s.kafka_bootstrap))
+    producer = Producer(producer_config(kafka))
     later = resolved(50, 5)  # records of every partition, in the same insert
-    pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]), max_events=5)
+    pub = BatchPublisher(producer, W.parsed, partitions_of(kafka, [TOUCHPOINTS_TOPIC]), max_events=5)
     for e in later:
         pub.publish(TOUCHPOINTS_TOPIC, e["cem"]["customer_id"].encode(), e)
     pub.flush()
@@ -157,7 +161,7 @@ def test_a_row_clickhouse_cannot_read_is_dead_lettered_alone_and_its_insert_land
     with clickhouse(s) as c:
         got = {r[0] for r in c.query("SELECT event_id FROM touchpoints").result_rows}
     assert got == {e["event_id"] for e in neighbours + later}
-    letters = dlq_records(s.kafka_bootstrap)
+    letters = dlq_records(kafka)
     assert [h["cem-reason"] for h, _ in letters] == ["insert_rejected"]
     [(headers, value)] = letters
     assert [e["event_id"] for e in fastavro.reader(io.BytesIO(value))] == [ev["event_id"]]
@@ -168,9 +172,10 @@ def test_a_row_clickhouse_cannot_read_is_dead_lettered_alone_and_its_insert_land
 @pytest.mark.slow
 def test_sigkill_of_landing_during_200k_events_then_restart_lands_each_once(cem_settings):
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     events = resolved(200_000, 4)
-    producer = Producer(producer_config(s.kafka_bootstrap))
-    pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]))
+    producer = Producer(producer_config(kafka))
+    pub = BatchPublisher(producer, W.parsed, partitions_of(kafka, [TOUCHPOINTS_TOPIC]))
 
     def produce_in_waves() -> None:  # traffic keeps arriving while the sink runs and dies
         for start_at in range(0, len(events), 10_000):
@@ -232,18 +237,19 @@ def test_a_restart_after_inserts_before_their_commit_re_forms_each_insert_and_la
     # 4 partitions of ~5,000 events; a cut is due at 12,000 rows (2 threads x 6,000), so it
     # spans partitions and one of its two groups is larger than max_rows
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     events = resolved(20_000, 6)
-    producer = Producer(producer_config(s.kafka_bootstrap))
-    pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]), max_events=100)
+    producer = Producer(producer_config(kafka))
+    pub = BatchPublisher(producer, W.parsed, partitions_of(kafka, [TOUCHPOINTS_TOPIC]), max_events=100)
     for e in events:
         pub.publish(TOUCHPOINTS_TOPIC, e["cem"]["customer_id"].encode(), e)
     pub.flush()
-    client = connect(s.clickhouse)
+    client = connect_settings(s)
     apply(client)
     client.command("SYSTEM STOP MERGES touchpoints")  # a merge would hide rows landed twice
     try:
         def landing(cls):
-            consumer = Consumer(consumer_config(s.kafka_bootstrap, f"{s.app_id}-landing"))
+            consumer = Consumer(consumer_config(kafka, f"{s.app_id}-landing"))
             dead = DeadLetters(producer, DLQ_TOPIC, "landing")
             return cls(client, consumer, dead, default_registry(), {TOUCHPOINTS_TOPIC: "touchpoints"},
                        max_rows=6_000, max_seconds=60.0, insert_threads=2)
@@ -264,7 +270,7 @@ def test_a_restart_after_inserts_before_their_commit_re_forms_each_insert_and_la
 def landing_committed(s) -> int:
     """Events' records committed by the landing group so far (in records)."""
     from tests.support.pipeline import end_offsets
-    return end_offsets(s.kafka_bootstrap, TOUCHPOINTS_TOPIC) - landing_lag(s)
+    return end_offsets(KafkaConnection.from_settings(s), TOUCHPOINTS_TOPIC) - landing_lag(s)
 
 
 def test_clickhouse_outage_stops_consumption_memory_stays_flat_then_everything_lands_once(cem_settings, tmp_path):
@@ -274,9 +280,10 @@ def test_clickhouse_outage_stops_consumption_memory_stays_flat_then_everything_l
     faults = tmp_path / "faults"
     faults.mkdir()
     s = cem_settings.model_copy(update={"fault_injection_dir": faults})
+    kafka = KafkaConnection.from_settings(s)
     (faults / "clickhouse_down").touch()
-    producer = Producer(producer_config(s.kafka_bootstrap))
-    pub = BatchPublisher(producer, W.parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]))
+    producer = Producer(producer_config(kafka))
+    pub = BatchPublisher(producer, W.parsed, partitions_of(kafka, [TOUCHPOINTS_TOPIC]))
     waves = [resolved(30_000, 10 + i) for i in range(6)]
     sink = start("sink", s, "sink", CEM_SINK_MAX_ROWS="5000")
     try:

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from cem.kafka.connection import KafkaConnection
 from cem.connectors.generate import MALFORMED_KINDS, malformed, publish_events, publish_raw
 from cem.kafka.admin import partitions_of
 from cem.ops.demo import dlq_reasons
@@ -25,8 +26,8 @@ REG = default_registry()
 def publish(settings, n: int, seed: int = 1) -> list[str]:
     now = int(time.time() * 1000)
     events = list(touchpoints(n, customers=max(10, n // 20), seed=seed, start_ms=now - 3_600_000))
-    parts = partitions_of(settings.kafka_bootstrap, list(RAW_TOPICS.values()))
-    publish_events(settings.kafka_bootstrap, events, REG, parts)
+    parts = partitions_of(KafkaConnection.from_settings(settings), list(RAW_TOPICS.values()))
+    publish_events(KafkaConnection.from_settings(settings), events, REG, parts)
     return [e["event_id"] for e in events]
 
 
@@ -53,12 +54,13 @@ def run_until_landed(settings) -> tuple[int, int, int, Counter]:
 
 def test_valid_events_land_once_and_malformed_reach_the_dlq_with_reasons(cem_settings):
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     ids = publish(s, 10_000)
     template = next(touchpoints(1, seed=99, start_ms=int(time.time() * 1000) - 60_000))
     kinds = list(MALFORMED_KINDS)
     bad = [malformed(kinds[i % 5], dict(template, event_id=f"bad-{i}"), REG) for i in range(100)]
-    publish_raw(s.kafka_bootstrap, RAW_TOPICS["web"], bad[:50])
-    publish_raw(s.kafka_bootstrap, RAW_TOPICS["phone"], bad[50:])
+    publish_raw(kafka, RAW_TOPICS["web"], bad[:50])
+    publish_raw(kafka, RAW_TOPICS["phone"], bad[50:])
 
     final, distinct, dup, per_channel = run_until_landed(s)
     assert (final, distinct, dup) == (10_000, 10_000, 0)
@@ -66,14 +68,14 @@ def test_valid_events_land_once_and_malformed_reach_the_dlq_with_reasons(cem_set
     with clickhouse(s) as c:
         got = {r[0] for r in c.query("SELECT event_id FROM touchpoints").result_rows}
     assert got == set(ids)
-    assert dlq_reasons(s.kafka_bootstrap) == Counter({reason: 20 for reason in MALFORMED_KINDS.values()})
+    assert dlq_reasons(kafka) == Counter({reason: 20 for reason in MALFORMED_KINDS.values()})
 
     # Replay: a worker with a fresh consumer group reads every raw record again.
     replay_group = f"{s.app_id}-replay"
     worker = start("worker", s, "worker-replay", CEM_APP_ID=replay_group)
     sink = start("sink", s, "sink-2")
     try:
-        wait_until(lambda: end_offsets(s.kafka_bootstrap, TOUCHPOINTS_TOPIC) > 0, 30)
+        wait_until(lambda: end_offsets(kafka, TOUCHPOINTS_TOPIC) > 0, 30)
         wait_caught_up(s, (worker, sink), worker_group=replay_group)
     finally:
         stop_role(sink), stop_role(worker)
@@ -83,15 +85,16 @@ def test_valid_events_land_once_and_malformed_reach_the_dlq_with_reasons(cem_set
 
 def test_sigkill_of_the_worker_mid_landing_loses_and_duplicates_nothing(cem_settings):
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     ids = publish(s, 50_000, seed=2)
     worker, sink = start("worker", s), start("sink", s)
     try:
         # kill once a part of the output exists, well before all of it
-        wait_until(lambda: end_offsets(s.kafka_bootstrap, TOUCHPOINTS_TOPIC) >= 15, 120,
+        wait_until(lambda: end_offsets(kafka, TOUCHPOINTS_TOPIC) >= 15, 120,
                    interval=0.02, what="the worker to start forwarding", procs=(worker,))
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-        forwarded_before_kill = end_offsets(s.kafka_bootstrap, TOUCHPOINTS_TOPIC)
+        forwarded_before_kill = end_offsets(kafka, TOUCHPOINTS_TOPIC)
         worker = start("worker", s, "worker-2")
         wait_caught_up(s, (worker, sink))
     finally:
@@ -112,6 +115,7 @@ def test_bytes_written_loosely_land_as_the_worker_read_them(cem_settings):
     import fastavro
     from cem.schemas.serde import encode_single
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     w = REG.latest("touchpoint")
     now = int(time.time() * 1000)
     ids = publish(s, 200)
@@ -138,10 +142,10 @@ def test_bytes_written_loosely_land_as_the_worker_read_them(cem_settings):
     for topic, value in ((RAW_TOPICS["phone"], header + loose_bool), (RAW_TOPICS["store"], header + loose_varint)):
         read = fastavro.schemaless_reader(io.BytesIO(value[5:]), w.parsed, None)  # as the worker reads them
         assert (read["store"] or {}).get("wait_seconds") == 5 or (read["phone"] or {}).get("resolved") is True
-        publish_raw(s.kafka_bootstrap, topic, [value])
+        publish_raw(kafka, topic, [value])
     # a receipt time that cannot be one (never set, or far beyond any clock): ingest sets its own
     for name, received in (("received-zero", 0), ("received-far", 2 ** 62)):
-        publish_raw(s.kafka_bootstrap, RAW_TOPICS["store"],
+        publish_raw(kafka, RAW_TOPICS["store"],
                     [encode_single(dict(visit, event_id=name, received_at=received), w.id, w.parsed)])
 
     final, distinct, dup, _ = run_until_landed(s)
@@ -157,4 +161,4 @@ def test_bytes_written_loosely_land_as_the_worker_read_them(cem_settings):
                                 "WHERE event_id IN ('received-zero', 'received-far', 'loose-varint')").result_rows)
     assert all(now <= received[name] <= after for name in ("received-zero", "received-far")), received
     assert received["loose-varint"] == visit["received_at"]  # a plausible one is kept
-    assert dlq_reasons(s.kafka_bootstrap) == Counter()
+    assert dlq_reasons(kafka) == Counter()

@@ -12,6 +12,7 @@ import fastavro
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from cem.kafka.connection import KafkaConnection
 from cem.kafka.admin import ensure_topics
 from cem.kafka.publisher import BatchPublisher, producer_config
 from cem.sim.generator import touchpoints
@@ -23,9 +24,8 @@ REG = default_registry()
 W = REG.latest("touchpoint")
 
 
-def consume_all(bootstrap, topic, expected_records, timeout=30):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4().hex[:6]}",
-                  "auto.offset.reset": "earliest"})
+def consume_all(kafka, topic, expected_records, timeout=30):
+    c = Consumer(kafka.client_config(**{"group.id": f"g-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest"}))
     c.subscribe([topic])
     out, deadline = [], time.monotonic() + timeout
     while len(out) < expected_records and time.monotonic() < deadline:
@@ -36,8 +36,9 @@ def consume_all(bootstrap, topic, expected_records, timeout=30):
 
 def test_one_keys_events_keep_their_order_across_batches_and_land_where_kafka_puts_the_key(kafka_bootstrap):
     topic = f"cem.test.pub.{uuid.uuid4().hex[:6]}"
-    ensure_topics(kafka_bootstrap, {topic: 6})
-    pub = BatchPublisher(Producer(producer_config(kafka_bootstrap)), W.parsed, {topic: 6}, max_events=37)
+    kafka = KafkaConnection.plaintext(kafka_bootstrap)
+    ensure_topics(kafka, {topic: 6})
+    pub = BatchPublisher(Producer(producer_config(kafka)), W.parsed, {topic: 6}, max_events=37)
     keys = [f"customer-{i}".encode() for i in range(13)]
     sent = {k: [] for k in keys}
     for i, ev in enumerate(touchpoints(2_000, start_ms=1_790_000_000_000)):
@@ -62,7 +63,7 @@ def test_one_keys_events_keep_their_order_across_batches_and_land_where_kafka_pu
         ck.produce(topic, b"probe", key=k, on_delivery=lambda err, m: placed.__setitem__(m.key(), m.partition()))
     ck.flush(30)
 
-    records = consume_all(kafka_bootstrap, topic, pub.stats.records + len(keys))
+    records = consume_all(kafka, topic, pub.stats.records + len(keys))
     got = {k: [] for k in keys}
     partitions_of_key: dict[bytes, set[int]] = {k: set() for k in keys}
     for m in records:

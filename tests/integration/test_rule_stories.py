@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from cem.kafka.connection import KafkaConnection
 from cem.connectors.generate import publish_events
 from cem.kafka.admin import partitions_of
 from cem.rules import load_rules
@@ -103,13 +104,14 @@ def stories(t0: int) -> dict[str, tuple[Story, Story]]:
 
 def test_every_default_rule_fires_on_its_story_and_not_on_the_near_miss(cem_settings):
     s = cem_settings.model_copy(update={"idle_timeout_seconds": 3.0, "tick_seconds": 1.0})
+    kafka = KafkaConnection.from_settings(s)
     t0 = int(time.time() * 1000) - 12 * DAY
     catalogue = stories(t0)
     assert set(catalogue) == {r.name for r in load_rules(None)}  # a new default rule needs a story here
-    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
     worker, sink = start("worker", s), start("sink", s)
     try:
-        publish_events(s.kafka_bootstrap, [e for f, n in catalogue.values() for e in f.events + n.events],
+        publish_events(kafka, [e for f, n in catalogue.values() for e in f.events + n.events],
                        default_registry(), parts)
         wait_caught_up(s, (worker, sink))
         time.sleep(s.idle_timeout_seconds + 4 * s.tick_seconds)  # quiet: timers run out on the wall clock

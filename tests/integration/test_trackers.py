@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 from pydantic import SecretStr
 
+from cem.kafka.connection import KafkaConnection
 from cem.connectors.pseudonymize import Pseudonymizer
 from tests.support.pipeline import free_port, http_ok, dlq_records, raw_events, start, stop_role, wait_until
 
@@ -33,8 +34,9 @@ def collector(cem_settings):
 
 
 def landed(s, n: int) -> dict[str, dict]:
-    wait_until(lambda: len(raw_events(s.kafka_bootstrap, "cem.raw.web")) >= n, 60, 0.5, f"{n} events on cem.raw.web")
-    return {e["event_id"]: e for e in raw_events(s.kafka_bootstrap, "cem.raw.web")}
+    kafka = KafkaConnection.from_settings(s)
+    wait_until(lambda: len(raw_events(kafka, "cem.raw.web")) >= n, 60, 0.5, f"{n} events on cem.raw.web")
+    return {e["event_id"]: e for e in raw_events(kafka, "cem.raw.web")}
 
 
 def test_segment_python_client_track_identify_page_alias_batched_and_gzipped(collector):
@@ -168,8 +170,8 @@ def test_malformed_segment_and_snowplow_payloads_get_clear_errors_and_dead_lette
     status, body = post(port, "/com.snowplowanalytics.snowplow/tp2", json.dumps({"data": "x"}).encode())
     assert status == 400 and "payload_data" in body["error"]["message"]
     # every rejection is in the DLQ with its reason
-    wait_until(lambda: len(dlq_records(s.kafka_bootstrap)) >= 7, 60, 0.5, "the dead letters")
-    dead = {h.get("cem-reason") for h, _ in dlq_records(s.kafka_bootstrap)}
+    wait_until(lambda: len(dlq_records(KafkaConnection.from_settings(s))) >= 7, 60, 0.5, "the dead letters")
+    dead = {h.get("cem-reason") for h, _ in dlq_records(KafkaConnection.from_settings(s))}
     assert {"bad_segment_message:anonymousId", "bad_segment_message:event", "bad_segment_message:type",
             "bad_segment_message:size", "bad_snowplow_event:ue_px", "bad_snowplow_event:eid",
             "bad_snowplow_event:data"} <= dead

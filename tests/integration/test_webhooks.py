@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from confluent_kafka import Producer
 
+from cem.kafka.connection import KafkaConnection
 from cem.connectors.generate import publish_events
 from cem.kafka.admin import group_lag, partitions_of
 from cem.schemas.registry import default_registry
@@ -91,18 +92,19 @@ def down_endpoint(backoff: str) -> dict[str, str]:
 
 def parked(s) -> list:
     """The deliveries `cem notify` parked in cem.dlq."""
-    return [m for m in read_topic(s.kafka_bootstrap, DLQ_TOPIC)
+    return [m for m in read_topic(KafkaConnection.from_settings(s), DLQ_TOPIC)
             if dict(m.headers() or []).get("cem-reason") == b"webhook_parked"]
 
 
 def ledger(s) -> dict[str, dict]:
     """The webhook ledger: delivery id -> its latest outcome record."""
-    return {m.key().decode(): json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, DELIVERIES_TOPIC)}
+    return {m.key().decode(): json.loads(m.value())
+            for m in read_topic(KafkaConnection.from_settings(s), DELIVERIES_TOPIC)}
 
 
 def webhook_alerts(s) -> set[str]:
     ids = set()
-    for m in read_topic(s.kafka_bootstrap, ALERTS_TOPIC):
+    for m in read_topic(KafkaConnection.from_settings(s), ALERTS_TOPIC):
         for line in m.value().splitlines():
             a = json.loads(line)
             if "webhook" in a["delivery"]:
@@ -112,15 +114,16 @@ def webhook_alerts(s) -> set[str]:
 
 def test_each_alert_is_accepted_exactly_once_through_failures_kills_and_a_replay(cem_settings):
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     rx = Receiver()
     env = endpoint(rx.url, backoff_seconds="0.2", backoff_max_seconds="0.5", max_attempts="100")
-    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
     reg = default_registry()
     now = int(time.time() * 1000) - 60_000
     worker = start("worker", s, "worker-1")
     notify = start("notify", s, "notify-1", **env)
     try:
-        publish_events(s.kafka_bootstrap, payment_failures("a", 15, now), reg, parts)
+        publish_events(kafka, payment_failures("a", 15, now), reg, parts)
         # the endpoint is down: every alert is attempted, none accepted
         wait_until(lambda: len(rx.attempts) >= 15 and min(rx.attempts.values()) >= 2, 120, 0.2,
                    "first attempts against the failing endpoint", (worker, notify))
@@ -131,14 +134,14 @@ def test_each_alert_is_accepted_exactly_once_through_failures_kills_and_a_replay
         worker = start("worker", s, "worker-2")
         notify = start("notify", s, "notify-2", **env)
         rx.mode = "flaky"
-        publish_events(s.kafka_bootstrap, payment_failures("b", 15, now + 1_000), reg, parts)
+        publish_events(kafka, payment_failures("b", 15, now + 1_000), reg, parts)
         wait_until(lambda: len(rx.accepted) >= 30, 180, 0.2, "30 accepted deliveries", (worker, notify))
         # replay the whole alert stream, as a worker restarting from old offsets would
-        p = Producer({"bootstrap.servers": s.kafka_bootstrap})
-        for m in read_topic(s.kafka_bootstrap, ALERTS_TOPIC):
+        p = Producer(kafka.client_config())
+        for m in read_topic(kafka, ALERTS_TOPIC):
             p.produce(ALERTS_TOPIC, value=m.value(), partition=m.partition())
         assert p.flush(30) == 0
-        wait_until(lambda: group_lag(s.kafka_bootstrap, f"{s.app_id}-notify", [ALERTS_TOPIC]) == 0, 120, 0.2,
+        wait_until(lambda: group_lag(kafka, f"{s.app_id}-notify", [ALERTS_TOPIC]) == 0, 120, 0.2,
                    "the dispatcher to read the replay", (worker, notify))
         time.sleep(3)  # time for a wrong second delivery to happen
     finally:
@@ -156,12 +159,13 @@ def test_each_alert_is_accepted_exactly_once_through_failures_kills_and_a_replay
 
 def test_an_endpoint_that_refuses_for_good_parks_the_delivery_in_the_dlq(cem_settings):
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     env = down_endpoint(backoff="0.1")
-    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
     worker = start("worker", s)
     notify = start("notify", s, "notify", **env)
     try:
-        publish_events(s.kafka_bootstrap, payment_failures("c", 2, int(time.time() * 1000) - 60_000),
+        publish_events(kafka, payment_failures("c", 2, int(time.time() * 1000) - 60_000),
                        default_registry(), parts)
         wait_until(lambda: len(parked(s)) == 2, 120, 0.3, "two parked deliveries", (worker, notify))
     finally:
@@ -177,15 +181,16 @@ def test_a_receiver_down_for_many_alerts_parks_each_with_bounded_retries_and_fla
     arrive; each gets bounded retries with backoff and is then parked with its reason — none
     dropped — while the notifier's memory stays flat (pending deliveries are bounded, not piled up)."""
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     env = down_endpoint(backoff="0.05")
-    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
     worker = start("worker", s)
     notify = start("notify", s, "notify", **env)
     samples = []
     try:
         now = int(time.time() * 1000) - 60_000
         for wave in range(4):
-            publish_events(s.kafka_bootstrap, payment_failures(f"m{wave}", 100, now + wave), default_registry(), parts)
+            publish_events(kafka, payment_failures(f"m{wave}", 100, now + wave), default_registry(), parts)
             want = 100 * (wave + 1)
             wait_until(lambda want=want: len(parked(s)) >= want, 240, 0.5, f"{want} parked deliveries",
                        (worker, notify))
@@ -202,14 +207,15 @@ def test_parked_deliveries_are_retried_later_and_each_accepted_once_when_the_end
     probe (re-parked, no second DLQ record); once it answers, the probe's success re-queues the
     rest, and every parked delivery is accepted exactly once."""
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     rx = Receiver()
     env = endpoint(rx.url, backoff_seconds="0.05", backoff_max_seconds="0.1", max_attempts="2",
                    park_retry_seconds="2")
-    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
     worker = start("worker", s)
     notify = start("notify", s, "notify", **env)
     try:
-        publish_events(s.kafka_bootstrap, payment_failures("p", 6, int(time.time() * 1000) - 60_000),
+        publish_events(kafka, payment_failures("p", 6, int(time.time() * 1000) - 60_000),
                        default_registry(), parts)
         wait_until(lambda: len(parked(s)) == 6, 120, 0.3, "six parked deliveries", (worker, notify))
         # rounds go on while it is down: some delivery is probed beyond its 2 attempts
@@ -231,14 +237,15 @@ def test_retry_parked_after_a_fix_sends_them_when_the_notifier_restarts(cem_sett
     `cem notify --retry-parked` queues the parked deliveries, and the notifier sends all of them
     as soon as it has its partitions, long before its next probe round."""
     s = cem_settings
+    kafka = KafkaConnection.from_settings(s)
     rx = Receiver()
     rx.mode = "gone"
     env = endpoint(rx.url, park_retry_seconds="3600")
-    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
     worker = start("worker", s)
     notify = start("notify", s, "notify-1", **env)
     try:
-        publish_events(s.kafka_bootstrap, payment_failures("g", 3, int(time.time() * 1000) - 60_000),
+        publish_events(kafka, payment_failures("g", 3, int(time.time() * 1000) - 60_000),
                        default_registry(), parts)
         wait_until(lambda: len(parked(s)) == 3, 120, 0.3, "three parked deliveries", (worker, notify))
         assert sum(rx.attempts.values()) == 3  # 410: parked after one attempt

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from cem.sinks.clickhouse.client import connect
+from cem.sinks.clickhouse.client import connect_settings
 
 
 @contextmanager
 def clickhouse(settings):
-    client = connect(settings.clickhouse)
+    client = connect_settings(settings)
     try:
         yield client
     finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, TopicPartition
 
+from cem.kafka.connection import KafkaConnection
 from cem.ops.procs import start_role, stop_role, wait_until
 
 
@@ -20,8 +21,8 @@ def wait_caught_up(settings, procs=(), timeout: float = 240, worker_group: str |
                procs=tuple(procs))
 
 
-def end_offsets(bootstrap: str, topic: str) -> int:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cem-test-offsets"})
+def end_offsets(kafka: KafkaConnection, topic: str) -> int:
+    c = Consumer(kafka.client_config(**{"group.id": "cem-test-offsets"}))
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
@@ -58,21 +59,21 @@ __all__ = ["rss_mb", "start", "stop_role", "caught_up", "wait_caught_up", "end_o
            "http_ok"]
 
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list:
+def read_topic(kafka: KafkaConnection, topic: str, timeout: float = 60.0) -> list:
     """Every record currently in `topic` (confluent-kafka Message objects), from offset 0."""
     from cem.kafka.topic_reader import read_to_end
-    return list(read_to_end(bootstrap, topic, timeout=timeout))
+    return list(read_to_end(kafka, topic, timeout=timeout))
 
 
-def raw_events(bootstrap: str, topic: str) -> list[dict]:
+def raw_events(kafka: KafkaConnection, topic: str) -> list[dict]:
     from cem.schemas.registry import default_registry
     from cem.schemas.serde import decode_record
     reg = default_registry()
     reader = reg.latest("touchpoint").parsed
-    return [e for m in read_topic(bootstrap, topic) for e in decode_record(m.value(), reg, reader).events]
+    return [e for m in read_topic(kafka, topic) for e in decode_record(m.value(), reg, reader).events]
 
 
-def dlq_records(bootstrap: str) -> list[tuple[dict, bytes]]:
+def dlq_records(kafka: KafkaConnection) -> list[tuple[dict, bytes]]:
     from cem.settings import DLQ_TOPIC
     from cem.kafka.dlq import headers_dict
-    return [(headers_dict(m.headers()), m.value()) for m in read_topic(bootstrap, DLQ_TOPIC)]
+    return [(headers_dict(m.headers()), m.value()) for m in read_topic(kafka, DLQ_TOPIC)]
