@@ -21,6 +21,10 @@ SINK_BATCH_ROWS = Histogram("cem_sink_batch_rows", "Rows per ClickHouse insert",
                             buckets=(10, 100, 1_000, 10_000, 50_000, 100_000, 200_000))
 SINK_INSERT_SECONDS = Histogram("cem_sink_insert_seconds", "Latency of one ClickHouse insert", ["table"])
 SINK_ERRORS = Counter("cem_sink_insert_errors_total", "ClickHouse inserts that failed and were retried", ["table"])
+FORWARD_RETRIES = Counter("cem_forward_retries_total", "Worker flushes whose output Kafka did not acknowledge "
+                          "(broker away or timing out), retried", ["stage"])
+REPLICA_RESTARTS = Counter("cem_identity_replica_restarts_total", "Times a worker's identity replica lost the "
+                           "changelog (broker away) and reconnected")
 MOMENTS = Counter("cem_moments_total", "Negative moments detected", ["rule"])
 RECOVERIES = Counter("cem_moment_recoveries_total", "Moments decided: recovered or unrecovered", ["rule", "status"])
 ALERTS = Counter("cem_alerts_total", "Alerts opened, by the team they are routed to", ["team", "severity"])

@@ -17,7 +17,7 @@ from cem.schemas.serde import encode_single
 from cem.settings import RAW_TOPICS
 from cem.kafka.connection import KafkaConnection
 from cem.kafka.partitioning import partition_for
-from cem.kafka.publisher import BatchPublisher, producer_config
+from cem.kafka.publisher import BatchPublisher, produce_waiting, producer_config
 
 #: The five malformed classes of issue 3, with the DLQ reason each must get.
 MALFORMED_KINDS = {
@@ -60,13 +60,7 @@ def publish_events(kafka: KafkaConnection, events: Iterable[dict[str, Any]], reg
         key = customer_key(ev.get("identifiers") or {}).encode()
         if single:
             value = encode_single(ev, w.id, w.parsed)
-            while True:
-                try:
-                    producer.produce(topic, value=value, key=key,
-                                     partition=partition_for(key, partitions[topic]))
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_waiting(producer, topic, value=value, key=key, partition=partition_for(key, partitions[topic]))
         else:
             publisher.publish(topic, key, ev)
         n += 1

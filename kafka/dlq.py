@@ -19,6 +19,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from cem.kafka.publisher import produce_waiting
+
 DLQ_HEADERS = ("cem-reason", "cem-detail", "cem-source-topic", "cem-source-partition",
                "cem-source-offset", "cem-batch-index", "cem-failed-at", "cem-stage")
 #: Optional headers: the source record's key, and the dead letter a replayed record came from.
@@ -63,12 +65,7 @@ class DeadLetters:
             headers.append((SOURCE_KEY, key))
         headers.extend((k, v) for k, v in (source_headers or ()) if k == REPLAY_OF)
         own_key = f"{topic}:{partition}:{offset}:{batch_index}".encode()
-        while True:
-            try:
-                self._producer.produce(self._topic, value=value, key=own_key, headers=headers)
-                break
-            except BufferError:
-                self._producer.poll(0.05)
+        produce_waiting(self._producer, self._topic, value=value, key=own_key, headers=headers)
         self.count += 1
         if self._on_dead is not None:
             self._on_dead(reason)

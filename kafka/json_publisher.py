@@ -10,7 +10,8 @@ from typing import Any
 from confluent_kafka import Producer
 
 from cem.kafka.partitioning import partition_for
-from cem.kafka.publisher import DeliveryFailed
+from cem.kafka.errors import is_permanent
+from cem.kafka.publisher import DeliveryFailed, produce_waiting
 
 
 class JsonRowPublisher:
@@ -20,6 +21,7 @@ class JsonRowPublisher:
         self._max = max_rows
         self._buffers: dict[tuple[str, int], list[bytes]] = {}
         self._failed: list[str] = []
+        self._permanent = False  # a failed record was refused for good (is_permanent)
         self.rows = 0
 
     def publish(self, topic: str, key: str, row: dict[str, Any]) -> None:
@@ -38,17 +40,13 @@ class JsonRowPublisher:
         """One record outside the row batches (a state changelog entry, value None = a
         tombstone; a control record with its headers), under the same delivery tracking:
         `flush` raises if it was not acked."""
-        while True:
-            try:
-                self._producer.produce(topic, key=key, value=value, partition=partition, headers=headers,
-                                       on_delivery=self._delivered)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce_waiting(self._producer, topic, key=key, value=value, partition=partition, headers=headers,
+                        on_delivery=self._delivered)
 
     def _delivered(self, err: Any, msg: Any) -> None:
         if err is not None:
             self._failed.append(str(err))
+            self._permanent = self._permanent or is_permanent(err)
 
     def flush(self, timeout: float = 30.0) -> None:
         for tp in list(self._buffers):
@@ -57,7 +55,8 @@ class JsonRowPublisher:
             raise DeliveryFailed("derived rows not acknowledged by Kafka; is the broker up?")
         if self._failed:
             errors, self._failed = self._failed, []
-            raise DeliveryFailed(f"{len(errors)} derived record(s) failed: {errors[0]}")
+            permanent, self._permanent = self._permanent, False
+            raise DeliveryFailed(f"{len(errors)} derived record(s) failed: {errors[0]}", permanent=permanent)
 
 
 def _default(o: Any) -> Any:

@@ -29,11 +29,32 @@ from fastavro import schemaless_writer
 
 from cem.schemas import ocf
 from cem.schemas.serde import container_schema_json
+from cem.kafka.errors import is_permanent, kafka_error
 from cem.kafka.partitioning import partition_for
 
 
 class DeliveryFailed(RuntimeError):
-    """Kafka did not acknowledge one or more records; the input must not be acked."""
+    """Kafka did not acknowledge one or more records; the input must not be acked. `permanent`:
+    Kafka refused a record for good (`cem.kafka.errors.is_permanent`), so sending it again cannot
+    help; otherwise the failure is transient (broker away, timeout) and a retry can succeed."""
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def produce_waiting(producer: Producer, topic: str, **kwargs: Any) -> None:
+    """`producer.produce(topic, **kwargs)`, serving delivery callbacks while librdkafka's local
+    queue is full (backpressure: the caller blocks instead of buffering without bound). This
+    wait ends: the queue drains as records are delivered, or as they expire after
+    `message.timeout.ms` (librdkafka's default: 300 s), each expiry reported to its delivery
+    callback as a failed delivery, which the caller's flush turns into `DeliveryFailed`."""
+    while True:
+        try:
+            producer.produce(topic, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 @dataclass
@@ -43,6 +64,7 @@ class PublisherStats:
     bytes: int = 0
     delivered: int = 0
     failed: int = 0
+    permanent: int = 0  # of the failed: refused for good (is_permanent)
     errors: list[str] = field(default_factory=list)
 
 
@@ -131,13 +153,8 @@ class BatchPublisher:
         partition: records of one producer to one partition keep their order."""
         import json
         self.flush_partition(topic, partition)
-        while True:
-            try:
-                self._producer.produce(topic, value=json.dumps(body).encode(), partition=partition,
-                                       headers=[("cem-control", body["control"].encode())])
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce_waiting(self._producer, topic, value=json.dumps(body).encode(), partition=partition,
+                        headers=[("cem-control", body["control"].encode())])
 
     def poll(self) -> None:
         """Flush buffers older than linger_ms and serve delivery callbacks."""
@@ -158,7 +175,8 @@ class BatchPublisher:
         if self.stats.failed:
             errors, self.stats.errors = self.stats.errors, []
             failed, self.stats.failed = self.stats.failed, 0
-            raise DeliveryFailed(f"{failed} record(s) failed: {'; '.join(errors[:3])}")
+            permanent, self.stats.permanent = self.stats.permanent, 0
+            raise DeliveryFailed(f"{failed} record(s) failed: {'; '.join(errors[:3])}", permanent=permanent > 0)
 
     def _send(self, tp: tuple[str, int]) -> None:
         buf = self._buffers.pop(tp)
@@ -174,6 +192,7 @@ class BatchPublisher:
         def delivered(err: Any, msg: Any) -> None:
             if err is not None:
                 stats.failed += 1
+                stats.permanent += is_permanent(err)
                 if len(stats.errors) < 20:
                     stats.errors.append(str(err))
             else:
@@ -182,14 +201,11 @@ class BatchPublisher:
                 if self._on_delivery is not None:
                     self._on_delivery(topic, partition, count)
 
-        while True:
-            try:
-                self._producer.produce(topic, value=value, partition=partition, on_delivery=delivered)
-                break
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: wait for deliveries (backpressure)
-            except KafkaException as err:
-                raise DeliveryFailed(f"produce to {topic}[{partition}] failed: {err}") from err
+        try:
+            produce_waiting(self._producer, topic, value=value, partition=partition, on_delivery=delivered)
+        except KafkaException as err:
+            raise DeliveryFailed(f"produce to {topic}[{partition}] failed: {err}",
+                                 permanent=is_permanent(kafka_error(err))) from err
         stats.records += 1
         stats.events += count
         stats.bytes += len(value)

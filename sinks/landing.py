@@ -19,9 +19,12 @@ Guarantees:
   while the loop consumes and scans the next cut (chdb and the HTTP client release the GIL while
   ClickHouse works, so reading Kafka overlaps inserting); the next cut waits for them, so offsets
   are still committed in order and only after their rows are in;
-* **backpressure**: when ClickHouse refuses inserts the insert thread retries with capped backoff
-  until it succeeds, and the consumer pauses as soon as the next batch is due (lag grows, memory
-  does not: at most one batch in flight and one being filled);
+* **backpressure**: while ClickHouse is down or refuses inserts for a reason other than their
+  data, the insert thread retries with capped backoff (`INSERT_BACKOFF`) until it succeeds — for
+  as long as the outage lasts, each round counted (cem_sink_insert_errors_total) and logged: the
+  rows must neither be dropped nor block a restart loop, and a new sink would wait for the same
+  server — and the consumer pauses as soon as the next batch is due (lag grows, memory does not:
+  at most one batch in flight and one being filled);
 * bad records go to cem.dlq with their reason; they never stop the loop. An insert ClickHouse
   refuses is halved until the refused rows are found (`_refused`): those are dead-lettered,
   the rest land.
@@ -39,8 +42,12 @@ import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
 from cem import metrics
+from cem.retry import Backoff
 from cem.kafka.connection import KafkaConnection
+from cem.kafka.errors import kafka_error
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, container_schema_json, decode_record
 from .batch import PartitionBatch, is_container, plan_cut, split_insert
@@ -51,6 +58,10 @@ log = logging.getLogger(__name__)
 PLAN_PREFIX = "cem-plan:"
 #: Tables fed by JSONEachRow records (cem's low-volume derived topics).
 JSON_TABLES = {"sessions", "journeys", "identity_merges", "negative_moments", "alerts", "customer_lifecycle"}
+
+
+class CommitFailed(RuntimeError):
+    """Offsets could not be committed within the patience given: the broker stayed away."""
 
 
 @dataclass
@@ -380,7 +391,7 @@ class Landing:
     def _attempt(self, table: str, ins: Any) -> Exception | None:
         """Insert `ins`, retrying while ClickHouse is unavailable; None once it is in, or the
         error with which ClickHouse refused its data (retrying cannot help)."""
-        delay = 0.2
+        attempt = 0
         while True:
             started = time.perf_counter()
             try:
@@ -391,14 +402,15 @@ class Landing:
                                               "optimize_on_insert": 0})
                 break
             except Exception as err:  # noqa: BLE001 - ClickHouse down or refusing: back off
-                if _permanent(err):
+                if refuses_data(err):
                     return err
+                attempt += 1
+                delay = INSERT_BACKOFF.delay(attempt)
                 self.counts.retries += 1
                 metrics.SINK_ERRORS.labels(table).inc()
-                log.warning("insert into %s (%d rows, token %s) failed, retry in %.1f s: %s",
-                            table, ins.rows, ins.token, delay, str(err)[:300])
+                log.warning("insert into %s (%d rows, token %s) failed (attempt %d), retry in %.1f s: %s",
+                            table, ins.rows, ins.token, attempt, delay, str(err)[:300])
                 time.sleep(delay)
-                delay = min(delay * 2, 10.0)
         elapsed = time.perf_counter() - started
         self.counts.rows += ins.rows
         self.counts.inserts += 1
@@ -452,18 +464,19 @@ class Landing:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
                 return
             except Exception as err:  # noqa: BLE001
-                code = err.args[0].code() if err.args and hasattr(err.args[0], "code") else None
-                if code in fenced:
+                kafka_err = kafka_error(err)
+                if kafka_err is not None and kafka_err.code() in fenced:
                     log.warning("offset commit refused (%s): this sink left the group during an outage; "
                                 "its partitions replay from the last commit and ClickHouse drops the replay", err)
                     return
                 attempt += 1
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"offset commit failed for {patience:.0f} s; the broker is unreachable. Rows "
+                    raise CommitFailed(f"offset commit failed for {patience:.0f} s; the broker is unreachable. Rows "
                                        "inserted so far are safe: a restart replays them and ClickHouse drops the "
                                        "replay") from err
-                log.warning("offset commit failed (attempt %d), retrying: %s", attempt, err)
-                time.sleep(min(0.2 * 2 ** attempt, 5))
+                delay = COMMIT_BACKOFF.delay(attempt)
+                log.warning("offset commit failed (attempt %d), retry in %.1f s: %s", attempt, delay, err)
+                time.sleep(delay)
 
     def _table_columns(self, table: str) -> frozenset[str]:
         rows = self._ch.query(f"SELECT name FROM system.columns WHERE database = currentDatabase() "
@@ -475,14 +488,24 @@ class Landing:
 
 #: Extra inserts landing may spend halving one refused insert (one bad row in 100 k takes ~34).
 BISECT_INSERTS = 128
-_PERMANENT = ("CANNOT_PARSE", "Cannot parse", "INCORRECT_DATA", "TYPE_MISMATCH", "THERE_IS_NO_COLUMN",
-              "ILLEGAL_COLUMN", "CANNOT_READ_ALL_DATA",
-              # bytes ClickHouse's Avro reader refuses (an 11-byte varint, a boolean of 5): 1001
-              # STD_EXCEPTION "type: avro::Exception" on insert, AVRO_EXCEPTION (748) elsewhere
-              "avro::Exception", "AVRO_EXCEPTION")
+#: Waits between attempts of an offset commit the broker did not take (for up to `_commit`'s patience).
+COMMIT_BACKOFF = Backoff(first=0.4, cap=5.0)
+#: Waits between attempts of an insert ClickHouse did not take (down, overloaded): 0.2 s … 10 s.
+INSERT_BACKOFF = Backoff(first=0.2, cap=10.0)
+#: ClickHouse error codes (with their names, checked against the engine by the tests) that
+#: refuse an insert's data itself: sending the same bytes again cannot succeed.
+REFUSED_DATA_CODES = {
+    6: "CANNOT_PARSE_TEXT", 8: "THERE_IS_NO_COLUMN", 25: "CANNOT_PARSE_ESCAPE_SEQUENCE",
+    26: "CANNOT_PARSE_QUOTED_STRING", 27: "CANNOT_PARSE_INPUT_ASSERTION_FAILED", 33: "CANNOT_READ_ALL_DATA",
+    38: "CANNOT_PARSE_DATE", 41: "CANNOT_PARSE_DATETIME", 44: "ILLEGAL_COLUMN", 53: "TYPE_MISMATCH",
+    72: "CANNOT_PARSE_NUMBER", 117: "INCORRECT_DATA", 376: "CANNOT_PARSE_UUID", 467: "CANNOT_PARSE_BOOL",
+    # bytes ClickHouse's Avro reader refuses (an 11-byte varint, a boolean of 5): STD_EXCEPTION
+    # wrapping avro::Exception on insert, AVRO_EXCEPTION elsewhere
+    1001: "STD_EXCEPTION", 748: "AVRO_EXCEPTION",
+}
 
 
-def _permanent(err: Exception) -> bool:
-    """True when ClickHouse refused the data itself (not an outage)."""
-    text = str(err)
-    return any(code in text for code in _PERMANENT)
+def refuses_data(err: BaseException) -> bool:
+    """True when ClickHouse refused the insert's data itself (clickhouse-connect's error `code`
+    is one of REFUSED_DATA_CODES), not when it is unreachable, overloaded or failing otherwise."""
+    return isinstance(err, ClickHouseError) and getattr(err, "code", None) in REFUSED_DATA_CODES

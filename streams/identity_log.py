@@ -15,6 +15,9 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from cem import metrics
+from cem.kafka.publisher import produce_waiting
+from cem.retry import Backoff
 from cem.kafka.topic_reader import read_to_end
 from cem.identity import IdentityGraph, LookupGraph, Merge, Resolution
 from cem.settings import IDENTITY_MAP_TOPIC, IDENTITY_MERGES_TOPIC
@@ -22,6 +25,7 @@ from cem.kafka.connection import KafkaConnection
 from .spillmap import SpillMap
 
 log = logging.getLogger(__name__)
+REPLICA_BACKOFF = Backoff(first=2.0, cap=30.0)
 G = TypeVar("G", bound=IdentityGraph)
 PROFILE_PREFIX = "~p:"
 WM_PREFIX = "~wm:"  # source watermark: value "<wm>:<wall ms>" (the coordinator's, not the graph's)
@@ -59,12 +63,7 @@ def publish_resolution(producer: Producer, r: Resolution, decided_at: int) -> No
 
 
 def _produce(producer: Producer, topic: str, key: bytes, value: bytes | None) -> None:
-    while True:
-        try:
-            producer.produce(topic, key=key, value=value)
-            return
-        except BufferError:
-            producer.poll(0.05)
+    produce_waiting(producer, topic, key=key, value=value)
 
 
 def _apply(graph: IdentityGraph, key: bytes, value: bytes | None) -> None:
@@ -112,9 +111,15 @@ class Replica(threading.Thread):
         self.applied = 0
 
     def run(self) -> None:
+        """Follow the changelog until `stop`. When the broker goes away the replica reconnects,
+        for as long as it takes (capped backoff, each round counted in
+        cem_identity_replica_restarts_total and logged): it is only a fast path, and meanwhile
+        every lookup misses and goes to the coordinator, so the worker stays correct."""
+        attempt = 0
         while not self._halt.is_set():
             try:
                 c = _consumer(self._kafka)
+                attempt = 0
                 try:
                     while not self._halt.is_set():
                         for m in c.consume(5000, 0.2):
@@ -125,8 +130,12 @@ class Replica(threading.Thread):
                 finally:
                     c.close()
             except Exception as err:  # noqa: BLE001 - broker away: retry, lookups just miss meanwhile
-                log.warning("identity replica lost the changelog, retrying in 2 s: %s", err)
-                self._halt.wait(2.0)
+                attempt += 1
+                delay = REPLICA_BACKOFF.delay(attempt)
+                metrics.REPLICA_RESTARTS.inc()
+                log.warning("identity replica lost the changelog (attempt %d), reconnecting in %.0f s: %s",
+                            attempt, delay, err)
+                self._halt.wait(delay)
 
     def stop(self) -> None:
         self._halt.set()

@@ -10,8 +10,12 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ProgrammingError
+
+from cem.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +70,33 @@ def connect(dsn: str, *, tls: ClickHouseTLS = ClickHouseTLS(), attempts: int = 5
     if dsn.startswith("chdb://"):
         try:
             return clickhouse_connect.get_client(dsn=dsn)
-        except Exception as err:
-            if "Another server instance" in str(err) or "Cannot lock file" in str(err):
-                raise ClickHouseUnavailable(
-                    f"{dsn} is owned by another process (embedded ClickHouse is single-process); "
-                    "stop the running `cem sink`/`cem demo`, or query through it with `cem query`"
-                ) from err
-            raise
-    last: Exception | None = None
-    for attempt in range(attempts):
+        except ProgrammingError as err:  # chdb could not open the engine on that path
+            raise ClickHouseUnavailable(
+                f"embedded ClickHouse at {dsn} cannot be opened: {err}. It is single-process: if a `cem sink` "
+                "or `cem demo` is running it owns the path — stop it, or query through it with `cem query`"
+            ) from err
+    policy = Backoff(first=backoff, cap=max(backoff, 30.0), attempts=attempts)
+    where = redacted(dsn)
+    attempt = 0
+    while True:
         try:
             return clickhouse_connect.get_client(dsn=dsn, **tls.options(dsn))
-        except Exception as err:  # noqa: BLE001 - re-raised below with the cause
-            last = err
-            log.warning("ClickHouse %s not reachable (attempt %d/%d): %s", dsn, attempt + 1, attempts, err)
-            time.sleep(backoff * (2 ** attempt))
-    raise ClickHouseUnavailable(f"ClickHouse at {dsn} not reachable after {attempts} attempts") from last
+        except Exception as err:  # noqa: BLE001 - a server still starting: retried, then re-raised with the cause
+            attempt += 1
+            if policy.exhausted(attempt):
+                raise ClickHouseUnavailable(
+                    f"ClickHouse at {where} not reachable after {attempt} attempts: {err}; check that the server "
+                    "runs and CEM_CLICKHOUSE_DSN (host, port, user, password) and its TLS settings") from err
+            delay = policy.delay(attempt)
+            log.warning("ClickHouse %s not reachable (attempt %d/%d), retry in %.1f s: %s",
+                        where, attempt, attempts, delay, err)
+            time.sleep(delay)
+
+
+def redacted(dsn: str) -> str:
+    """`dsn` with its password replaced by ***, fit for logs and error messages."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
