@@ -80,17 +80,16 @@ class _Buffer:
 
 def producer_config(kafka: KafkaConnection, **extra: Any) -> dict[str, Any]:
     """The confluent-kafka producer config every cem publisher uses."""
-    cfg = kafka.client_config(
-        **{"enable.idempotence": True,
+    return kafka.client_config(**{
+        "enable.idempotence": True,
         "acks": "all",
         "compression.type": "zstd",
         "linger.ms": 5,
         "batch.size": 1_000_000,
         "message.max.bytes": 8_000_000,
         "queue.buffering.max.kbytes": 256 * 1024,
-        "partitioner": "murmur2_random"})
-    cfg.update(extra)
-    return cfg
+        "partitioner": "murmur2_random",
+        **extra})
 
 
 class BatchPublisher:
