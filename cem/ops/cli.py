@@ -63,7 +63,8 @@ def _settings(kafka: bool = False) -> Settings:
     needs the broker, so check first that one answers (one line instead of a retry storm)."""
     try:
         settings = Settings()
-    except Exception as err:  # pydantic ValidationError: say what is wrong and stop
+        KafkaConnection.from_settings(settings)  # an incomplete SASL/TLS setup fails here, not in a role
+    except Exception as err:  # pydantic ValidationError or ValueError: say what is wrong and stop
         console.print(f"[red]invalid settings:[/red] {err}")
         raise typer.Exit(2) from None
     from cem.schemas import registry

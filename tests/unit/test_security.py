@@ -143,3 +143,15 @@ def test_librdkafka_logs_arrive_in_python_logging(caplog):
     lines = [r for r in caplog.records if r.name == "cem.kafka.librdkafka"]
     assert any(r.levelno == logging.WARNING and "FAIL" in r.getMessage() for r in lines), \
         [r.getMessage() for r in lines]
+
+
+def test_the_cli_refuses_an_incomplete_sasl_setup_in_one_line(tmp_path, monkeypatch):
+    """A role never starts half-configured: SASL without a user is an invalid setting (exit 2)."""
+    from typer.testing import CliRunner
+
+    from cem.ops.cli import app
+    monkeypatch.setenv("CEM_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CEM_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["topics", "create"])
+    assert result.exit_code == 2, result.output
+    assert "invalid settings" in result.output and "CEM_KAFKA_SASL_USERNAME" in result.output
