@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -49,14 +51,32 @@ def librdkafka_level(level: int, facility: str) -> int:
 class LibrdkafkaLog:
     """The `logger` handed to every confluent-kafka client: confluent-kafka calls
     `log(level, "%s [%s] %s", facility, client_name, message)`; this re-levels the line
-    (`librdkafka_level`) and logs it on `cem.kafka.librdkafka`."""
+    (`librdkafka_level`) and logs it on `cem.kafka.librdkafka`.
 
-    def __init__(self, logger: logging.Logger | None = None):
+    While a broker is away librdkafka repeats its error several times a second per client
+    (`FAIL … Connection refused`): a warning of one client and facility is logged once per
+    `repeat_seconds`, its repeats meanwhile at DEBUG, so an outage reads as a few lines."""
+
+    def __init__(self, logger: logging.Logger | None = None, repeat_seconds: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.logger = logger or logging.getLogger("cem.kafka.librdkafka")
+        self._repeat = repeat_seconds
+        self._clock = clock
+        self._warned: dict[tuple[str, str], float] = {}  # (facility, client) -> last warning
+        self._lock = threading.Lock()  # clients log from several threads
 
     def log(self, level: int, msg: str, *args: Any, **kwargs: Any) -> None:
         facility = str(args[0]) if args else ""
-        self.logger.log(librdkafka_level(level, facility), msg, *args, **kwargs)
+        level = librdkafka_level(level, facility)
+        if level >= logging.WARNING:
+            key = (facility, str(args[1]) if len(args) > 1 else "")
+            now = self._clock()
+            with self._lock:
+                if now - self._warned.get(key, -self._repeat) < self._repeat:
+                    level = logging.DEBUG
+                else:
+                    self._warned[key] = now
+        self.logger.log(level, msg, *args, **kwargs)
 
 
 LIBRDKAFKA_LOG = LibrdkafkaLog()

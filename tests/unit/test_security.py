@@ -155,3 +155,21 @@ def test_the_cli_refuses_an_incomplete_sasl_setup_in_one_line(tmp_path, monkeypa
     result = CliRunner().invoke(app, ["topics", "create"])
     assert result.exit_code == 2, result.output
     assert "invalid settings" in result.output and "CEM_KAFKA_SASL_USERNAME" in result.output
+
+
+def test_a_repeated_librdkafka_warning_is_logged_once_per_window(caplog):
+    """A broker outage: the same client's `FAIL` line many times a second is one WARNING per
+    30 s; the repeats go to DEBUG. Another client or facility still warns."""
+    from cem.kafka.connection import LibrdkafkaLog
+    now = [100.0]
+    log = LibrdkafkaLog(repeat_seconds=30.0, clock=lambda: now[0])
+    caplog.set_level(logging.DEBUG, logger="cem.kafka.librdkafka")
+    fmt = "%s [%s] %s"
+    for _ in range(5):
+        log.log(logging.ERROR, fmt, "FAIL", "rdkafka#producer-1", "Connect to 127.0.0.1:1 failed: Connection refused")
+    log.log(logging.ERROR, fmt, "FAIL", "rdkafka#consumer-2", "Connect to 127.0.0.1:1 failed: Connection refused")
+    log.log(logging.ERROR, fmt, "ERROR", "rdkafka#producer-1", "1/1 brokers are down")
+    now[0] += 31
+    log.log(logging.ERROR, fmt, "FAIL", "rdkafka#producer-1", "Connect to 127.0.0.1:1 failed: Connection refused")
+    levels = [r.levelno for r in caplog.records]
+    assert levels == [logging.WARNING] + [logging.DEBUG] * 4 + [logging.WARNING] * 3
