@@ -98,7 +98,11 @@ class Collector:
             self._wake.clear()
             waiters, self._waiters = self._waiters, []
             try:
-                await loop.run_in_executor(None, self._publisher.flush)
+                # the waiters' events are in the buffers: hand them to the producer on this
+                # thread (requests keep publishing on it: buffers are not thread-safe), then wait
+                # for Kafka's acks on another so requests are not blocked meanwhile
+                self._publisher.send_buffered()
+                await loop.run_in_executor(None, self._publisher.wait_acked)
                 for f in waiters:
                     if not f.done():
                         f.set_result(None)
@@ -197,7 +201,8 @@ class Collector:
         async def stop(_app: web.Application) -> None:
             if self._flusher:
                 self._flusher.cancel()
-            await asyncio.get_running_loop().run_in_executor(None, self._publisher.flush)
+            self._publisher.send_buffered()
+            await asyncio.get_running_loop().run_in_executor(None, self._publisher.wait_acked)
 
         app.on_startup.append(start)
         app.on_cleanup.append(stop)

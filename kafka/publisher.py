@@ -165,8 +165,19 @@ class BatchPublisher:
 
     def flush(self, timeout: float = 30.0) -> None:
         """Send every buffer and wait for all deliveries; raise DeliveryFailed on any failure."""
+        self.send_buffered()
+        self.wait_acked(timeout)
+
+    def send_buffered(self) -> None:
+        """Hand every buffer to the producer now (the first half of `flush`). Buffers are not
+        thread-safe: call this from the thread that publishes."""
         for tp in list(self._buffers):
             self._send(tp)
+
+    def wait_acked(self, timeout: float = 30.0) -> None:
+        """Wait until every record handed to the producer so far is acknowledged; raise
+        DeliveryFailed on any failure (the second half of `flush`). It touches no buffer, so it
+        may run in another thread while the owner keeps publishing (the collector does)."""
         remaining = self._producer.flush(timeout)
         if remaining:
             raise DeliveryFailed(f"{remaining} record(s) not acknowledged by Kafka within {timeout:.0f} s; "
