@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient
 from cem.dead_letters import REPLAY_OF, DeadLetter, Replay, ledger_entry, parse
 from cem.identity import customer_key
 from cem.kafka.admin import ensure_topics
-from cem.kafka.publisher import producer_config
+from cem.kafka.publisher import produce_waiting, producer_config
 from cem.kafka.connection import KafkaConnection
 from cem.kafka.topic_reader import read_to_end
 from cem.schemas.registry import default_registry
@@ -126,9 +126,4 @@ def replay(kafka: KafkaConnection, items: list[Replay], ledger_partitions: int =
 
 
 def _produce(producer: Producer, topic: str, kwargs: Mapping) -> None:
-    while True:
-        try:
-            producer.produce(topic, **kwargs)
-            return
-        except BufferError:  # local queue full: let deliveries drain
-            producer.poll(0.05)
+    produce_waiting(producer, topic, **kwargs)
