@@ -71,8 +71,6 @@ def run_demo(settings: Settings, customers: int, days: int, malformed: int, cons
         "data_dir": run_dir, "clickhouse_dsn": "", "kafka_bootstrap": f"127.0.0.1:{port}",
         "kafka_security_protocol": "PLAINTEXT", "app_id": DEMO_APP_ID, "sink_query_port": 0,
         "worker_metrics_port": 0, "sink_metrics_port": 0})
-    from cem.kafka.security import configure
-    configure(settings)
     code = 0
     try:
         infra.create_topics(settings)
