@@ -15,8 +15,11 @@ from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 from cem.detect import Detector, Moment
+from cem.ops.report import merge_aliases
 from cem.rules import Rule, by_event_type
 from cem.sessions import touch_of
+from cem.sim.truth import resolve_aliases
+from cem.sinks.clickhouse.client import connect_settings
 
 CHANNEL_TUPLES = ("web", "store", "phone", "returns", "feedback")
 
@@ -77,9 +80,6 @@ def _event(row: tuple) -> dict[str, Any]:
 
 
 def run_backtest(settings: Any, rules: tuple[Rule, ...], since: datetime, until: datetime) -> list[RuleComparison]:
-    from cem.ops.report import merge_aliases
-    from cem.sinks.clickhouse.client import connect_settings
-    from cem.sim.truth import resolve_aliases
     client = connect_settings(settings)
     params = {"since": since, "until": until}
     try:

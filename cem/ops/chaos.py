@@ -15,7 +15,9 @@ progress again. Orchestration only: the pipeline runs as the real roles in child
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import subprocess
 import threading
 import time
@@ -26,8 +28,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+from rich.table import Table
+
+from cem.connectors.simulate import simulate
+from cem.kafka.admin import committed_total
 from cem.kafka.connection import KafkaConnection
+from cem.ops import infra
+from cem.ops.procs import pipeline_lag, start_role, stop_role, wait_until
 from cem.settings import RAW_TOPICS, Settings
+from cem.sim.simulator import DAY, SimConfig
+from cem.sim.truth import moment_scores
+from cem.sinks.clickhouse.client import connect_settings
+from cem.sinks.run import TABLES
 
 
 @dataclass
@@ -99,7 +111,6 @@ class Roles:
         self.crashed: list[str] = []  # roles that exited on their own (restarted, as a supervisor would)
 
     def start(self, role: str, name: str | None = None, *args: str) -> None:
-        from cem.ops.procs import start_role
         name = name or role
         self.runs[name] += 1
         self.procs[name] = start_role(role, self.s, self.dir / f"{name}-{self.runs[name]}.log", *args)
@@ -110,15 +121,12 @@ class Roles:
             self.peak[name.split("-")[0]] = max(self.peak.get(name.split("-")[0], 0.0), peak_rss_mb(p.pid))
 
     def kill(self, name: str) -> None:
-        import os
-        import signal
         self.note(name)
         p = self.procs.pop(name)
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
 
     def stop(self, name: str) -> None:
-        from cem.ops.procs import stop_role
         self.note(name)
         stop_role(self.procs.pop(name))
 
@@ -137,7 +145,6 @@ class Roles:
 
 def committed(settings: Settings, group: str, topics: list[str]) -> int:
     """The group's committed-offset total, or -1 while the broker cannot say (no progress known)."""
-    from cem.kafka.admin import committed_total
     try:
         return committed_total(KafkaConnection.from_settings(settings), group, topics)
     except Exception:  # noqa: BLE001 - broker unreachable
@@ -162,11 +169,6 @@ def wait_progress(probe: Callable[[], int], caught_up: Callable[[], bool], timeo
 
 
 def run_chaos(settings: Settings, quick: bool, seed: int, console: Any) -> dict[str, Any]:
-    from cem.ops import infra
-    from cem.connectors.simulate import simulate
-    from cem.ops.procs import pipeline_lag, wait_until
-    from cem.sim.simulator import DAY, SimConfig
-    from cem.sinks.run import TABLES
 
     port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
     started_broker = infra.kafka("status", port) != 0
@@ -319,8 +321,6 @@ class Burst:
 
 
 def reconcile(s: Settings, sim_out: Path, burst: set[str], deliveries: Counter) -> dict[str, Any]:
-    from cem.sinks.clickhouse.client import connect_settings
-    from cem.sim.truth import moment_scores
     truth_events = {json.loads(line)["event_id"] for line in open(sim_out / "truth_events.jsonl")}
     truth_moments = [json.loads(line) for line in open(sim_out / "truth_moments.jsonl")]
     sent = truth_events | burst
@@ -347,7 +347,6 @@ def reconcile(s: Settings, sim_out: Path, burst: set[str], deliveries: Counter) 
 
 
 def print_result(result: dict[str, Any], console: Any) -> None:
-    from rich.table import Table
     t = Table(title="cem chaos: reconciliation against ground truth")
     t.add_column("measure")
     t.add_column("value", justify="right")

@@ -1,4 +1,8 @@
-"""The `cem` command: wires the roles together; no business logic lives here."""
+"""The `cem` command: wires the roles together; no business logic lives here.
+
+Each command imports the role it starts inside its function, unlike the rest of cem.ops: shell
+completion and `cem --help` run this module on every Tab or call, and importing every role
+(Faust, aiokafka, aiohttp, chdb) up front made them about a second slower here."""
 from __future__ import annotations
 
 import logging

@@ -10,11 +10,23 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cem.dead_letters import (
+    DeadLetter,
+    Replay,
+    Selection,
+    Skip,
+    format_ms,
+    parse_since,
+    plan_replay,
+    preview,
+    select,
+    show_key,
+    summarize,
+)
 from cem.kafka.connection import KafkaConnection
+from cem.kafka.dlq_replay import derive_key, read_dead_letters, read_ledger, replay, topic_partitions
 from cem.ops.console import console
 from cem.settings import Settings
-from cem.dead_letters import (DeadLetter, Replay, Selection, Skip, format_ms, parse_since,
-                              plan_replay, preview, select, show_key, summarize)
 
 app = typer.Typer(no_args_is_help=True, help="The dead-letter topic cem.dlq: inspect and replay.")
 
@@ -27,8 +39,7 @@ STAGE = typer.Option(None, "--stage", help="Only this stage: ingest, identity, l
 
 def _selected(reason: Optional[str], since: Optional[str],
               stage: Optional[str]) -> tuple[Settings, list[DeadLetter]]:
-    from cem.kafka.dlq_replay import read_dead_letters
-    from cem.ops.cli import _settings
+    from cem.ops.cli import _settings  # here, not at the top: cem.ops.cli imports this module to register the group
     settings = _settings(kafka=True)  # reads cem.dlq: a missing broker is one line
     try:
         since_ms = parse_since(since, int(time.time() * 1000)) if since else None
@@ -89,7 +100,6 @@ def dlq_replay(reason: Optional[str] = REASON, since: Optional[str] = SINCE, sta
     """Re-publish matching dead letters to their source topic with their original key, once each.
 
     The pipeline judges them again: what still fails comes back to cem.dlq with its reason."""
-    from cem.kafka.dlq_replay import derive_key, read_ledger, replay, topic_partitions
     settings, letters = _selected(reason, since, stage)
     b = KafkaConnection.from_settings(settings)
     plan = plan_replay(letters, read_ledger(b), topic_partitions(b), derive_key)

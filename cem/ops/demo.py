@@ -12,6 +12,7 @@ stops the broker and deletes its data (the landed rows stay in <data dir>/demo/c
 """
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,16 +20,26 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cem.connectors.generate import MALFORMED_KINDS, publish_events, publish_raw
+from cem.connectors.generate import malformed as make_bad
+from cem.connectors.simulate import simulate
+from cem.kafka.admin import partitions_of
 from cem.kafka.connection import KafkaConnection
+from cem.kafka.topic_reader import read_to_end
+from cem.ops import infra
+from cem.ops.procs import pipeline_lag, start_role, stop_role, wait_until
+from cem.ops.report import truth_report
+from cem.schemas.registry import default_registry
 from cem.settings import DLQ_TOPIC, RAW_TOPICS, Settings
+from cem.sim.generator import touchpoints
+from cem.sim.simulator import DAY, SimConfig
+from cem.sinks.clickhouse.client import connect_settings
+from cem.sinks.queries import render
+from cem.sinks.query_server import execute
 
 
 def publish_generated(settings: Settings, count: int, customers: int, seed: int, malformed: int,
                       single: bool = False) -> tuple[int, int]:
-    from cem.connectors.generate import MALFORMED_KINDS, malformed as make_bad, publish_events, publish_raw
-    from cem.kafka.admin import partitions_of
-    from cem.sim.generator import touchpoints
-    from cem.schemas.registry import default_registry
 
     reg = default_registry()
     now = int(time.time() * 1000)
@@ -46,7 +57,6 @@ def publish_generated(settings: Settings, count: int, customers: int, seed: int,
 
 def dlq_reasons(kafka: KafkaConnection, timeout: float = 30.0) -> Counter:
     """Dead letters so far, counted by their `cem-reason` header."""
-    from cem.kafka.topic_reader import read_to_end
     return Counter(dict(m.headers() or []).get("cem-reason", b"?").decode()
                    for m in read_to_end(kafka, DLQ_TOPIC, timeout=timeout))
 
@@ -55,8 +65,6 @@ DEMO_APP_ID = "cem-demo"
 
 
 def run_demo(settings: Settings, customers: int, days: int, malformed: int, console: Console) -> int:
-    import shutil
-    from cem.ops import infra
 
     run_dir = settings.data_dir / "demo"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -83,15 +91,12 @@ def run_demo(settings: Settings, customers: int, days: int, malformed: int, cons
 
 def _run(settings: Settings, customers: int, days: int, malformed: int, console: Console) -> int:
     """Roles started, customers simulated, everything landed, roles stopped, then the report."""
-    from cem.ops.procs import pipeline_lag, start_role, stop_role, wait_until
     run_dir = settings.data_dir
     worker = start_role("worker", settings, run_dir / "worker.log")
     sink = start_role("sink", settings, run_dir / "sink.log")
     code = 0
     try:
         t0 = time.monotonic()
-        from cem.connectors.simulate import simulate
-        from cem.sim.simulator import DAY, SimConfig
         start_ms = int(time.time() * 1000) - days * DAY  # the simulated period ends now
         sim = simulate(settings, SimConfig(customers=customers, days=days, seed=7, start_ms=start_ms,
                                            out_of_order_rate=0.05), run_dir / "sim")
@@ -124,8 +129,6 @@ def _run(settings: Settings, customers: int, days: int, malformed: int, console:
 
 def _pack(settings: Settings, console: Console) -> None:
     """Two queries of the analysts' pack, and how to run the others on this run's data."""
-    from cem.sinks.queries import render
-    from cem.sinks.query_server import execute
     for name in ("recovery_impact", "contact_resolution"):
         columns, rows = execute(settings.clickhouse, 0, name, {})
         console.print(f"[bold]cem query {name}[/bold]")
@@ -137,8 +140,6 @@ def _pack(settings: Settings, console: Console) -> None:
 def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
     """What the pipeline made of it: moments and alerts per rule, customers per lifecycle stage,
     and the score against the simulator's ground truth."""
-    from cem.ops.report import truth_report
-    from cem.sinks.clickhouse.client import connect_settings
     client = connect_settings(settings)
     try:
         moments = client.query(
@@ -179,7 +180,6 @@ def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
 
 
 def _report(settings: Settings, console: Console, sent: Counter) -> None:
-    from cem.sinks.clickhouse.client import connect_settings
     client = connect_settings(settings)
     rows = client.query("SELECT channel, count() AS rows, uniqExact(customer_id) AS customers, "
                         "min(occurred_at), max(occurred_at) FROM touchpoints FINAL "

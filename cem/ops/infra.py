@@ -2,12 +2,17 @@
 scripts/kafka.sh from Maven Central jars, and the cem topics on it."""
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Sequence
 
+from cem.kafka.admin import delete_topics, ensure_topics
 from cem.kafka.connection import KafkaConnection
-from cem.settings import ALL_TOPICS, Settings, state_topic
+from cem.settings import ALL_TOPICS, FIXED_PARTITIONS, Settings, state_topic, topic_configs
 
 REPO = Path(__file__).resolve().parents[2]  # cem/ops/infra.py -> the repository
 KAFKA_SH = REPO / "scripts" / "kafka.sh"
@@ -17,8 +22,6 @@ def kafka(action: str, port: int | None = None, run_dir: Path | None = None, qui
     """Run `scripts/kafka.sh <action>`; returns its exit code. Its messages go to stderr, so a
     command's stdout stays its own (`cem bench --json | jq …`); `quiet`: only if it fails.
     `port`/`run_dir`: a broker other than the configured one (CEM_KAFKA_PORT, data under .cache/kafka)."""
-    import os
-    import sys
     env = dict(os.environ)
     if port is not None:
         env["CEM_KAFKA_PORT"] = str(port)
@@ -34,7 +37,6 @@ def kafka(action: str, port: int | None = None, run_dir: Path | None = None, qui
 
 def free_broker_port() -> int:
     """A port with its successor also free (scripts/kafka.sh puts the controller on port + 1)."""
-    import socket
     for _ in range(50):
         with socket.socket() as a:
             a.bind(("127.0.0.1", 0))
@@ -49,8 +51,6 @@ def free_broker_port() -> int:
 
 
 def create_topics(settings: Settings) -> list[str]:
-    from cem.kafka.admin import ensure_topics
-    from cem.settings import FIXED_PARTITIONS, topic_configs
 
     conn = KafkaConnection.from_settings(settings)
     created = []
@@ -73,8 +73,6 @@ def ensure_broker() -> bool | None:
 def fresh_run(settings: Settings, name: str, extra_topics: Sequence[str] = (), **overrides: object) -> Settings:
     """Settings for a clean run under <data dir>/<name>: its folder emptied, every cem topic and
     the worker's state changelog recreated (a demo or bench starts from a clean slate)."""
-    import shutil
-    from cem.kafka.admin import delete_topics, ensure_topics
 
     run_dir = settings.data_dir / name
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -2,6 +2,7 @@
 process, exactly as in production; embedded ClickHouse is owned by the sink process alone."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,15 +11,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from pydantic import SecretStr
+
+from cem.kafka.admin import group_lag
 from cem.kafka.connection import KafkaConnection
-from cem.settings import Settings
+from cem.settings import IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
+from cem.sinks.run import TABLES
 
 
 def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
     """The environment of a child role: every setting exactly as `settings` has it (so a test's or
     the bench's overrides reach the worker too), then `overrides`; other CEM_* variables dropped."""
-    import json
-    from pydantic import SecretStr
 
     def text(v: object) -> str:
         if isinstance(v, SecretStr):
@@ -80,9 +83,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 def pipeline_lag(settings: Settings, worker_group: str | None = None) -> int:
     """Records not yet committed anywhere in the pipeline: the worker group on the raw topics,
     the identity links and the touchpoints; the landing group on every topic it lands."""
-    from cem.kafka.admin import group_lag
-    from cem.settings import IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC
-    from cem.sinks.run import TABLES
     b = KafkaConnection.from_settings(settings)
     lag = group_lag(b, worker_group or settings.app_id, [*RAW_TOPICS.values(), IDENTITY_LINKS_TOPIC, TOUCHPOINTS_TOPIC])
     if lag:

@@ -8,6 +8,7 @@ from typing import Any
 
 from cem.settings import Settings
 from cem.sim.truth import identity_score, moment_scores, resolve_aliases, session_accuracy, true_journeys
+from cem.sinks.clickhouse.client import connect_settings
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -23,7 +24,6 @@ def merge_aliases(client: Any) -> dict[str, str]:
 
 
 def truth_report(settings: Settings, truth_dir: Path) -> dict[str, Any]:
-    from cem.sinks.clickhouse.client import connect_settings
     events = _jsonl(truth_dir / "truth_events.jsonl")
     client = connect_settings(settings)
     try:
