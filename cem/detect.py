@@ -9,12 +9,21 @@ events seen early; recovery remembers recent positive signals.
 Moments are deduplicated per (rule, group) within the rule's cooldown, and their ids hash the
 rule and the first evidence event, so a replay yields the same ids (landing replaces them).
 Positive signals: an order or purchase, NPS ≥ 9, CSAT ≥ 4, a call that ended resolved.
+
+Rule state is made of small frozen records, one kind per thing remembered (`CountHit` for count
+rules, `StepHit` for sequences, `Pending` and `Expected` for absences, `Signal` for recovery,
+`OpenMoment` for moments awaiting it); rules are dispatched by kind through `DETECTORS`.
+`Detector.to_json` writes them with named fields and a `version` (`STATE_VERSION`);
+`Detector.from_json` also reads the state written before that (positional lists under one-letter
+keys, no version), so a worker restored from an older changelog carries on where it stopped, and
+refuses a newer version with `StateVersionError` instead of guessing.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from operator import attrgetter
+from typing import Any, Callable, Iterable
 
 from .rules import Rule
 from .sessions import Touch
@@ -62,15 +71,94 @@ def _group(rule: Rule, t: Touch) -> str | None:
     return t.attrs.get(g)
 
 
+
+STATE_VERSION = 2
+
+
+class StateVersionError(ValueError):
+    """Rule state written by a newer worker than this one (its format is unknown here)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CountHit:
+    """A count rule's matching event, remembered per rule and group until the window passes."""
+    at: int
+    event_id: str
+    channel: str = ""  # state written before the channel was kept has none
+
+
+@dataclass(frozen=True, slots=True)
+class StepHit:
+    """An event that matched step `step` of a sequence rule."""
+    at: int
+    event_id: str
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An absence rule's trigger waiting until `deadline` for its expected event."""
+    rule: str
+    event_id: str
+    at: int
+    deadline: int
+    correlate: Any  # the trigger's value of the rule's `correlate` attribute, "*" without one
+    channel: str
+    store_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """An absence rule's expected event, seen (possibly before its trigger)."""
+    at: int
+    correlate: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A positive signal (`is_positive`) that may recover a moment."""
+    at: int
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenMoment:
+    """A moment still open for recovery until `deadline`."""
+    moment_id: str
+    rule: str
+    customer_id: str
+    channel: str
+    store_id: str | None
+    at: int
+    evidence: tuple[str, ...]
+    deadline: int
+
+    @classmethod
+    def of(cls, m: Moment) -> "OpenMoment":
+        return cls(m.moment_id, m.rule, m.customer_id, m.channel, m.store_id, m.at, tuple(m.evidence),
+                   m.recovery_deadline)
+
+    def moment(self, status: str, recovered_by: str | None = None) -> Moment:
+        return Moment(self.moment_id, self.rule, self.customer_id, self.channel, self.store_id, self.at,
+                      list(self.evidence), self.deadline, status, recovered_by)
+
+
+# event-time order, ties by event id (what sorting the positional lists did)
+_COUNT_ORDER = attrgetter("at", "event_id", "channel")
+_STEP_ORDER = attrgetter("at", "event_id", "step")
+_SIGNAL_ORDER = attrgetter("at", "event_id")
+
+
 @dataclass
 class Detector:
-    counts: dict[str, list[list[Any]]] = field(default_factory=dict)     # rule|group -> [[at, eid]]
-    seqs: dict[str, list[list[Any]]] = field(default_factory=dict)       # rule -> [[at, eid, step]]
-    pending: list[list[Any]] = field(default_factory=list)               # [rule, eid, at, deadline, corr, ch, store]
-    expected: dict[str, list[list[Any]]] = field(default_factory=dict)   # rule -> [[at, corr]]
-    fired: dict[str, int] = field(default_factory=dict)                  # rule|group -> event time fired
-    open: list[dict[str, Any]] = field(default_factory=list)             # moments awaiting recovery
-    signals: list[list[Any]] = field(default_factory=list)               # [[at, eid]] positive signals
+    """One customer's rule state (mutable container of frozen records)."""
+    counts: dict[str, list[CountHit]] = field(default_factory=dict)    # "rule|group" -> hits
+    seqs: dict[str, list[StepHit]] = field(default_factory=dict)       # rule -> step hits
+    pending: list[Pending] = field(default_factory=list)
+    expected: dict[str, list[Expected]] = field(default_factory=dict)  # rule -> expected events seen
+    fired: dict[str, int] = field(default_factory=dict)                # "rule|group" -> event time fired
+    open: list[OpenMoment] = field(default_factory=list)               # moments awaiting recovery
+    signals: list[Signal] = field(default_factory=list)
 
     # -- arrival ----------------------------------------------------------------------------------
     def on_touch(self, rules: Iterable[Rule], customer: str, t: Touch, received_at: int | None = None
@@ -78,25 +166,31 @@ class Detector:
         """Returns (new moments, moments whose recovery status changed)."""
         new: list[Moment] = []
         for rule in rules:
-            m = getattr(self, f"_{rule.kind}")(rule, customer, t)
+            m = DETECTORS[rule.kind](self, rule, customer, t)
             if m is not None:
                 m.trigger_received_at = received_at
                 new.append(m)
         changed: list[Moment] = []
         if is_positive(t):
-            self.signals.append([t.at, t.event_id])
-            for m in self.open:
-                if m["at"] < t.at <= m["deadline"] and m["status"] == "open":
-                    m["status"], m["by"] = "recovered", t.event_id
-                    changed.append(self._moment(m))
-            self.open = [m for m in self.open if m["status"] == "open"]
+            self.signals.append(Signal(t.at, t.event_id))
+            still = []
+            for o in self.open:
+                if o.at < t.at <= o.deadline:
+                    changed.append(o.moment("recovered", t.event_id))
+                else:
+                    still.append(o)
+            self.open = still
         for m in new:  # a positive signal may have arrived before the moment (out of order)
-            sig = next((s for s in sorted(self.signals) if m.at < s[0] <= m.recovery_deadline), None)
+            sig = self._recovering(m)
             if sig is not None:
-                m.status, m.recovered_by = "recovered", sig[1]
+                m.status, m.recovered_by = "recovered", sig.event_id
             else:
-                self.open.append(self._state(m))
+                self.open.append(OpenMoment.of(m))
         return new, changed
+
+    def _recovering(self, m: Moment) -> Signal | None:
+        """The earliest remembered positive signal inside the moment's recovery window."""
+        return next((s for s in sorted(self.signals, key=_SIGNAL_ORDER) if m.at < s.at <= m.recovery_deadline), None)
 
     def _fire(self, rule: Rule, customer: str, t: Touch, group: str, at: int, evidence: list[str]) -> Moment | None:
         key = f"{rule.name}|{group}"
@@ -120,16 +214,16 @@ class Detector:
             return None
         key = f"{rule.name}|{group}"
         seen = self.counts.setdefault(key, [])
-        if any(e[1] == t.event_id for e in seen):
+        if any(e.event_id == t.event_id for e in seen):
             return None
-        seen.append([t.at, t.event_id, t.channel])
-        seen.sort()  # pruned by the watermark only: an event may arrive up to the lateness late
+        seen.append(CountHit(t.at, t.event_id, t.channel))
+        seen.sort(key=_COUNT_ORDER)  # pruned by the watermark only: an event may arrive up to the lateness late
         for i in range(len(seen)):  # a window of `threshold` events that contains the new one
             j = i + rule.threshold - 1
-            if j < len(seen) and seen[j][0] - seen[i][0] <= rule.window_ms and \
-                    any(e[1] == t.event_id for e in seen[i:j + 1]):
+            if j < len(seen) and seen[j].at - seen[i].at <= rule.window_ms and \
+                    any(e.event_id == t.event_id for e in seen[i:j + 1]):
                 window = seen[i:j + 1]
-                return self._fire(rule, customer, t, group, window[-1][0], [e[1] for e in window])
+                return self._fire(rule, customer, t, group, window[-1].at, [e.event_id for e in window])
         return None
 
     def _sequence(self, rule: Rule, customer: str, t: Touch) -> Moment | None:
@@ -138,54 +232,70 @@ class Detector:
             return None
         seen = self.seqs.setdefault(rule.name, [])
         for i in steps:
-            seen.append([t.at, t.event_id, i])
+            seen.append(StepHit(t.at, t.event_id, i))
         return self._sequence_chain(rule, customer, t)
 
     def _sequence_chain(self, rule: Rule, customer: str, t: Touch | None) -> Moment | None:
         """The earliest complete chain step0 ≤ step1 ≤ … within the rule's span, in event time;
         fired when it contains `t` (or, with t None after a merge, any chain the cooldown allows)."""
         seen = self.seqs.get(rule.name) or []
-        seen.sort()  # pruned by the watermark only
-        chain: list[list[Any]] = []
+        seen.sort(key=_STEP_ORDER)  # pruned by the watermark only
+        chain: list[StepHit] = []
         for e in seen:
-            if e[2] == len(chain) and (not chain or (e[0] >= chain[-1][0] and e[0] - chain[0][0] <= rule.within_ms)):
+            if e.step == len(chain) and (not chain or (e.at >= chain[-1].at and e.at - chain[0].at <= rule.within_ms)):
                 chain.append(e)
                 if len(chain) == len(rule.steps):
-                    if t is None or any(c[1] == t.event_id for c in chain):
-                        last = t or Touch(chain[-1][0], chain[-1][1], "", rule.steps[-1].channel or "", "*")
-                        m = self._fire(rule, customer, last, "*", chain[-1][0], [c[1] for c in chain])
+                    if t is None or any(c.event_id == t.event_id for c in chain):
+                        last = t or Touch(chain[-1].at, chain[-1].event_id, "", rule.steps[-1].channel or "", "*")
+                        m = self._fire(rule, customer, last, "*", chain[-1].at, [c.event_id for c in chain])
                         if m is not None or t is not None:
                             return m
                     chain = []
-            elif e[2] == 0:
+            elif e.step == 0:
                 chain = [e]
         return None
 
     def _absence(self, rule: Rule, customer: str, t: Touch) -> Moment | None:
         corr = t.attrs.get(rule.correlate) if rule.correlate else "*"
         if rule.expected and rule.expected(t.event_type, t.channel, t.attrs):
-            self.expected.setdefault(rule.name, []).append([t.at, corr])
-            self.pending = [p for p in self.pending if not (p[0] == rule.name and p[4] == corr
-                                                           and p[2] <= t.at <= p[3])]
+            self.expected.setdefault(rule.name, []).append(Expected(t.at, corr))
+            self.pending = [p for p in self.pending if not (p.rule == rule.name and p.correlate == corr
+                                                           and p.at <= t.at <= p.deadline)]
         if rule.trigger and rule.trigger(t.event_type, t.channel, t.attrs):
             deadline = t.at + rule.within_ms
-            early = any(c == corr and t.at <= at <= deadline for at, c in self.expected.get(rule.name, []))
-            if not early and not any(p[1] == t.event_id for p in self.pending):
-                self.pending.append([rule.name, t.event_id, t.at, deadline, corr, t.channel, t.store_id])
+            early = any(e.correlate == corr and t.at <= e.at <= deadline for e in self.expected.get(rule.name, []))
+            if not early and not any(p.event_id == t.event_id for p in self.pending):
+                self.pending.append(Pending(rule.name, t.event_id, t.at, deadline, corr, t.channel, t.store_id))
         return None
+
+    # -- identity merge ---------------------------------------------------------------------------
+    def absorb(self, theirs: "Detector") -> None:
+        """Take over the rule state of a customer merged into this one (then `recheck`)."""
+        for k, v in theirs.counts.items():
+            self.counts.setdefault(k, []).extend(e for e in v if e not in self.counts.get(k, []))
+        for k, w in theirs.seqs.items():
+            self.seqs.setdefault(k, []).extend(e for e in w if e not in self.seqs.get(k, []))
+        self.pending += [p for p in theirs.pending if p not in self.pending]
+        for k, x in theirs.expected.items():
+            self.expected.setdefault(k, []).extend(x)
+        self.open += [m for m in theirs.open if m.moment_id not in {o.moment_id for o in self.open}]
+        self.signals += [s for s in theirs.signals if s not in self.signals]
+        for k, at in theirs.fired.items():
+            self.fired[k] = max(at, self.fired.get(k, at))
 
     def recheck(self, rules: Iterable[Rule], customer: str) -> list[Moment]:
         """After a merge joined two customers' counts: fire the windows that only the union
         fills (the same ids a single customer would have produced), and drop absence timers whose
         expected event the other side had already seen."""
         self.pending = [p for p in self.pending
-                        if not any(c == p[4] and p[2] <= at <= p[3] for at, c in self.expected.get(p[0], []))]
+                        if not any(e.correlate == p.correlate and p.at <= e.at <= p.deadline
+                                   for e in self.expected.get(p.rule, []))]
         new = []
         for rule in rules:
             if rule.kind == "sequence":  # a chain whose steps were split between the two profiles
                 m = self._sequence_chain(rule, customer, None)
                 if m is not None:
-                    self.open.append(self._state(m))
+                    self.open.append(OpenMoment.of(m))
                     new.append(m)
                 continue
             if rule.kind != "count":
@@ -194,15 +304,15 @@ class Detector:
                 if not key.startswith(rule.name + "|"):
                     continue
                 group = key.split("|", 1)[1]
-                seen.sort()
+                seen.sort(key=_COUNT_ORDER)
                 for i in range(len(seen) - rule.threshold + 1):
                     window = seen[i:i + rule.threshold]
-                    if window[-1][0] - window[0][0] <= rule.window_ms:
+                    if window[-1].at - window[0].at <= rule.window_ms:
                         last = window[-1]
-                        t = Touch(last[0], last[1], "", last[2] if len(last) > 2 else "", group)
-                        m = self._fire(rule, customer, t, group, last[0], [e[1] for e in window])
+                        t = Touch(last.at, last.event_id, "", last.channel, group)
+                        m = self._fire(rule, customer, t, group, last.at, [e.event_id for e in window])
                         if m is not None:
-                            self.open.append(self._state(m))
+                            self.open.append(OpenMoment.of(m))
                             new.append(m)
                         break
         return new
@@ -214,39 +324,35 @@ class Detector:
         new: list[Moment] = []
         keep = []
         for p in self.pending:
-            name, eid, at, deadline, corr, ch, store = p
-            if deadline <= wm and name in rules_by_name:
-                rule = rules_by_name[name]
-                t = Touch(at, eid, "", ch, corr, store)
-                m = self._fire(rule, customer, t, f"{corr}|{eid}", deadline, [eid])
+            if p.deadline <= wm and p.rule in rules_by_name:
+                rule = rules_by_name[p.rule]
+                t = Touch(p.at, p.event_id, "", p.channel, p.correlate, p.store_id)
+                m = self._fire(rule, customer, t, f"{p.correlate}|{p.event_id}", p.deadline, [p.event_id])
                 if m is not None:
-                    sig = next((s for s in sorted(self.signals) if m.at < s[0] <= m.recovery_deadline), None)
+                    sig = self._recovering(m)
                     if sig is not None:
-                        m.status, m.recovered_by = "recovered", sig[1]
+                        m.status, m.recovered_by = "recovered", sig.event_id
                     else:
-                        self.open.append(self._state(m))
+                        self.open.append(OpenMoment.of(m))
                     new.append(m)
             else:
                 keep.append(p)
         self.pending = keep
-        changed = []
-        for o in self.open:
-            if o["deadline"] <= wm:
-                o["status"] = "unrecovered"
-                changed.append(self._moment(o))
-        self.open = [o for o in self.open if o["status"] == "open"]
+        changed = [o.moment("unrecovered") for o in self.open if o.deadline <= wm]
+        if changed:
+            self.open = [o for o in self.open if o.deadline > wm]
         horizon = wm - SIGNAL_MEMORY_MS
-        self.signals = [s for s in self.signals if s[0] >= horizon]
+        self.signals = [s for s in self.signals if s.at >= horizon]
         for name in list(self.expected):
-            known = rules_by_name.get(name)
-            keep_for = known.within_ms if known else 0
-            self.expected[name] = [e for e in self.expected[name] if e[0] >= wm - keep_for]
+            rule = rules_by_name.get(name)
+            keep_for = rule.within_ms if rule else 0
+            self.expected[name] = [e for e in self.expected[name] if e.at >= wm - keep_for]
         self.fired = {k: v for k, v in self.fired.items() if v >= wm - 7 * 86_400_000}
         for store in (self.counts, self.seqs):
             for key in list(store):
-                known = rules_by_name.get(key.split("|", 1)[0])
-                span = 2 * max(known.window_ms, known.within_ms) if known else 0
-                store[key] = [e for e in store[key] if e[0] >= wm - span]
+                rule = rules_by_name.get(key.split("|", 1)[0])
+                span = 2 * max(rule.window_ms, rule.within_ms) if rule else 0
+                store[key] = [e for e in store[key] if e.at >= wm - span]  # type: ignore[attr-defined]
                 if not store[key]:
                     del store[key]
         for name in [n for n, v in self.expected.items() if not v]:
@@ -254,29 +360,66 @@ class Detector:
         return new, changed
 
     def next_deadline(self) -> int | None:
-        ds = [p[3] for p in self.pending] + [m["deadline"] for m in self.open]
+        ds = [p.deadline for p in self.pending] + [o.deadline for o in self.open]
         return min(ds) if ds else None
 
+    def empty(self) -> bool:
+        return not (self.counts or self.seqs or self.pending or self.open or self.signals or self.expected)
+
     # -- (de)serialization ------------------------------------------------------------------------
-    @staticmethod
-    def _state(m: Moment) -> dict[str, Any]:
-        return {"id": m.moment_id, "rule": m.rule, "c": m.customer_id, "ch": m.channel, "st": m.store_id,
-                "at": m.at, "ev": m.evidence, "deadline": m.recovery_deadline, "status": m.status, "by": None}
-
-    @staticmethod
-    def _moment(d: dict[str, Any]) -> Moment:
-        return Moment(d["id"], d["rule"], d["c"], d["ch"], d["st"], d["at"], d["ev"], d["deadline"], d["status"],
-                      d.get("by"))
-
     def to_json(self) -> dict[str, Any]:
-        return {"c": self.counts, "q": self.seqs, "p": self.pending, "e": self.expected, "f": self.fired,
-                "o": self.open, "s": self.signals}
+        """Named fields (each record's dataclass fields) and the format's version."""
+        return {"version": STATE_VERSION,
+                "counts": {k: [{"at": e.at, "event_id": e.event_id, "channel": e.channel} for e in v]
+                           for k, v in self.counts.items()},
+                "sequences": {k: [{"at": e.at, "event_id": e.event_id, "step": e.step} for e in v]
+                              for k, v in self.seqs.items()},
+                "pending": [{"rule": p.rule, "event_id": p.event_id, "at": p.at, "deadline": p.deadline,
+                             "correlate": p.correlate, "channel": p.channel, "store_id": p.store_id}
+                            for p in self.pending],
+                "expected": {k: [{"at": e.at, "correlate": e.correlate} for e in v] for k, v in self.expected.items()},
+                "fired": self.fired,
+                "open": [{"moment_id": o.moment_id, "rule": o.rule, "customer_id": o.customer_id,
+                          "channel": o.channel, "store_id": o.store_id, "at": o.at, "evidence": list(o.evidence),
+                          "deadline": o.deadline} for o in self.open],
+                "signals": [{"at": s.at, "event_id": s.event_id} for s in self.signals]}
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> "Detector":
         if not d:
             return cls()
-        return cls(d["c"], d["q"], d["p"], d["e"], d["f"], d["o"], d["s"])
+        version = d.get("version")
+        if version is None:
+            return cls._from_v1(d)
+        if version != STATE_VERSION:
+            raise StateVersionError(f"rule state version {version!r} is not one this worker reads "
+                                    f"(it reads {STATE_VERSION} and the unversioned format before it); "
+                                    "run a worker at least as new as the one that wrote this state")
+        return cls({k: [CountHit(**e) for e in v] for k, v in d["counts"].items()},
+                   {k: [StepHit(**e) for e in v] for k, v in d["sequences"].items()},
+                   [Pending(**p) for p in d["pending"]],
+                   {k: [Expected(**e) for e in v] for k, v in d["expected"].items()},
+                   dict(d["fired"]),
+                   [OpenMoment(**dict(o, evidence=tuple(o["evidence"]))) for o in d["open"]],
+                   [Signal(**s) for s in d["signals"]])
 
-    def empty(self) -> bool:
-        return not (self.counts or self.seqs or self.pending or self.open or self.signals or self.expected)
+    @classmethod
+    def _from_v1(cls, d: dict[str, Any]) -> "Detector":
+        """The format before versions: positional lists under one-letter keys (c counts [at, event,
+        channel?], q sequences [at, event, step], p pending [rule, event, at, deadline, correlate,
+        channel, store], e expected [at, correlate], f fired, o open moments as dicts, s signals
+        [at, event])."""
+        return cls({k: [CountHit(*e[:3]) for e in v] for k, v in d["c"].items()},
+                   {k: [StepHit(*e) for e in v] for k, v in d["q"].items()},
+                   [Pending(*p) for p in d["p"]],
+                   {k: [Expected(*e) for e in v] for k, v in d["e"].items()},
+                   dict(d["f"]),
+                   [OpenMoment(o["id"], o["rule"], o["c"], o["ch"], o["st"], o["at"], tuple(o["ev"]), o["deadline"])
+                    for o in d["o"] if o.get("status", "open") == "open"],
+                   [Signal(*s) for s in d["s"]])
+
+
+#: rule kind -> its detector (cem.rules.KINDS); each returns the moment the touch fires, if any
+DETECTORS: dict[str, Callable[[Detector, Rule, str, Touch], Moment | None]] = {
+    "single": Detector._single, "count": Detector._count, "sequence": Detector._sequence,
+    "absence": Detector._absence}

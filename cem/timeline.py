@@ -131,18 +131,7 @@ class Timeline:
         self.recent.update(other.recent)
         self.alerts.absorb(other.alerts)
         self.life.absorb(other.life)
-        mine, theirs = self.detector, other.detector  # rule state follows the customer
-        for k, v in theirs.counts.items():
-            mine.counts.setdefault(k, []).extend(e for e in v if e not in mine.counts.get(k, []))
-        for k, v in theirs.seqs.items():
-            mine.seqs.setdefault(k, []).extend(e for e in v if e not in mine.seqs.get(k, []))
-        mine.pending += [p for p in theirs.pending if p not in mine.pending]
-        for k, v in theirs.expected.items():
-            mine.expected.setdefault(k, []).extend(v)
-        mine.open += [m for m in theirs.open if m["id"] not in {x["id"] for x in mine.open}]
-        mine.signals += [x for x in theirs.signals if x not in mine.signals]
-        for k, at in theirs.fired.items():
-            mine.fired[k] = max(at, mine.fired.get(k, at))
+        self.detector.absorb(other.detector)  # rule state follows the customer
         for state in other.subjects.values():  # what this side finalized already stays final
             state.touches = [t for t in state.touches if t.event_id not in self.recent]
         for k, state in other.subjects.items():
