@@ -344,17 +344,22 @@ class Detector:
         horizon = wm - SIGNAL_MEMORY_MS
         self.signals = [s for s in self.signals if s.at >= horizon]
         for name in list(self.expected):
-            rule = rules_by_name.get(name)
-            keep_for = rule.within_ms if rule else 0
+            absence = rules_by_name.get(name)
+            keep_for = absence.within_ms if absence else 0
             self.expected[name] = [e for e in self.expected[name] if e.at >= wm - keep_for]
         self.fired = {k: v for k, v in self.fired.items() if v >= wm - 7 * 86_400_000}
-        for store in (self.counts, self.seqs):
-            for key in list(store):
-                rule = rules_by_name.get(key.split("|", 1)[0])
-                span = 2 * max(rule.window_ms, rule.within_ms) if rule else 0
-                store[key] = [e for e in store[key] if e.at >= wm - span]  # type: ignore[attr-defined]
-                if not store[key]:
-                    del store[key]
+        for key in list(self.counts):
+            hits = [e for e in self.counts[key] if e.at >= wm - _span(rules_by_name, key)]
+            if hits:
+                self.counts[key] = hits
+            else:
+                del self.counts[key]
+        for key in list(self.seqs):
+            steps = [e for e in self.seqs[key] if e.at >= wm - _span(rules_by_name, key)]
+            if steps:
+                self.seqs[key] = steps
+            else:
+                del self.seqs[key]
         for name in [n for n, v in self.expected.items() if not v]:
             del self.expected[name]
         return new, changed
@@ -417,6 +422,12 @@ class Detector:
                    [OpenMoment(o["id"], o["rule"], o["c"], o["ch"], o["st"], o["at"], tuple(o["ev"]), o["deadline"])
                     for o in d["o"] if o.get("status", "open") == "open"],
                    [Signal(*s) for s in d["s"]])
+
+
+def _span(rules_by_name: dict[str, Rule], key: str) -> int:
+    """How long (event time) a count or sequence rule's hits are kept: twice its window."""
+    rule = rules_by_name.get(key.split("|", 1)[0])
+    return 2 * max(rule.window_ms, rule.within_ms) if rule else 0
 
 
 #: rule kind -> its detector (cem.rules.KINDS); each returns the moment the touch fires, if any
