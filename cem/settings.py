@@ -165,6 +165,11 @@ def state_topic(app_id: str) -> str:
     return f"{app_id}-customer-state"
 
 
+def merge_state_topic(app_id: str) -> str:
+    """The customer stage's compacted changelog of merge bookkeeping (streams/merge_book.py)."""
+    return f"{app_id}-customer-merges"
+
+
 #: Topics whose partition count is fixed regardless of CEM_TOPIC_PARTITIONS.
 FIXED_PARTITIONS = {IDENTITY_LINKS_TOPIC: 1}
 #: Configs that do not depend on settings; `topic_configs` adds the rest.

@@ -18,6 +18,7 @@ from cem.kafka.partitioning import partition_for
 from cem.kafka.topic_reader import read_to_end
 from cem.settings import ALERTS_TOPIC, TOUCHPOINTS_TOPIC
 from cem.kafka.connection import KafkaConnection
+from .control import CONTROL_HEADER, AlertAction, encode
 
 
 def find_alert(kafka: KafkaConnection, alert_id: str, timeout: float = 60.0) -> dict | None:
@@ -36,11 +37,11 @@ def find_alert(kafka: KafkaConnection, alert_id: str, timeout: float = 60.0) -> 
 
 def request_action(kafka: KafkaConnection, alert: dict, action: str, by: str, note: str | None) -> None:
     customer = alert["customer_id"]
-    body = {"control": "alert", "customer": customer, "alert_id": alert["alert_id"], "action": action,
-            "by": by, "note": note, "at": int(time.time() * 1000)}
+    kind, value = encode(AlertAction(customer, alert["alert_id"], action, by or "unknown", note,
+                                     int(time.time() * 1000)))
     parts = partitions_of(kafka, [TOUCHPOINTS_TOPIC])[TOUCHPOINTS_TOPIC]
     p = Producer(kafka.client_config(**{"enable.idempotence": True}))
-    p.produce(TOUCHPOINTS_TOPIC, key=customer.encode(), value=json.dumps(body).encode(),
-              partition=partition_for(customer.encode(), parts), headers=[("cem-control", b"alert")])
+    p.produce(TOUCHPOINTS_TOPIC, key=customer.encode(), value=value,
+              partition=partition_for(customer.encode(), parts), headers=[(CONTROL_HEADER, kind.encode())])
     if p.flush(30):
         raise RuntimeError("the alert action was not acknowledged by Kafka; is the broker up?")

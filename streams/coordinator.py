@@ -24,10 +24,10 @@ from cem.kafka.dlq import UNKNOWN_KEY, DeadLetters, UnknownKey
 from cem.kafka.partitioning import partition_for
 from cem.kafka.publisher import BatchPublisher
 from cem.settings import IDENTITY_MAP_TOPIC
+from .control import (CONTROL_HEADER, AwaitHandover, ControlMessage, MergeAway, Watermark, encode as encode_control,
+                      to_json)
 from .identity_log import WM_PREFIX, publish_resolution
 from .ingest import RESOLUTION, branch_tagged
-
-CONTROL_HEADER = "cem-control"
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,8 @@ class Coordinator:
                     self.merges += 1
                     # the winner's partition holds the winner's sessions open until the loser's
                     # partition has handed its state over (transfer), however far time moves
-                    body = {"merge_id": m.merge_id, "winner": m.winner, "loser": m.loser, "at": m.occurred_at}
-                    self._control(m.winner, {"control": "await", **body})
-                    self._control(m.loser, {"control": "merge", **body})
+                    self._control(m.winner, AwaitHandover(m.merge_id, m.winner, m.loser, m.occurred_at))
+                    self._control(m.loser, MergeAway(m.merge_id, m.winner, m.loser, m.occurred_at))
                 else:
                     self.refusals += 1
             key = r.customer_id.encode()
@@ -125,14 +124,15 @@ class Coordinator:
             event["cem"] = (RESOLUTION, {"customer_id": r.customer_id, "late": False, "processed_at": now})
             self._publisher.publish(self._out, key, event)
 
-    def _control(self, key: str, body: dict[str, Any]) -> None:
+    def _control(self, key: str, msg: ControlMessage) -> None:
         # through the batch publisher's partition so it queues behind the loser's forwarded events
         self._publisher.flush_partition(self._out, partition_for(key.encode(), self._parts))
+        kind, value = encode_control(msg)
         while True:
             try:
-                self._producer.produce(self._out, key=key.encode(), value=json.dumps(body).encode(),
+                self._producer.produce(self._out, key=key.encode(), value=value,
                                        partition=partition_for(key.encode(), self._parts),
-                                       headers=[(CONTROL_HEADER, body["control"].encode())])
+                                       headers=[(CONTROL_HEADER, kind.encode())])
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -171,7 +171,7 @@ class Coordinator:
         """Forwarded events first, then the new watermark behind them on every partition."""
         self._publisher.flush()
         if self._pending_wm is not None:
-            body = {"control": "watermark", "wm": self._pending_wm}
+            body = to_json(Watermark(self._pending_wm))
             for p in range(self._parts):
                 self._publisher.send_control(self._out, p, body)
             self._publisher.flush()

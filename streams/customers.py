@@ -12,42 +12,57 @@ Each partition's watermark lives in memory (a restart replays input from committ
 waits for fresh watermarks; finalized events are remembered per customer so a replay does not
 duplicate their sessions); event-time timers (`streams/timers.py`: in memory, or in the
 scratch file when state is bounded) fire session and journey closes as it passes them. Control
-records `merge` hand a loser's timeline to the winner's partition (`transfer`), where it is
-absorbed.
+records (`streams/control.py`, typed and dispatched by type) `merge` hand a loser's timeline to
+the winner's partition (`transfer`), where it is absorbed; a control record that does not decode
+is dead-lettered (`on_bad_control`) and counted, never fatal. Merge bookkeeping (who merged
+into whom, which hand-overs a winner awaits) lives in its own `KeyedState` and changelog
+(`streams/merge_book.py`), apart from the timelines.
 """
 from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Any, Callable, Iterable
 
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record
 from cem.sessions import Session, Touch, touch_of
 from cem.timeline import Changes, Timeline
-from cem.alerts import ACTIONS, Alert
+from cem.alerts import Alert
 from cem.detect import Moment, is_positive
 from cem.lifecycle import Change
 from cem.rules import Route, Rule, by_event_type, route
 from cem.settings import ALERTS_TOPIC, CUSTOMERS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC
+from .control import (CONTROL_HEADER, AlertAction, AwaitHandover, ControlError, ControlMessage, Forward, Handover,
+                      MergeAway, Watermark, decode as decode_control)
+from .merge_book import MergeBook, decode_book, encode_book, legacy_key, migrate
 from .state import KeyedState
 from .timers import HeapTimers, Timers
 
-CONTROL = "cem-control"
-ALIAS = "__alias__:"
-AWAIT = "__await__:"
+CONTROL = CONTROL_HEADER
+#: (record value, reason, detail, topic, partition, offset) of a control record that did not decode
+BadControl = Callable[[bytes | None, str, str, str, int, int], None]
 
 
 class CustomerStage:
     def __init__(self, table: KeyedState, registry: SchemaRegistry, rows: Any,
-                 send_control: Callable[[str, dict], None],
+                 send_control: Callable[[str, ControlMessage], None],
                  clock: Callable[[], float] = time.time, on_late: Callable[[], None] | None = None,
                  rules: tuple[Rule, ...] = (), routes: tuple[Route, ...] = (),
                  on_moment: Callable[[str, float], None] | None = None,
                  on_recovery: Callable[[str, str], None] | None = None,
                  on_alert: Callable[[str, str], None] | None = None,
-                 timers: Timers | None = None):
+                 timers: Timers | None = None, merges: KeyedState | None = None,
+                 on_bad_control: BadControl | None = None):
         self.table = table
+        # merge bookkeeping per customer; without a table of its own (tests) it is kept in memory only
+        self.merges = merges if merges is not None else KeyedState(encode_book, decode_book)
+        self._on_bad_control = on_bad_control
+        self.bad_controls = 0
+        self._handlers: dict[type, Callable[[Any, int], None]] = {
+            Watermark: self._on_watermark, MergeAway: self._on_merge, AwaitHandover: self._on_await,
+            Handover: self._on_handover, Forward: self._on_forward, AlertAction: self._alert_action}
         self._registry = registry
         self._reader = registry.latest("touchpoint").parsed
         self._rows = rows
@@ -90,14 +105,20 @@ class CustomerStage:
 
     def _open(self, partition: int) -> None:
         # first record of a partition since it was assigned: restore its state from the
-        # changelog and re-arm every deadline of it
-        for i, key in enumerate(self.table.open(partition)):
+        # changelog and re-arm every deadline of it (bookkeeping an older worker wrote among the
+        # timelines moves to its own table first)
+        restored = self.table.open(partition)
+        books = set(self.merges.open(partition))
+        if any(legacy_key(k) for k in restored):
+            restored = migrate(self.table, self.merges, restored, books, partition)
+        for i, key in enumerate(restored):
             tl = self.table.get(key)
             if isinstance(tl, Timeline):
                 self._arm(partition, key, tl.next_deadline())
             if i % 1000 == 999:
                 self.table.trim()  # a restore bigger than the live bound is decoded in passes
         self.table.trim()
+        self.merges.trim()
 
     def revoke(self, partitions: set[int]) -> None:
         """These partitions went to another worker: forget their state, deadlines and watermarks
@@ -109,6 +130,7 @@ class CustomerStage:
         revoked, self._revoked = self._revoked, set()
         for p in revoked:
             self.table.close(p)
+            self.merges.close(p)
             self._timers.drop(p)
             self._wm.pop(p, None)
 
@@ -121,7 +143,14 @@ class CustomerStage:
             self._open(partition)
         control = next((v.decode() for k, v in (headers or []) if k == CONTROL), None)
         if control is not None:
-            self._control(control, json.loads(value or b"{}"), partition)
+            try:
+                msg = decode_control(control, value)
+            except ControlError as err:
+                self.bad_controls += 1
+                if self._on_bad_control is not None:
+                    self._on_bad_control(value, err.reason, err.detail, topic, partition, offset)
+                return
+            self._handlers[type(msg)](msg, partition)
             return
         try:
             events = decode_record(value, self._registry, self._reader).events
@@ -134,7 +163,8 @@ class CustomerStage:
         for ev in events:
             res = ev.get("cem") or {}
             customer = res.get("customer_id") or "unidentified"
-            winner = self.table.get(ALIAS + customer)
+            book: MergeBook | None = self.merges.get(customer)
+            winner = book.merged_into if book is not None else None
             if winner:
                 # resolved by a replica that had not seen the merge yet: its timeline lives
                 # with the winner now, so the touch follows it there
@@ -146,7 +176,7 @@ class CustomerStage:
             touch = touch_of(ev)
             # while a merge hands state to this customer nothing of it is final, so an event
             # behind the watermark (a replay resolved straight to the winner) is not late
-            wm = -(1 << 62) if self.table.get(AWAIT + customer) else part["wm"]
+            wm = -(1 << 62) if book is not None and book.awaiting else part["wm"]
             if touch.at < wm:
                 self.late += 1
                 if self._on_late:
@@ -159,8 +189,7 @@ class CustomerStage:
                          for s, st, _ in added.sessions)
             self._observe(tl, customer, touch, opened, ev.get("received_at"))
         for winner, tl in forwarded.items():
-            self._send_control(winner, {"control": "transfer", "winner": winner, "loser": "",
-                                        "timeline": tl.to_json()})
+            self._send_control(winner, Forward(winner, tl))
         self._finish(partition, dirty, changes)
 
     def _observe(self, tl: Timeline, customer: str, touch: Touch, opened: bool, received_at: int | None) -> None:
@@ -174,67 +203,72 @@ class CustomerStage:
             if new and tl.journey is not None:
                 tl.journey.moments += [m.rule for m in new]
 
-    def _control(self, kind: str, body: dict, partition: int) -> None:
+    # -- control records (streams/control.py), one handler per type ---------------------------------
+    def _on_watermark(self, msg: Watermark, partition: int) -> None:
         part = self._part(partition)
-        if kind == "watermark":
-            part["wm"] = max(part["wm"], int(body["wm"]))
-            self._finish(partition, {}, Changes())
-        elif kind == "merge":
-            loser, winner = body["loser"], body["winner"]
-            self.table.put(ALIAS + loser, winner, partition)
-            tl = self.table.get(loser)
-            if tl is not None:
-                self._drop(loser, partition)
-                if tl.life.stage is not None:
-                    c = Change("merged", tl.life.stage, f"merged into {winner}", tl.life.last_touch)
-                    self._rows.publish(CUSTOMERS_TOPIC, loser, lifecycle_row(loser, c, tl.life, self._version()))
-            # always answer, even with nothing: the winner waits for this
-            self._send_control(winner, {"control": "transfer", "winner": winner, "loser": loser,
-                                        "timeline": tl.to_json() if tl is not None else None})
-        elif kind == "alert":
-            self._alert_action(body, partition)
-        elif kind == "await":
-            waiting = list(self.table.get(AWAIT + body["winner"]) or [])
-            if body["loser"] not in waiting:
-                waiting.append(body["loser"])
-            self.table.put(AWAIT + body["winner"], waiting, partition)
-        elif kind == "transfer":
-            winner = body["winner"]
-            if body.get("loser"):
-                waiting = [x for x in (self.table.get(AWAIT + winner) or []) if x != body["loser"]]
-                if waiting:
-                    self.table.put(AWAIT + winner, waiting, partition)
-                else:
-                    self._drop(AWAIT + winner, partition)
-            tl = self._load(winner)
-            incoming = Timeline.from_json(body["timeline"]) if body.get("timeline") else None
-            fresh: list[Touch] = []
-            if incoming is not None and not body.get("loser"):
-                # touches a stale replica resolved to a merged-away profile, forwarded here: new
-                # to this customer, so they meet its rules and lifecycle like any touch (a
-                # return_received arriving this way must still arm no_refund)
-                known = set(tl.recent) | {t.event_id for st in tl.subjects.values() for t in st.touches}
-                fresh = sorted((t for st in incoming.subjects.values() for t in st.touches if t.event_id not in known),
-                               key=lambda t: (t.at, t.event_id))
-            changes = tl.absorb(incoming) if incoming is not None else Changes()
-            for touch in fresh:
-                self._observe(tl, winner, touch, False, None)
-            if body.get("timeline") and self._rules:
-                self._moments += [(m, True, tl) for m in tl.detector.recheck(self._rules, winner)]
-            self._finish(partition, {winner: tl}, changes)
+        part["wm"] = max(part["wm"], msg.wm)
+        self._finish(partition, {}, Changes())
 
-    def _alert_action(self, body: dict, partition: int) -> None:
+    def _on_merge(self, msg: MergeAway, partition: int) -> None:
+        loser, winner = msg.loser, msg.winner
+        book = self.merges.get(loser) or MergeBook()
+        self.merges.put(loser, MergeBook(winner, book.awaiting), partition)
+        tl = self.table.get(loser)
+        if tl is not None:
+            self._drop(loser, partition)
+            if tl.life.stage is not None:
+                c = Change("merged", tl.life.stage, f"merged into {winner}", tl.life.last_touch)
+                self._rows.publish(CUSTOMERS_TOPIC, loser, lifecycle_row(loser, c, tl.life, self._version()))
+        # always answer, even with nothing: the winner waits for this
+        self._send_control(winner, Handover(winner, loser, tl))
+
+    def _on_await(self, msg: AwaitHandover, partition: int) -> None:
+        book = self.merges.get(msg.winner) or MergeBook()
+        if msg.loser not in book.awaiting:
+            self.merges.put(msg.winner, MergeBook(book.merged_into, book.awaiting + (msg.loser,)), partition)
+
+    def _on_handover(self, msg: Handover, partition: int) -> None:
+        winner = msg.winner
+        book = self.merges.get(winner)
+        if book is not None:
+            rest = MergeBook(book.merged_into, tuple(x for x in book.awaiting if x != msg.loser))
+            if rest.holds():
+                if rest != book:
+                    self.merges.put(winner, rest, partition)
+            else:
+                self.merges.delete(winner, partition)
+        self._absorb(winner, self._load(winner), msg.timeline, (), partition)
+
+    def _on_forward(self, msg: Forward, partition: int) -> None:
+        tl = self._load(msg.winner)
+        # touches a stale replica resolved to a merged-away profile, forwarded here: new to this
+        # customer, so they meet its rules and lifecycle like any touch (a return_received
+        # arriving this way must still arm no_refund)
+        known = set(tl.recent) | {t.event_id for st in tl.subjects.values() for t in st.touches}
+        fresh = sorted((t for st in msg.timeline.subjects.values() for t in st.touches if t.event_id not in known),
+                       key=lambda t: (t.at, t.event_id))
+        self._absorb(msg.winner, tl, msg.timeline, fresh, partition)
+
+    def _absorb(self, winner: str, tl: Timeline, incoming: Timeline | None, fresh: Iterable[Touch],
+                partition: int) -> None:
+        changes = tl.absorb(incoming) if incoming is not None else Changes()
+        for touch in fresh:
+            self._observe(tl, winner, touch, False, None)
+        if incoming is not None and self._rules:
+            self._moments += [(m, True, tl) for m in tl.detector.recheck(self._rules, winner)]
+        self._finish(partition, {winner: tl}, changes)
+
+    def _alert_action(self, msg: AlertAction, partition: int) -> None:
         """A person acknowledged or resolved an alert (`cem alerts ack|resolve`)."""
-        customer = body.get("customer") or ""
-        winner = self.table.get(ALIAS + customer)
-        if winner:  # the customer merged away: the alert lives with the winner now
-            self._send_control(winner, dict(body, customer=winner))
+        customer = msg.customer
+        book = self.merges.get(customer)
+        if book is not None and book.merged_into:  # the customer merged away: the alert lives with the winner now
+            self._send_control(book.merged_into, replace(msg, customer=book.merged_into))
             return
         tl = self.table.get(customer)
-        if tl is None or body.get("action") not in ACTIONS:
+        if tl is None:
             return
-        a = tl.alerts.act(str(body.get("alert_id")), body["action"], str(body.get("by") or "unknown"),
-                          body.get("note"), int(body.get("at") or 0))
+        a = tl.alerts.act(msg.alert_id, msg.action, msg.by, msg.note, msg.at)
         if a is not None:
             self._publish_alert(a, tl.customer_id, self._clock())
         self._finish(partition, {customer: tl}, Changes())
@@ -249,12 +283,12 @@ class CustomerStage:
         part = self._part(partition)
         wm = part["wm"]
         for customer, tl in dirty.items():  # fire what this record itself made final
-            if not self.table.get(AWAIT + customer):
+            if not self._awaiting(customer):
                 changes.extend(tl.advance(wm))
                 self._detect_time(customer, tl, wm)
         held: list[tuple[int, str]] = []
         for deadline, customer in self._timers.due(partition, wm):
-            if self.table.get(AWAIT + customer):
+            if self._awaiting(customer):
                 held.append((deadline, customer))  # a merge is handing state over: not yet
                 continue
             tl = dirty.get(customer) or self.table.get(customer)
@@ -272,6 +306,11 @@ class CustomerStage:
             else:
                 self._drop(customer, partition)
         self._emit(changes, dirty)
+
+    def _awaiting(self, customer: str) -> bool:
+        """A merge is handing state over to this customer: nothing of it is final yet."""
+        book = self.merges.get(customer)
+        return book is not None and bool(book.awaiting)
 
     def _arm(self, partition: int, customer: str, deadline: int | None) -> None:
         """Make sure the customer wakes up by `deadline` (a deadline that moved later is found
@@ -358,6 +397,7 @@ class CustomerStage:
         landing) instead of finding its moments already recorded as fired and staying silent."""
         self._rows.flush()
         self.table.flush()
+        self.merges.flush()
         self._rows.flush()
 
 
@@ -366,8 +406,9 @@ def encode_state(key: str, value: Any) -> bytes:
 
 
 def decode_state(key: str, raw: bytes) -> Any:
+    """A Timeline; the raw JSON of an old bookkeeping key (`merge_book.migrate` moves it)."""
     d = json.loads(raw)
-    return d if key.startswith("__") else Timeline.from_json(d)
+    return d if legacy_key(key) is not None else Timeline.from_json(d)
 
 
 def lifecycle_row(customer: str, c: Change, life: Any, version: int) -> dict[str, Any]:

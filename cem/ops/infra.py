@@ -12,7 +12,7 @@ from typing import Sequence
 
 from cem.kafka.admin import delete_topics, ensure_topics
 from cem.kafka.connection import KafkaConnection
-from cem.settings import ALL_TOPICS, FIXED_PARTITIONS, Settings, state_topic, topic_configs
+from cem.settings import ALL_TOPICS, FIXED_PARTITIONS, Settings, merge_state_topic, state_topic, topic_configs
 
 REPO = Path(__file__).resolve().parents[2]  # cem/ops/infra.py -> the repository
 KAFKA_SH = REPO / "scripts" / "kafka.sh"
@@ -79,7 +79,7 @@ def fresh_run(settings: Settings, name: str, extra_topics: Sequence[str] = (), *
     run_dir.mkdir(parents=True)
     settings = settings.model_copy(update={"data_dir": run_dir, "clickhouse_dsn": "", **overrides})
     conn = KafkaConnection.from_settings(settings)
-    delete_topics(conn, [*ALL_TOPICS, *extra_topics, state_topic(settings.app_id)])
+    delete_topics(conn, [*ALL_TOPICS, *extra_topics, state_topic(settings.app_id), merge_state_topic(settings.app_id)])
     create_topics(settings)
     if extra_topics:
         ensure_topics(conn, {t: settings.topic_partitions for t in extra_topics})

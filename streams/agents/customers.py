@@ -2,15 +2,16 @@
 
 State: a `KeyedState` holding a Timeline per customer (live objects in memory), made durable in
 the compacted topic `<app_id>-customer-state` (same partition count as cem.touchpoints; a key
-lives in the partition of the record that wrote it). The changelog records of a group of input
-records are produced with the same confluent-kafka producer as the output rows and flushed with
-them before the input is acked; a partition is restored from its changelog before its first
+lives in the partition of the record that wrote it); merge bookkeeping likewise in a table and
+topic of its own, `<app_id>-customer-merges`. The changelog records of a group of input records
+are produced with the same confluent-kafka producer as the output rows and flushed with them
+before the input is acked; a partition is restored from its changelog before its first
 record after an assignment and forgotten when it is revoked. Event time arrives as `watermark`
 control records from the coordinator (whose ticker notices idle sources when no records come).
+A control record that does not decode goes to cem.dlq (reason unknown_control, bad_control, ...).
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -18,6 +19,7 @@ import faust
 from confluent_kafka import Producer
 
 from cem.kafka.connection import KafkaConnection
+from cem.kafka.dlq import DeadLetters
 from cem.kafka.json_publisher import JsonRowPublisher
 from cem.kafka.admin import ensure_topics, partitions_of
 from cem.kafka.partitioning import partition_for
@@ -26,9 +28,11 @@ from cem.kafka.topic_reader import read_to_end
 from cem.schemas.registry import default_registry
 from cem import metrics
 from cem.rules import load_routes, load_rules
-from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC,
-                          TOUCHPOINTS_TOPIC, Settings, state_topic)
+from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC,
+                          TOUCHPOINTS_TOPIC, Settings, merge_state_topic, state_topic)
+from cem.streams.control import ControlMessage, encode as encode_control
 from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
+from cem.streams.merge_book import decode_book, encode_book
 from cem.streams.state import KeyedState
 from cem.streams.timers import HeapTimers, ScratchTimers, Timers
 from .ingest import run_agent
@@ -63,32 +67,45 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
                      kafka: KafkaConnection) -> None:
     state: dict[str, CustomerStage] = {}
     changelog = state_topic(settings.app_id)
+    merge_log = merge_state_topic(settings.app_id)
 
     def build() -> CustomerStage:
         producer = Producer(producer_config(kafka))
         parts = partitions_of(kafka, [SESSIONS_TOPIC, JOURNEYS_TOPIC, TOUCHPOINTS_TOPIC,
                                       MOMENTS_TOPIC, ALERTS_TOPIC, CUSTOMERS_TOPIC])
         rows = JsonRowPublisher(producer, parts)
-        ensure_topics(kafka, {changelog: parts[TOUCHPOINTS_TOPIC]},
+        ensure_topics(kafka, {changelog: parts[TOUCHPOINTS_TOPIC], merge_log: parts[TOUCHPOINTS_TOPIC]},
                       config={"cleanup.policy": "compact"})
 
-        def load(p: int):  # noqa: ANN202
-            return ((m.key(), m.value()) for m in read_to_end(kafka, changelog, [p], 600))
+        def loader(topic: str):  # noqa: ANN202
+            def load(p: int):  # noqa: ANN202
+                return ((m.key(), m.value()) for m in read_to_end(kafka, topic, [p], 600))
+            return load
 
-        table = KeyedState(encode_state, decode_state, load,
+        state_bytes = int(settings.worker_live_state_mb * 2**20)
+        table = KeyedState(encode_state, decode_state, loader(changelog),
                            lambda p, key, value: rows.produce(changelog, p, key, value),
-                           max_live=settings.worker_live_customers,
-                           max_live_bytes=int(settings.worker_live_state_mb * 2**20))
+                           max_live=settings.worker_live_customers, max_live_bytes=state_bytes)
+        # a book is ~50 bytes: a sixteenth of the byte budget holds millions of merges
+        merges = KeyedState(encode_book, decode_book, loader(merge_log),
+                            lambda p, key, value: rows.produce(merge_log, p, key, value),
+                            max_live=settings.worker_live_customers, max_live_bytes=state_bytes // 16)
+        dead = DeadLetters(producer, DLQ_TOPIC, "customers", on_dead=metrics.dead_letter)
 
-        def send_control(key: str, body: dict) -> None:
+        def send_control(key: str, msg: ControlMessage) -> None:
             # delivery-tracked like the derived rows: the input is not acked unless Kafka took it
+            kind, value = encode_control(msg)
             rows.produce(TOUCHPOINTS_TOPIC, partition_for(key.encode(), parts[TOUCHPOINTS_TOPIC]), key.encode(),
-                         json.dumps(body).encode(), headers=[(CONTROL, body["control"].encode())])
+                         value, headers=[(CONTROL, kind.encode())])
+
+        def bad_control(value: bytes | None, reason: str, detail: str, topic: str, p: int, offset: int) -> None:
+            dead.send(value, reason, detail, topic=topic, partition=p, offset=offset)
 
         stage = CustomerStage(table, default_registry(), rows, send_control,
                               rules=load_rules(settings.rules_file), routes=load_routes(settings.rules_file),
                               on_moment=metrics.moment, on_recovery=metrics.recovery, on_alert=metrics.alert,
-                              timers=timers_for(table, settings.worker_live_customers))
+                              timers=timers_for(table, settings.worker_live_customers), merges=merges,
+                              on_bad_control=bad_control)
         threading.Thread(target=report_gauges, args=(stage,), name="cem-gauges", daemon=True).start()
         return stage
 

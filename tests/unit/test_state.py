@@ -13,6 +13,7 @@ from cem.rules import load_routes, load_rules
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import encode_batch
 from cem.sim.simulator import SimConfig, Simulator
+from cem.streams.control import ControlMessage, Forward, encode as encode_control
 from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
 from cem.streams.ingest import ATTRIBUTE_RECORDS, RESOLUTION
 from cem.streams.state import KeyedState
@@ -230,7 +231,7 @@ def test_a_touch_forwarded_after_a_merge_meets_the_winners_rules():
     forwards it to the winner, where it must arm the absence rule (no_refund) like any touch."""
     sim = Simulator(SimConfig(customers=400, days=7, seed=3))
     received = next(e for e in sim.run() if e["event_type"] == "return_received")
-    controls: list[tuple[str, dict]] = []
+    controls: list[tuple[str, ControlMessage]] = []
     rows = Rows()
     stage = CustomerStage(KeyedState(encode_state, decode_state, Log().load, Log().write), default_registry(), rows,
                           lambda key, body: controls.append((key, body)), rules=load_rules(None),
@@ -243,9 +244,10 @@ def test_a_touch_forwarded_after_a_merge_meets_the_winners_rules():
     ev = dict(received, cem=(RESOLUTION, {"customer_id": "cus-loser", "late": False, "processed_at": 0}))
     ev["returns"] = (ATTRIBUTE_RECORDS["returns"], ev["returns"])
     stage.process(encode_batch([ev], default_registry().latest("touchpoint").parsed), "cem.touchpoints", 0, 1, None)
-    forwarded = [b for k, b in controls if b["control"] == "transfer" and b["loser"] == ""]
-    assert len(forwarded) == 1 and forwarded[0]["winner"] == "cus-winner"
-    control(forwarded[0])
+    forwarded = [m for k, m in controls if isinstance(m, Forward)]
+    assert len(forwarded) == 1 and forwarded[0].winner == "cus-winner"
+    kind, value = encode_control(forwarded[0])
+    stage.process(value, "cem.touchpoints", 0, 2, [(CONTROL, kind.encode())])
     control({"control": "watermark", "wm": received["occurred_at"] + 6 * 86_400_000})
     stage.flush()
     fired = [m for m in rows.moments.values() if m["rule"] == "no_refund"]

@@ -62,7 +62,7 @@ def test_idleness_uses_the_backlog_as_of_the_tick_write_time():
     control(c, "tick", wall=9_000, busy=[])  # quiet and nothing unread: idle
     assert c.watermark == 900
     c.flush()
-    assert c._publisher.controls[-1][2] == {"control": "watermark", "wm": 900}
+    assert c._publisher.controls[-1][2] == {"control": "watermark", "v": 1, "wm": 900}
 
 
 def test_every_source_idle_follows_the_wall_clock_minus_lateness():
