@@ -21,7 +21,7 @@ from cem.connectors.pseudonymize import normalize_phone
 from cem.connectors.simulate import simulate
 from cem.kafka.topic_reader import read_to_end
 from cem.sim.simulator import DAY, SimConfig, Simulator
-from cem.settings import ALL_TOPICS, state_topic
+from cem.settings import ALL_TOPICS, merge_state_topic, state_topic
 from tests.support.ch import clickhouse
 from tests.support.pipeline import free_port, http_ok, start, stop_role, wait_caught_up, wait_until
 
@@ -99,7 +99,7 @@ def test_no_raw_email_or_phone_anywhere_after_a_run(cem_settings, tmp_path):
         return {n for n in needles if n.lower() in low}
 
     found: dict[str, set[str]] = {}
-    for topic in [*ALL_TOPICS, state_topic(s.app_id)]:
+    for topic in [*ALL_TOPICS, state_topic(s.app_id), merge_state_topic(s.app_id)]:
         blob = []
         for m in read_to_end(kafka, topic, timeout=60):
             blob.append((m.value() or b"").decode("latin-1"))
