@@ -13,15 +13,15 @@ Positive signals: an order or purchase, NPS ≥ 9, CSAT ≥ 4, a call that ended
 Rule state is made of small frozen records, one kind per thing remembered (`CountHit` for count
 rules, `StepHit` for sequences, `Pending` and `Expected` for absences, `Signal` for recovery,
 `OpenMoment` for moments awaiting it); rules are dispatched by kind through `DETECTORS`.
-`Detector.to_json` writes them with named fields and a `version` (`STATE_VERSION`);
-`Detector.from_json` also reads the state written before that (positional lists under one-letter
-keys, no version), so a worker restored from an older changelog carries on where it stopped, and
-refuses a newer version with `StateVersionError` instead of guessing.
+`Detector.to_json` writes them with named fields (a column per field) and a `version`
+(`STATE_VERSION`); `Detector.from_json` also reads the state written before that (positional
+lists under one-letter keys, no version), so a worker restored from an older changelog carries
+on where it stopped, and refuses a newer version with `StateVersionError` instead of guessing.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any, Callable, Iterable
 
@@ -373,21 +373,19 @@ class Detector:
 
     # -- (de)serialization ------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        """Named fields (each record's dataclass fields) and the format's version."""
+        """Named fields and the format's version. Records of one kind are written as columns (one
+        list per field, in step): as compact as the positional lists were and cheaper to encode
+        than an object per record; open moments, few and with their evidence, as objects."""
         return {"version": STATE_VERSION,
-                "counts": {k: [{"at": e.at, "event_id": e.event_id, "channel": e.channel} for e in v]
-                           for k, v in self.counts.items()},
-                "sequences": {k: [{"at": e.at, "event_id": e.event_id, "step": e.step} for e in v]
-                              for k, v in self.seqs.items()},
-                "pending": [{"rule": p.rule, "event_id": p.event_id, "at": p.at, "deadline": p.deadline,
-                             "correlate": p.correlate, "channel": p.channel, "store_id": p.store_id}
-                            for p in self.pending],
-                "expected": {k: [{"at": e.at, "correlate": e.correlate} for e in v] for k, v in self.expected.items()},
+                "counts": {k: _columns(v, CountHit) for k, v in self.counts.items()},
+                "sequences": {k: _columns(v, StepHit) for k, v in self.seqs.items()},
+                "pending": _columns(self.pending, Pending),
+                "expected": {k: _columns(v, Expected) for k, v in self.expected.items()},
                 "fired": self.fired,
                 "open": [{"moment_id": o.moment_id, "rule": o.rule, "customer_id": o.customer_id,
                           "channel": o.channel, "store_id": o.store_id, "at": o.at, "evidence": list(o.evidence),
                           "deadline": o.deadline} for o in self.open],
-                "signals": [{"at": s.at, "event_id": s.event_id} for s in self.signals]}
+                "signals": _columns(self.signals, Signal)}
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> "Detector":
@@ -400,13 +398,13 @@ class Detector:
             raise StateVersionError(f"rule state version {version!r} is not one this worker reads "
                                     f"(it reads {STATE_VERSION} and the unversioned format before it); "
                                     "run a worker at least as new as the one that wrote this state")
-        return cls({k: [CountHit(**e) for e in v] for k, v in d["counts"].items()},
-                   {k: [StepHit(**e) for e in v] for k, v in d["sequences"].items()},
-                   [Pending(**p) for p in d["pending"]],
-                   {k: [Expected(**e) for e in v] for k, v in d["expected"].items()},
+        return cls({k: _records(v, CountHit) for k, v in d["counts"].items()},
+                   {k: _records(v, StepHit) for k, v in d["sequences"].items()},
+                   _records(d["pending"], Pending),
+                   {k: _records(v, Expected) for k, v in d["expected"].items()},
                    dict(d["fired"]),
                    [OpenMoment(**dict(o, evidence=tuple(o["evidence"]))) for o in d["open"]],
-                   [Signal(**s) for s in d["signals"]])
+                   _records(d["signals"], Signal))
 
     @classmethod
     def _from_v1(cls, d: dict[str, Any]) -> "Detector":
@@ -422,6 +420,22 @@ class Detector:
                    [OpenMoment(o["id"], o["rule"], o["c"], o["ch"], o["st"], o["at"], tuple(o["ev"]), o["deadline"])
                     for o in d["o"] if o.get("status", "open") == "open"],
                    [Signal(*s) for s in d["s"]])
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls))
+                                        for cls in (CountHit, StepHit, Pending, Expected, Signal)}
+_GETTERS = {name: attrgetter(name) for names in _FIELDS.values() for name in names}
+
+
+def _columns(records: list[Any], cls: type) -> dict[str, list[Any]]:
+    return {name: list(map(_GETTERS[name], records)) for name in _FIELDS[cls]}
+
+
+def _records(columns: dict[str, list[Any]], cls: type) -> list[Any]:
+    names = _FIELDS[cls]
+    if len({len(columns[n]) for n in names}) > 1:
+        raise ValueError(f"{cls.__name__} columns of unequal length in rule state")
+    return [cls(*row) for row in zip(*(columns[n] for n in names))]
 
 
 def _span(rules_by_name: dict[str, Rule], key: str) -> int:

@@ -114,10 +114,18 @@ def test_old_state_rewritten_in_the_named_format_is_the_same_state():
     written = old.to_json()
     assert written["version"] == STATE_VERSION
     assert set(written) == {"version", "counts", "sequences", "pending", "expected", "fired", "open", "signals"}
-    assert set(written["pending"][0]) == {"rule", "event_id", "at", "deadline", "correlate", "channel", "store_id"}
+    assert set(written["pending"]) == {"rule", "event_id", "at", "deadline", "correlate", "channel", "store_id"}
+    assert written["signals"]["event_id"] == [s.event_id for s in old.signals]
     assert _reencoded(old) == old
     ts = touches()
     assert _run(_reencoded(old), ts[fx["split"]:], ts[-1][0] + 30 * D) == fx["moments_after"]
+
+
+def test_columns_of_unequal_length_are_refused():
+    d = Detector(signals=[Signal(1, "e"), Signal(2, "f")]).to_json()
+    d["signals"]["at"].pop()
+    with pytest.raises(ValueError, match="Signal columns"):
+        Detector.from_json(d)
 
 
 def test_a_version_this_worker_does_not_know_is_refused_not_guessed():
