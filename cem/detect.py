@@ -435,7 +435,7 @@ def _records(columns: dict[str, list[Any]], cls: type) -> list[Any]:
     names = _FIELDS[cls]
     if len({len(columns[n]) for n in names}) > 1:
         raise ValueError(f"{cls.__name__} columns of unequal length in rule state")
-    return [cls(*row) for row in zip(*(columns[n] for n in names))]
+    return [cls(*row) for row in zip(*(columns[n] for n in names), strict=True)]
 
 
 def _span(rules_by_name: dict[str, Rule], key: str) -> int:
