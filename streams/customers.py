@@ -14,7 +14,7 @@ duplicate their sessions); event-time timers (`streams/timers.py`: in memory, or
 scratch file when state is bounded) fire session and journey closes as it passes them. Control
 records (`streams/control.py`, typed and dispatched by type) `merge` hand a loser's timeline to
 the winner's partition (`transfer`), where it is absorbed; a control record that does not decode
-is dead-lettered (`on_bad_control`) and counted, never fatal. Merge bookkeeping (who merged
+is dead-lettered (`dead`) and counted, never fatal. Merge bookkeeping (who merged
 into whom, which hand-overs a winner awaits) lives in its own `KeyedState` and changelog
 (`streams/merge_book.py`), apart from the timelines.
 """
@@ -41,8 +41,6 @@ from .state import KeyedState
 from .timers import HeapTimers, Timers
 
 CONTROL = CONTROL_HEADER
-#: (record value, reason, detail, topic, partition, offset) of a control record that did not decode
-BadControl = Callable[[bytes | None, str, str, str, int, int], None]
 
 
 class CustomerStage:
@@ -53,12 +51,11 @@ class CustomerStage:
                  on_moment: Callable[[str, float], None] | None = None,
                  on_recovery: Callable[[str, str], None] | None = None,
                  on_alert: Callable[[str, str], None] | None = None,
-                 timers: Timers | None = None, merges: KeyedState | None = None,
-                 on_bad_control: BadControl | None = None):
+                 timers: Timers | None = None, merges: KeyedState | None = None, dead: Any = None):
         self.table = table
         # merge bookkeeping per customer; without a table of its own (tests) it is kept in memory only
         self.merges = merges if merges is not None else KeyedState(encode_book, decode_book)
-        self._on_bad_control = on_bad_control
+        self._dead = dead  # DeadLetters (cem.kafka.dlq) for records the stage cannot use
         self.bad_controls = 0
         self._handlers: dict[type, Callable[[Any, int], None]] = {
             Watermark: self._on_watermark, MergeAway: self._on_merge, AwaitHandover: self._on_await,
@@ -147,8 +144,8 @@ class CustomerStage:
                 msg = decode_control(control, value)
             except ControlError as err:
                 self.bad_controls += 1
-                if self._on_bad_control is not None:
-                    self._on_bad_control(value, err.reason, err.detail, topic, partition, offset)
+                if self._dead is not None:
+                    self._dead.send(value, err.reason, err.detail, topic=topic, partition=partition, offset=offset)
                 return
             self._handlers[type(msg)](msg, partition)
             return

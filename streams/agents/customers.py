@@ -90,7 +90,6 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
         merges = KeyedState(encode_book, decode_book, loader(merge_log),
                             lambda p, key, value: rows.produce(merge_log, p, key, value),
                             max_live=settings.worker_live_customers, max_live_bytes=state_bytes // 16)
-        dead = DeadLetters(producer, DLQ_TOPIC, "customers", on_dead=metrics.dead_letter)
 
         def send_control(key: str, msg: ControlMessage) -> None:
             # delivery-tracked like the derived rows: the input is not acked unless Kafka took it
@@ -98,14 +97,11 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
             rows.produce(TOUCHPOINTS_TOPIC, partition_for(key.encode(), parts[TOUCHPOINTS_TOPIC]), key.encode(),
                          value, headers=[(CONTROL, kind.encode())])
 
-        def bad_control(value: bytes | None, reason: str, detail: str, topic: str, p: int, offset: int) -> None:
-            dead.send(value, reason, detail, topic=topic, partition=p, offset=offset)
-
         stage = CustomerStage(table, default_registry(), rows, send_control,
                               rules=load_rules(settings.rules_file), routes=load_routes(settings.rules_file),
                               on_moment=metrics.moment, on_recovery=metrics.recovery, on_alert=metrics.alert,
                               timers=timers_for(table, settings.worker_live_customers), merges=merges,
-                              on_bad_control=bad_control)
+                              dead=DeadLetters(producer, DLQ_TOPIC, "customers", on_dead=metrics.dead_letter))
         threading.Thread(target=report_gauges, args=(stage,), name="cem-gauges", daemon=True).start()
         return stage
 

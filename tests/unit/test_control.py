@@ -99,16 +99,26 @@ class Rows:
         pass
 
 
+class DeadLetters:
+    """What the stage hands cem.kafka.dlq.DeadLetters, recorded."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+
+    def send(self, value: bytes | None, reason: str, detail: str, *, topic: str, partition: int, offset: int) -> None:
+        self.sent.append((value, reason, detail, topic, partition, offset))
+
+
 def test_the_stage_dead_letters_a_bad_control_record_and_carries_on():
-    dead: list[tuple] = []
+    dead = DeadLetters()
     stage = CustomerStage(KeyedState(encode_state, decode_state), default_registry(), Rows(), lambda k, m: None,
-                          rules=load_rules(None), routes=load_routes(None),
-                          on_bad_control=lambda *a: dead.append(a))
+                          rules=load_rules(None), routes=load_routes(None), dead=dead)
     stage.process(b'{"control": "rewind"}', "cem.touchpoints", 1, 41, [(CONTROL_HEADER, b"rewind")])
     stage.process(b"{", "cem.touchpoints", 1, 42, [(CONTROL_HEADER, b"watermark")])
-    assert [(d[0], d[1], d[3], d[4], d[5]) for d in dead] == [
+    assert [(d[0], d[1], d[3], d[4], d[5]) for d in dead.sent] == [
         (b'{"control": "rewind"}', "unknown_control", "cem.touchpoints", 1, 41),
         (b"{", "bad_control", "cem.touchpoints", 1, 42)]
+    assert all(d[2] for d in dead.sent)  # a detail for a person
     assert stage.bad_controls == 2
     kind, value = encode(Watermark(1234))
     stage.process(value, "cem.touchpoints", 1, 43, [(CONTROL_HEADER, kind.encode())])
