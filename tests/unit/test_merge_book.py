@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import given, strategies as st
 
 from cem.kafka.partitioning import partition_for
@@ -54,8 +55,9 @@ def _old_log() -> tuple[dict, Log]:
     return fx, Log([(p, k.encode(), None if v is None else v.encode()) for p, k, v in fx["records"]])
 
 
-def _stage(log: Log, books: Log, rows: Rows, controls: list) -> CustomerStage:
-    return CustomerStage(KeyedState(encode_state, decode_state, log.load, log.write), default_registry(), rows,
+def _stage(log: Log, books: Log, rows: Rows, controls: list, max_live: int = 0) -> CustomerStage:
+    return CustomerStage(KeyedState(encode_state, decode_state, log.load, log.write, max_live=max_live),
+                         default_registry(), rows,
                          lambda key, m: controls.append((key, m)), clock=lambda: 1_800_000_000.0,
                          rules=load_rules(None), routes=load_routes(None),
                          merges=KeyedState(encode_book, decode_book, books.load, books.write))
@@ -72,11 +74,12 @@ def _watermark(stage: CustomerStage, wm: int) -> None:
                       [(CONTROL_HEADER, b"watermark")])
 
 
-def test_an_old_changelog_restores_its_bookkeeping_into_its_own_table_and_is_migrated():
+@pytest.mark.parametrize("max_live", [0, 3], ids=["in-memory", "spilling"])
+def test_an_old_changelog_restores_its_bookkeeping_into_its_own_table_and_is_migrated(max_live):
     fx, log = _old_log()
     (w1, l1, _), (w2, l2, _) = fx["merges"]
     books = Log()
-    stage = _stage(log, books, Rows(), [])
+    stage = _stage(log, books, Rows(), [], max_live)  # spilling: old keys are restored into the spill
     _watermark(stage, 0)  # opens (restores) both partitions
     assert stage.merges.get(l1) == MergeBook(merged_into=w1) and stage.merges.get(l2) == MergeBook(merged_into=w2)
     assert stage.merges.get(w2) == MergeBook(awaiting=(l2,)) and stage.merges.get(w1) is None
@@ -89,7 +92,7 @@ def test_an_old_changelog_restores_its_bookkeeping_into_its_own_table_and_is_mig
     assert {k: decode_book(k.decode(), v) for k, v in books.latest().items() if v is not None} == {
         l1.encode(): MergeBook(w1), l2.encode(): MergeBook(w2), w2.encode(): MergeBook(None, (l2,))}
     # a later restart restores the same state from the two changelogs
-    again = _stage(log, books, Rows(), [])
+    again = _stage(log, books, Rows(), [], max_live)
     _watermark(again, 0)
     for c in (w1, l1, w2, l2):
         assert again.merges.get(c) == stage.merges.get(c)
