@@ -145,7 +145,8 @@ class CustomerStage:
             except ControlError as err:
                 self.bad_controls += 1
                 if self._dead is not None:
-                    self._dead.send(value, err.reason, err.detail, topic=topic, partition=partition, offset=offset)
+                    self._dead.send(value, err.reason, err.detail, topic=topic, partition=partition, offset=offset,
+                                    key=key, source_headers=headers)
                 return
             self._handlers[type(msg)](msg, partition)
             return

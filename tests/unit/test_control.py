@@ -105,20 +105,22 @@ class DeadLetters:
     def __init__(self) -> None:
         self.sent: list[tuple] = []
 
-    def send(self, value: bytes | None, reason: str, detail: str, *, topic: str, partition: int, offset: int) -> None:
-        self.sent.append((value, reason, detail, topic, partition, offset))
+    def send(self, value: bytes | None, reason: str, detail: str, *, topic: str, partition: int, offset: int,
+             key: bytes | None = None, source_headers: list | None = None) -> None:
+        self.sent.append((value, reason, detail, topic, partition, offset, key))
 
 
 def test_the_stage_dead_letters_a_bad_control_record_and_carries_on():
     dead = DeadLetters()
     stage = CustomerStage(KeyedState(encode_state, decode_state), default_registry(), Rows(), lambda k, m: None,
                           rules=load_rules(None), routes=load_routes(None), dead=dead)
-    stage.process(b'{"control": "rewind"}', "cem.touchpoints", 1, 41, [(CONTROL_HEADER, b"rewind")])
+    stage.process(b'{"control": "rewind"}', "cem.touchpoints", 1, 41, [(CONTROL_HEADER, b"rewind")], b"cus-1")
     stage.process(b"{", "cem.touchpoints", 1, 42, [(CONTROL_HEADER, b"watermark")])
     assert [(d[0], d[1], d[3], d[4], d[5]) for d in dead.sent] == [
         (b'{"control": "rewind"}', "unknown_control", "cem.touchpoints", 1, 41),
         (b"{", "bad_control", "cem.touchpoints", 1, 42)]
     assert all(d[2] for d in dead.sent)  # a detail for a person
+    assert [d[6] for d in dead.sent] == [b"cus-1", None]  # the source key, for a replay
     assert stage.bad_controls == 2
     kind, value = encode(Watermark(1234))
     stage.process(value, "cem.touchpoints", 1, 43, [(CONTROL_HEADER, kind.encode())])
