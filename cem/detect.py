@@ -349,13 +349,17 @@ class Detector:
             self.expected[name] = [e for e in self.expected[name] if e.at >= wm - keep_for]
         self.fired = {k: v for k, v in self.fired.items() if v >= wm - 7 * 86_400_000}
         for key in list(self.counts):
-            hits = [e for e in self.counts[key] if e.at >= wm - _span(rules_by_name, key)]
+            known = rules_by_name.get(key.split("|", 1)[0])
+            horizon = wm - (2 * max(known.window_ms, known.within_ms) if known else 0)  # twice the window
+            hits = [e for e in self.counts[key] if e.at >= horizon]
             if hits:
                 self.counts[key] = hits
             else:
                 del self.counts[key]
         for key in list(self.seqs):
-            steps = [e for e in self.seqs[key] if e.at >= wm - _span(rules_by_name, key)]
+            known = rules_by_name.get(key.split("|", 1)[0])
+            horizon = wm - (2 * max(known.window_ms, known.within_ms) if known else 0)
+            steps = [e for e in self.seqs[key] if e.at >= horizon]
             if steps:
                 self.seqs[key] = steps
             else:
@@ -428,20 +432,19 @@ _GETTERS = {name: attrgetter(name) for names in _FIELDS.values() for name in nam
 
 
 def _columns(records: list[Any], cls: type) -> dict[str, list[Any]]:
+    """One list per field; no records, no columns (most customers hold few kinds of state)."""
+    if not records:
+        return {}
     return {name: list(map(_GETTERS[name], records)) for name in _FIELDS[cls]}
 
 
 def _records(columns: dict[str, list[Any]], cls: type) -> list[Any]:
+    if not columns:
+        return []
     names = _FIELDS[cls]
     if len({len(columns[n]) for n in names}) > 1:
         raise ValueError(f"{cls.__name__} columns of unequal length in rule state")
     return [cls(*row) for row in zip(*(columns[n] for n in names), strict=True)]
-
-
-def _span(rules_by_name: dict[str, Rule], key: str) -> int:
-    """How long (event time) a count or sequence rule's hits are kept: twice its window."""
-    rule = rules_by_name.get(key.split("|", 1)[0])
-    return 2 * max(rule.window_ms, rule.within_ms) if rule else 0
 
 
 #: rule kind -> its detector (cem.rules.KINDS); each returns the moment the touch fires, if any
