@@ -377,19 +377,28 @@ class Detector:
 
     # -- (de)serialization ------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        """Named fields and the format's version. Records of one kind are written as columns (one
-        list per field, in step): as compact as the positional lists were and cheaper to encode
-        than an object per record; open moments, few and with their evidence, as objects."""
-        return {"version": STATE_VERSION,
-                "counts": {k: _columns(v, CountHit) for k, v in self.counts.items()},
-                "sequences": {k: _columns(v, StepHit) for k, v in self.seqs.items()},
-                "pending": _columns(self.pending, Pending),
-                "expected": {k: _columns(v, Expected) for k, v in self.expected.items()},
-                "fired": self.fired,
-                "open": [{"moment_id": o.moment_id, "rule": o.rule, "customer_id": o.customer_id,
+        """Named fields and the format's version; a kind of state the customer holds none of is
+        left out. Records of one kind are written as columns (one list per field, in step), about
+        as compact as the positional lists were; open moments, few and with their evidence, as
+        objects."""
+        d: dict[str, Any] = {"version": STATE_VERSION}
+        if self.counts:
+            d["counts"] = {k: _columns(v, CountHit) for k, v in self.counts.items()}
+        if self.seqs:
+            d["sequences"] = {k: _columns(v, StepHit) for k, v in self.seqs.items()}
+        if self.pending:
+            d["pending"] = _columns(self.pending, Pending)
+        if self.expected:
+            d["expected"] = {k: _columns(v, Expected) for k, v in self.expected.items()}
+        if self.fired:
+            d["fired"] = self.fired
+        if self.open:
+            d["open"] = [{"moment_id": o.moment_id, "rule": o.rule, "customer_id": o.customer_id,
                           "channel": o.channel, "store_id": o.store_id, "at": o.at, "evidence": list(o.evidence),
-                          "deadline": o.deadline} for o in self.open],
-                "signals": _columns(self.signals, Signal)}
+                          "deadline": o.deadline} for o in self.open]
+        if self.signals:
+            d["signals"] = _columns(self.signals, Signal)
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> "Detector":
@@ -402,13 +411,13 @@ class Detector:
             raise StateVersionError(f"rule state version {version!r} is not one this worker reads "
                                     f"(it reads {STATE_VERSION} and the unversioned format before it); "
                                     "run a worker at least as new as the one that wrote this state")
-        return cls({k: _records(v, CountHit) for k, v in d["counts"].items()},
-                   {k: _records(v, StepHit) for k, v in d["sequences"].items()},
-                   _records(d["pending"], Pending),
-                   {k: _records(v, Expected) for k, v in d["expected"].items()},
-                   dict(d["fired"]),
-                   [OpenMoment(**dict(o, evidence=tuple(o["evidence"]))) for o in d["open"]],
-                   _records(d["signals"], Signal))
+        return cls({k: _records(v, CountHit) for k, v in d.get("counts", {}).items()},
+                   {k: _records(v, StepHit) for k, v in d.get("sequences", {}).items()},
+                   _records(d.get("pending", {}), Pending),
+                   {k: _records(v, Expected) for k, v in d.get("expected", {}).items()},
+                   dict(d.get("fired", {})),
+                   [OpenMoment(**dict(o, evidence=tuple(o["evidence"]))) for o in d.get("open", [])],
+                   _records(d.get("signals", {}), Signal))
 
     @classmethod
     def _from_v1(cls, d: dict[str, Any]) -> "Detector":

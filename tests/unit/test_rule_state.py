@@ -114,6 +114,8 @@ def test_old_state_rewritten_in_the_named_format_is_the_same_state():
     written = old.to_json()
     assert written["version"] == STATE_VERSION
     assert set(written) == {"version", "counts", "sequences", "pending", "expected", "fired", "open", "signals"}
+    assert Detector(signals=[Signal(1, "e")]).to_json() == {"version": STATE_VERSION,
+                                                            "signals": {"at": [1], "event_id": ["e"]}}
     assert set(written["pending"]) == {"rule", "event_id", "at", "deadline", "correlate", "channel", "store_id"}
     assert written["signals"]["event_id"] == [s.event_id for s in old.signals]
     assert _reencoded(old) == old
