@@ -73,7 +73,8 @@ def validate(event: Mapping[str, Any], now_ms: int, horizon_ms: int) -> Rejectio
                          "occurred_at is older than the accepted horizon "
                          "(CEM_ACCEPT_HORIZON_DAYS); raise that setting to accept older history")
     ids = event.get("identifiers") or {}
-    if not any(ids.get(kind) for kind in IDENTIFIER_KINDS):
+    # without consent the identifiers are withheld anyway (cem.privacy), so none is needed
+    if event.get("consent") is not False and not any(ids.get(kind) for kind in IDENTIFIER_KINDS):
         return Rejection("no_identifier",
                          "the event carries no identifier; send at least anonymous_id or device_id")
     for other in CHANNELS:

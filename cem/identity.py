@@ -2,7 +2,9 @@
 
 Events that carry two or more identifiers link them. Every identifier belongs to at most one
 profile; a profile's canonical id is fixed at its first sighting (`cus-` + a hash of that first
-identifier, so a replay names it the same). When an event joins identifiers of two profiles the
+identifier and the event that brought it, so a replay names it the same, the id does not reveal
+the identifier, and an identifier seen again after its profile was erased starts a new profile
+under a new id). When an event joins identifiers of two profiles the
 profiles **merge**: the older profile (earlier first sighting; ties → smaller id) survives, the
 other's identifiers move to it, and a `Merge` says who, why and on which event.
 
@@ -56,8 +58,9 @@ def customer_key(identifiers: Mapping[str, Any]) -> str:
     return ids[0] if ids else "unidentified"
 
 
-def profile_id_for(first_identifier: str) -> str:
-    return "cus-" + hashlib.sha1(first_identifier.encode()).hexdigest()[:16]
+def profile_id_for(first_identifier: str, event_id: str = "") -> str:
+    seed = f"{first_identifier}|{event_id}" if event_id else first_identifier
+    return "cus-" + hashlib.sha1(seed.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +197,7 @@ class IdentityGraph:
             if owners and self._fits(owners[0], [strongest]) is None:
                 target = owners[0]
             else:
-                target = profile_id_for(strongest)
+                target = profile_id_for(strongest, event_id)
                 if target not in self.first_seen:
                     created.append((target, occurred_at))
                 self.first_seen.setdefault(target, occurred_at)
@@ -246,6 +249,19 @@ class IdentityGraph:
                 self.apply(ident, merge.loser)
                 out.append(Mapping_(ident, merge.loser))
         self.first_seen.setdefault(merge.loser, merge.occurred_at)
+        return out
+
+    def erase(self, profile: str) -> list[Mapping_]:
+        """Forget a profile (a customer's erasure): every identifier it holds is released
+        (mappings to None, in a stable order) and its first sighting dropped. An identifier
+        released here that comes again starts a new profile, with a new id, linked to nothing."""
+        out = []
+        for ident in sorted(self.members.get(profile, ())):
+            if self.owner.get(ident) == profile:
+                self.apply(ident, None)
+                out.append(Mapping_(ident, None))
+        self.members.pop(profile, None)
+        self.first_seen.pop(profile, None)
         return out
 
 

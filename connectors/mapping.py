@@ -143,9 +143,14 @@ def to_touchpoint(obj: Any, *, default_channel: str | None, source: str, now_ms:
     eid, bad = _coerce(event_id, str, "event_id", False)
     if bad:
         return bad
+    consent, bad = _coerce(obj.get("consent"), bool, "consent", False)
+    if bad:
+        return bad
+    if consent is False:
+        ids = {}  # withheld at the edge already: identifiers without consent never reach Kafka
     event = {"event_id": eid, "event_type": strings["event_type"], "channel": channel,
              "occurred_at": occurred, "received_at": now_ms, "source": source, "identifiers": ids,
              "store_id": strings["store_id"], "location": strings["location"], channel: attrs,
-             "event_name": strings["event_name"]}
+             "event_name": strings["event_name"], "consent": consent}
     rejection = validate(event, now_ms, horizon_ms)
     return rejection or event

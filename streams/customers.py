@@ -32,6 +32,7 @@ from cem.timeline import Changes, Timeline
 from cem.alerts import Alert
 from cem.detect import Moment, is_positive
 from cem.lifecycle import Change
+from cem.privacy import NO_CONSENT
 from cem.rules import Route, Rule, by_event_type, route
 from cem.settings import ALERTS_TOPIC, CUSTOMERS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC
 from .control import (CONTROL_HEADER, AlertAction, AwaitHandover, ControlError, ControlMessage, Forward, Handover,
@@ -161,6 +162,8 @@ class CustomerStage:
         for ev in events:
             res = ev.get("cem") or {}
             customer = res.get("customer_id") or "unidentified"
+            if customer == NO_CONSENT:
+                continue  # nobody's: it counts in the rollups, but builds no customer's timeline
             book: MergeBook | None = self.merges.get(customer)
             winner = book.merged_into if book is not None else None
             if winner:

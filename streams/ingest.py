@@ -1,10 +1,11 @@
 """Raw record → validated, keyed touchpoints (the worker's first stage, free of Faust).
 
 `Ingest.process` handles one Kafka record of either shape: decodes it, validates each event,
-keeps its `received_at` plausible (`repair_received_at`), stamps the resolution, hands valid
-events to the publisher keyed by customer and invalid ones to the dead-letter topic. It never
-raises on bad input. Nothing is acknowledged here: the caller acks the record only after
-`flush()` returned (acks after the sink).
+keeps its `received_at` plausible (`repair_received_at`), withholds the identifiers of an event
+sent with `consent` = false (cem.privacy: it is forwarded as nobody's, never to the
+coordinator), stamps the resolution, hands valid events to the publisher keyed by customer and
+invalid ones to the dead-letter topic. It never raises on bad input. Nothing is acknowledged
+here: the caller acks the record only after `flush()` returned (acks after the sink).
 
 Every event is encoded anew rather than forwarded as the bytes a producer wrote, although that
 would save the costliest step here: fastavro reads bytes that ClickHouse refuses (a boolean byte
@@ -21,6 +22,7 @@ from typing import Any, Callable
 from cem import metrics
 from cem.events import repair_received_at, validate
 from cem.identity import profile_id_for, usable_identifiers
+from cem.privacy import NO_CONSENT, withhold_identifiers, withholds_consent
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record, encode_single
 from cem.kafka.dlq import UNKNOWN_KEY, DeadLetters, UnknownKey
@@ -50,6 +52,7 @@ class IngestCounts:
     to_coordinator: int = 0
     dead: int = 0
     received_at_repaired: int = 0
+    without_consent: int = 0
 
 
 class Ingest:
@@ -102,6 +105,14 @@ class Ingest:
             if repair_received_at(event, now_ms):
                 repaired += 1
             event = branch_tagged(event)
+            if withholds_consent(event):
+                # landed without identifiers, linked to nobody, keyed by itself (spreads evenly)
+                withhold_identifiers(event)
+                event["cem"] = (RESOLUTION, {"customer_id": NO_CONSENT, "late": False, "processed_at": now_ms})
+                publish(out, event["event_id"].encode(), event)
+                forwarded += 1
+                counts.without_consent += 1
+                continue
             ids = event["identifiers"]
             customer = self._lookup(ids) if self._lookup is not None else None
             if customer is None:

@@ -1,0 +1,24 @@
+-- Consent and erasure (README "Privacy: consent and erasure").
+-- touchpoint schema v3: `consent`; an event sent with consent = false lands without identifiers.
+ALTER TABLE touchpoints ADD COLUMN IF NOT EXISTS consent Nullable(Bool) AFTER identifiers;
+
+-- One row per erasure, written by `cem sink` once every table was cleaned. It holds no
+-- identifier: only how many were removed and a salted SHA-256 over them (the salt is kept in the
+-- row, so whoever still holds an identifier can prove it was part of this erasure, and nobody can
+-- read identifiers out of it). The same erasure replayed after a crash replaces its row.
+CREATE TABLE IF NOT EXISTS privacy_erasures
+(
+    erasure_id          String,
+    requested_at        DateTime64(3, 'UTC'),
+    completed_at        DateTime64(3, 'UTC'),
+    requester           String,
+    status              LowCardinality(String),
+    profiles_removed    UInt32,
+    identifiers_removed UInt32,
+    identifiers_digest  String,
+    salt                String,
+    tables              Array(String),
+    rows_deleted        Map(String, UInt64)
+)
+ENGINE = ReplacingMergeTree(completed_at)
+ORDER BY erasure_id;
