@@ -84,9 +84,9 @@ class Erasure:
 
     @classmethod
     def of(cls, request: ErasureRequest, profiles: list[str], identifiers: set[str], salt: str,
-           merges: tuple[str, ...] = (), decided_at: int = 0) -> "Erasure":
+           merges: tuple[str, ...] = (), decided_at: int = 0, found: bool = True) -> "Erasure":
         return cls(request, tuple(dict.fromkeys(profiles)), tuple(sorted(digest(salt, i) for i in identifiers)),
-                   salt, tuple(sorted(set(merges))), decided_at, bool(profiles))
+                   salt, tuple(sorted(set(merges))), decided_at, found)
 
     @property
     def combined_digest(self) -> str:
@@ -94,12 +94,16 @@ class Erasure:
         return hashlib.sha256("\n".join(self.digests).encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.request.to_json(), "profiles": list(self.profiles), "digests": list(self.digests),
+        """Without the request's subject, which may be an identifier: the profile stands for it."""
+        req = {**self.request.to_json(), "subject": self.profiles[0] if self.profiles else ""}
+        return {**req, "profiles": list(self.profiles), "digests": list(self.digests),
                 "salt": self.salt, "merges": list(self.merges), "decided_at": self.decided_at, "found": self.found}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Erasure":
-        return cls(ErasureRequest.from_json(d), tuple(d.get("profiles") or ()), tuple(d.get("digests") or ()),
+        req = ErasureRequest(str(d["erasure_id"]), str(d.get("subject") or ""), int(d["requested_at"]),
+                             str(d.get("requester") or "unknown"))
+        return cls(req, tuple(d.get("profiles") or ()), tuple(d.get("digests") or ()),
                    str(d["salt"]), tuple(d.get("merges") or ()), int(d.get("decided_at") or 0),
                    bool(d.get("found", True)))
 
@@ -140,3 +144,28 @@ def withhold_identifiers(event: dict[str, Any]) -> dict[str, Any]:
     """The event without identifiers (in place): every identifier field set to None."""
     event["identifiers"] = {k: None for k in PRECEDENCE}
     return event
+
+
+def erasure_scope(profile: str, merges: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[str], set[str]]:
+    """From the merge log (merge id -> latest decision), what an erasure of `profile` reaches:
+    the profile and every profile merged into it, transitively (an unmerged merge gave its
+    identifiers back, so its loser is not reached); the ids of every decision that names one of
+    them; the identifiers those merges moved. Returns (profiles, merge ids, identifiers)."""
+    profiles = [profile]
+    reached = {profile}
+    grew = True
+    while grew:
+        grew = False
+        for m in merges.values():
+            if m.get("status") == "merged" and m.get("winner") in reached and m.get("loser") not in reached:
+                profiles.append(str(m["loser"]))
+                reached.add(str(m["loser"]))
+                grew = True
+    ids: set[str] = set()
+    named = []
+    for mid, m in merges.items():
+        if m.get("winner") in reached or m.get("loser") in reached:
+            named.append(mid)
+            if m.get("status") == "merged":
+                ids.update(str(i) for i in m.get("moved") or ())
+    return profiles, sorted(named), ids

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     collector_api_keys: dict[str, SecretStr] = Field(
         default_factory=lambda: {"dev": SecretStr("dev-key")},
         description='Source name -> API key, as JSON: {"web-shop": "k1", "pos-eu": "k2"}.')
+    privacy_api_key: SecretStr = Field(SecretStr(""), description="Bearer key of the collector's "
+                                       "POST /v1/privacy/erase (separate from the event write keys); empty = "
+                                       "the endpoint refuses every request.")
     collector_max_body_bytes: int = Field(1024 * 1024, ge=1024)
     collector_max_event_bytes: int = Field(32 * 1024, ge=256)
     collector_max_batch_events: int = Field(500, ge=1)
@@ -155,9 +158,13 @@ DELIVERIES_TOPIC = "cem.alerts.deliveries"
 #: Compacted ledger of `cem dlq replay` (dead letter's partition:offset -> where it went): a dead
 #: letter is re-published once.
 DLQ_REPLAYS_TOPIC = "cem.dlq.replays"
+#: Erasures decided by the coordinator, after the customer stage dropped their state, for landing
+#: to apply to every table (profile ids and salted identifier digests, no identifier). One
+#: partition: erasures apply in the order they were decided.
+ERASURES_TOPIC = "cem.privacy.erasures"
 ALL_TOPICS = (*RAW_TOPICS.values(), TOUCHPOINTS_TOPIC, DLQ_TOPIC, IDENTITY_LINKS_TOPIC, IDENTITY_MAP_TOPIC,
               IDENTITY_MERGES_TOPIC, SESSIONS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, ALERTS_TOPIC,
-              CUSTOMERS_TOPIC, DELIVERIES_TOPIC, DLQ_REPLAYS_TOPIC)
+              CUSTOMERS_TOPIC, DELIVERIES_TOPIC, DLQ_REPLAYS_TOPIC, ERASURES_TOPIC)
 
 
 def state_topic(app_id: str) -> str:
@@ -171,9 +178,11 @@ def merge_state_topic(app_id: str) -> str:
 
 
 #: Topics whose partition count is fixed regardless of CEM_TOPIC_PARTITIONS.
-FIXED_PARTITIONS = {IDENTITY_LINKS_TOPIC: 1}
-#: Configs that do not depend on settings; `topic_configs` adds the rest.
+FIXED_PARTITIONS = {IDENTITY_LINKS_TOPIC: 1, ERASURES_TOPIC: 1}
+#: Configs that do not depend on settings; `topic_configs` adds the rest. The merge log is
+#: compacted (latest decision per merge id), so an erasure's tombstones remove its records.
 TOPIC_CONFIGS = {IDENTITY_MAP_TOPIC: {"cleanup.policy": "compact"},
+                 IDENTITY_MERGES_TOPIC: {"cleanup.policy": "compact"},
                  DLQ_REPLAYS_TOPIC: {"cleanup.policy": "compact"}}
 
 

@@ -1,5 +1,6 @@
 """`cem collector`: the HTTP edge for web shops and any system that can POST JSON.
 
+POST /v1/privacy/erase — a customer's erasure request, with its own key (CEM_PRIVACY_API_KEY).
 POST /v1/events — body `{"batch": [event, ...]}` (or a bare JSON list), API key in
 `Authorization: Bearer <key>` or `X-API-Key`; answers 202 with one result per event
 (`accepted` or `rejected` with reason and detail). Limits: body 1 MiB and one event 32 KiB →
@@ -181,6 +182,35 @@ class Collector:
             EVENTS.labels("accepted").inc(len(accepted))
         return 202, {"accepted": len(accepted), "rejected": len(objs) - len(accepted), "results": results}
 
+    async def privacy_erase(self, request: web.Request) -> web.Response:
+        """POST /v1/privacy/erase {"customer_id": "cus-…" | "kind:value", "requested_by": "…"}:
+        authorized by CEM_PRIVACY_API_KEY alone (an event write key is refused); answers 202 with
+        the erasure id once Kafka acknowledged the request."""
+        from cem.privacy import BadSubject, ErasureRequest
+        from cem.kafka.erasure_requests import request_erasure
+        key = self.settings.privacy_api_key.get_secret_value().encode()
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:].encode() if auth.startswith("Bearer ") else request.headers.get("X-API-Key", "").encode()
+        if not key or not hmac.compare_digest(given, key):
+            REQUESTS.labels("/v1/privacy/erase", "401").inc()
+            return _error(401, "authorization", "missing or wrong privacy key; send 'Authorization: Bearer "
+                          "<CEM_PRIVACY_API_KEY>' (event write keys are not accepted here; an empty key disables this)")
+        try:
+            body = json.loads(await request.content.read(4096) or b"{}")
+            req = ErasureRequest.new(str(body.get("customer_id") or ""), str(body.get("requested_by") or "api"),
+                                     int(time.time() * 1000))
+        except (ValueError, AttributeError) as err:
+            REQUESTS.labels("/v1/privacy/erase", "400").inc()
+            message = str(err) if isinstance(err, BadSubject) else "send {\"customer_id\": \"cus-…\" or \"kind:value\"}"
+            return _error(400, "customer_id", message)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, request_erasure, self.settings.kafka_bootstrap, req)
+        except RuntimeError as err:
+            REQUESTS.labels("/v1/privacy/erase", "503").inc()
+            return _error(503, "kafka", str(err))
+        REQUESTS.labels("/v1/privacy/erase", "202").inc()
+        return web.json_response({"erasure_id": req.erasure_id, "status": "requested"}, status=202)
+
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -190,6 +220,7 @@ class Collector:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.collector_max_body_bytes + 1)
         app.router.add_post("/v1/events", self.events)
+        app.router.add_post("/v1/privacy/erase", self.privacy_erase)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics_endpoint)
         for add_routes in self.handlers:

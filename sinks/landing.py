@@ -25,6 +25,10 @@ Guarantees:
   rows must neither be dropped nor block a restart loop, and a new sink would wait for the same
   server — and the consumer pauses as soon as the next batch is due (lag grows, memory does not:
   at most one batch in flight and one being filled);
+* **erasures** (cem.privacy.erasures, `sinks/erasure.py`) apply once everything that was in the
+  landed topics when the erasure was read has been inserted (its high-water marks then are the
+  barrier), so rows already on their way are deleted too; its offset is committed after the
+  audit row is written, and a failed erasure is retried every few seconds while landing goes on;
 * bad records go to cem.dlq with their reason; they never stop the loop. An insert ClickHouse
   refuses is halved until the refused rows are found (`_refused`): those are dead-lettered,
   the rest land.
@@ -53,6 +57,8 @@ from cem.schemas.serde import DecodeError, container_schema_json, decode_record
 from .batch import PartitionBatch, is_container, plan_cut, split_insert
 from .clickhouse.client import ClickHouse
 from cem.kafka.dlq import DeadLetters
+from cem.privacy import Erasure
+from cem.settings import ERASURES_TOPIC
 
 log = logging.getLogger(__name__)
 PLAN_PREFIX = "cem-plan:"
@@ -93,7 +99,8 @@ def consumer_config(kafka: KafkaConnection, group: str, **extra: Any) -> dict[st
 class Landing:
     def __init__(self, client: ClickHouse, consumer: Consumer, dead: DeadLetters,
                  registry: SchemaRegistry, tables: dict[str, str], *, max_rows: int = 100_000,
-                 max_seconds: float = 1.0, insert_threads: int = 1, progress_seconds: float = 30.0):
+                 max_seconds: float = 1.0, insert_threads: int = 1, progress_seconds: float = 30.0,
+                 eraser: Any = None):
         self._ch = client
         self._progress_seconds = progress_seconds  # one log line per this many seconds
         self._consumer = consumer
@@ -122,6 +129,10 @@ class Landing:
         self._pending: tuple[list[Future], list[TopicPartition]] | None = None
         self._first_data: float | None = None
         self._failed = False
+        self._eraser = eraser
+        #: erasures read, waiting for their barrier: (partition, offset, erasure, high-water marks)
+        self._erasures: list[tuple[int, int, Erasure, dict[tuple[str, int], int]]] = []
+        self._erasure_retry = 0.0
         self.counts = LandingCounts()
 
     # -- consumer group callbacks ---------------------------------------------------------
@@ -136,6 +147,7 @@ class Landing:
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._erasures = [e for e in self._erasures if (ERASURES_TOPIC, e[0]) not in revoked]  # next owner redoes them
         if self._failed:
             return  # closing after a failure: what is not committed is replayed by the next owner
         # inside a poll: wait for the insert in flight without polling again
@@ -148,7 +160,8 @@ class Landing:
         """Consume, batch and insert until `should_stop()`; flush what is pending before return.
         With `idle_exit` (a drain run), also flush as soon as a poll comes back empty and
         return once nothing arrived for that many seconds."""
-        self._consumer.subscribe(list(self._tables), on_assign=self.on_assign,
+        topics = list(self._tables) + ([ERASURES_TOPIC] if self._eraser is not None else [])
+        self._consumer.subscribe(topics, on_assign=self.on_assign,
                                  on_revoke=self.on_revoke)
         last_data = time.monotonic()
         next_lag = 0.0
@@ -178,6 +191,8 @@ class Landing:
                     self._flush(list(self._batches))
                 if self._pending is not None and all(j.done() for j in self._pending[0]):
                     self._settle()  # commit as soon as the rows are in, not at the next cut
+                if self._erasures:
+                    self._erase()
                 if idle_exit is not None and time.monotonic() - last_data > idle_exit \
                         and not self._batches and self._pending is None:
                     break
@@ -224,6 +239,9 @@ class Landing:
             return
         key = (msg.topic(), msg.partition())
         offset = msg.offset()
+        if key[0] == ERASURES_TOPIC:
+            self._read_erasure(msg)
+            return
         plan = self._plans.get(key)
         if plan is not None and offset > plan[0]:
             self._hold(key)  # the crashed run's range is whole (its last record may be gone)
@@ -264,6 +282,47 @@ class Landing:
             self._rows += batch.rows - before
             if plan is not None and offset >= plan[0]:
                 self._hold(key)
+
+    def _read_erasure(self, msg: Any) -> None:
+        try:
+            erasure = Erasure.from_json(json.loads(msg.value()))
+        except (TypeError, ValueError, KeyError) as err:
+            self.counts.dead += 1
+            self._dead.send(msg.value(), "bad_erasure", f"{type(err).__name__}: {err}"[:200], topic=msg.topic(),
+                            partition=msg.partition(), offset=msg.offset())
+            self._commit([TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)])
+            return
+        marks = {}
+        for tp in self._consumer.assignment():
+            if tp.topic != ERASURES_TOPIC:
+                marks[(tp.topic, tp.partition)] = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+        self._erasures.append((msg.partition(), msg.offset(), erasure, marks))
+
+    def _erase(self) -> None:
+        """Apply the first waiting erasure once its barrier is passed: every landed partition
+        read up to its mark (position or committed offset) and nothing of it left uninserted."""
+        if time.monotonic() < self._erasure_retry:
+            return
+        partition, offset, erasure, marks = self._erasures[0]
+        tps = [TopicPartition(t, p) for t, p in marks]
+        if tps:
+            done = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(tps)}
+            for tp in self._consumer.committed(tps, timeout=10):
+                done[(tp.topic, tp.partition)] = max(done.get((tp.topic, tp.partition), -1), tp.offset)
+            if any(done.get(k, -1) < high for k, high in marks.items()):
+                return  # still reading what was there before the erasure
+        self._flush(list(self._batches))
+        self._settle()
+        if self._batches or self._held or self._plans:
+            return  # a crashed run's insert is being re-formed: after it
+        try:
+            self._eraser.apply(erasure)
+        except Exception as err:  # noqa: BLE001 - ClickHouse away: landing goes on, erasure retried
+            log.warning("erasure %s failed, retrying in 5 s: %s", erasure.request.erasure_id, str(err)[:300])
+            self._erasure_retry = time.monotonic() + 5.0
+            return
+        self._erasures.pop(0)
+        self._commit([TopicPartition(ERASURES_TOPIC, partition, offset + 1)])
 
     def _check_schema(self, schema_json: str) -> None:
         problem = self._schema_ok.get(schema_json, "?")

@@ -18,6 +18,7 @@ from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, IDENTITY_MER
 from .clickhouse.client import ClickHouse, connect_settings
 from .clickhouse.migrations import apply
 from cem.kafka.dlq import DeadLetters
+from .erasure import Eraser
 from .landing import Landing, LandingCounts, consumer_config
 from .query_server import serve_queries
 
@@ -61,7 +62,7 @@ def run_sink(settings: Settings, *, group: str | None = None, idle_exit: float |
                       default_registry(), topics or TABLES, max_rows=settings.sink_max_rows,
                       max_seconds=settings.sink_max_seconds,
                       insert_threads=settings.sink_insert_threads,
-                      progress_seconds=settings.sink_progress_seconds)
+                      progress_seconds=settings.sink_progress_seconds, eraser=Eraser(client))
     try:
         counts = landing.run(should_stop, idle_exit=idle_exit)
     finally:

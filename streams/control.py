@@ -9,7 +9,9 @@ header `cem-control: <kind>` and a JSON body `{"control": kind, "v": version, ..
 - `merge` (`MergeAway`): the loser hands its timeline over and forwards what comes later;
 - `transfer` (`Handover` with a loser, `Forward` without one): a loser's timeline, or touches a
   stale replica resolved to a merged-away customer, for the winner to absorb;
-- `alert` (`AlertAction`): a person acknowledged or resolved an alert (`cem alerts ack|resolve`).
+- `alert` (`AlertAction`): a person acknowledged or resolved an alert (`cem alerts ack|resolve`);
+- `erase` (`Erase`): a customer's erasure (cem.privacy); the record to the profile itself carries
+  the coordinator's `Erasure` (as JSON) for landing.
 
 `encode` and `decode` are exact inverses (`decode(*encode(m)) == m`). Records written before
 the version field are version 1 (the same fields). `decode` raises `ControlError` with a stable
@@ -91,7 +93,14 @@ class AlertAction:
     at: int
 
 
-ControlMessage = Union[Watermark, AwaitHandover, MergeAway, Handover, Forward, AlertAction]
+@dataclass(frozen=True, slots=True)
+class Erase:
+    KIND: ClassVar[str] = "erase"
+    customer: str
+    erasure: dict[str, Any] | None = None  # cem.privacy.Erasure.to_json(), on the profile's own record
+
+
+ControlMessage = Union[Watermark, AwaitHandover, MergeAway, Handover, Forward, AlertAction, Erase]
 
 
 def to_json(m: ControlMessage) -> dict[str, Any]:
@@ -105,6 +114,8 @@ def to_json(m: ControlMessage) -> dict[str, Any]:
         body.update(winner=m.winner, loser=m.loser, timeline=m.timeline.to_json() if m.timeline is not None else None)
     elif isinstance(m, Forward):
         body.update(winner=m.winner, loser="", timeline=m.timeline.to_json())
+    elif isinstance(m, Erase):
+        body.update(customer=m.customer, erasure=m.erasure)
     else:
         body.update(customer=m.customer, alert_id=m.alert_id, action=m.action, by=m.by, note=m.note, at=m.at)
     return body
@@ -181,4 +192,5 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], ControlMessage]] = {
     "merge": lambda b: MergeAway(_str(b, "merge_id"), _str(b, "winner"), _str(b, "loser"), _int(b, "at")),
     "transfer": _transfer,
     "alert": _alert,
+    "erase": lambda b: Erase(_str(b, "customer"), b["erasure"] if isinstance(b.get("erasure"), dict) else None),
 }

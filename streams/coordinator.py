@@ -5,6 +5,13 @@ decides each with `IdentityGraph.resolve`, appends the decision to the changelog
 stamps the canonical customer id on the event and forwards it to cem.touchpoints. For every
 merge it also sends a control record (header `cem-control: merge`) to the loser's partition of
 cem.touchpoints, so the customer agent there hands the loser's open state to the winner.
+An `erase` control request (`cem privacy erase`, the collector's /v1/privacy/erase) removes a
+customer from the graph: every identifier of the profile and of the profiles merged into it is
+released with a tombstone in cem.identity.map (every replica drops it), their merge-log records
+are tombstoned, and an `erase` control goes to each profile's partition of cem.touchpoints; the
+one to the profile itself carries the `Erasure` that the customer stage passes on to landing
+(cem.privacy.erasures) once their state is gone. A replayed request finds nothing left to
+release and says so (`found` false); landing keeps the first record of an erasure.
 Nothing is acked here; the agent acks after `flush()` (acks after the sink).
 """
 from __future__ import annotations
@@ -12,21 +19,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import AbstractSet, Any, Sequence
+from typing import AbstractSet, Any, Callable, Sequence
 
 from confluent_kafka import Producer
 
 from cem.identity import IdentityGraph, Merge, Resolution
+from cem.privacy import Erasure, ErasureRequest, erasure_scope
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record
 from cem.schemas.stamp import Stamper
 from cem.kafka.dlq import UNKNOWN_KEY, DeadLetters, UnknownKey
 from cem.kafka.partitioning import partition_for
 from cem.kafka.publisher import BatchPublisher
-from cem.settings import IDENTITY_MAP_TOPIC
-from .control import (CONTROL_HEADER, AwaitHandover, ControlMessage, MergeAway, Watermark, encode as encode_control,
-                      to_json)
-from .identity_log import WM_PREFIX, publish_resolution
+from cem.settings import IDENTITY_MAP_TOPIC, IDENTITY_MERGES_TOPIC
+from .control import (CONTROL_HEADER, AwaitHandover, ControlMessage, Erase, MergeAway, Watermark,
+                      encode as encode_control, to_json)
+from .identity_log import PROFILE_PREFIX, WM_PREFIX, publish_resolution
 from .ingest import RESOLUTION, branch_tagged
 
 log = logging.getLogger(__name__)
@@ -37,7 +45,8 @@ class Coordinator:
                  publisher: BatchPublisher, dead: DeadLetters, out_topic: str, out_partitions: int,
                  lateness_ms: int = 600_000, idle_ms: int = 10_000, clock: Any = time.time,
                  quiet_ms: int | None = None,
-                 sources: dict[str, tuple[int, int]] | None = None, expected_sources: Sequence[str] = ()):
+                 sources: dict[str, tuple[int, int]] | None = None, expected_sources: Sequence[str] = (),
+                 merge_log: Callable[[], dict[str, dict]] = dict):
         self.graph = graph
         self._registry = registry
         self._reader = registry.latest("touchpoint").parsed
@@ -49,6 +58,8 @@ class Coordinator:
         self._parts = out_partitions
         self.merges = 0
         self.refusals = 0
+        self.erasures = 0
+        self._merge_log = merge_log  # () -> {merge id: latest decision}, read only for an erasure
         self._lateness = lateness_ms
         self._idle = idle_ms
         self._quiet = idle_ms if quiet_ms is None else quiet_ms
@@ -78,6 +89,9 @@ class Coordinator:
             now = int(self._clock() * 1000)
             if control == "unmerge":
                 self._unmerge(body["merge"], now)
+                return
+            if control == "erase":
+                self._erase(body, now)
                 return
             # idleness is judged on when reports and ticks were *written* (their position in this
             # single-partition stream), never on when a lagging coordinator reads them: a report
@@ -147,6 +161,39 @@ class Coordinator:
                        m.occurred_at, m.moved, "unmerged")
         publish_resolution(self._producer, Resolution(m.loser, tuple(mappings), ((m.loser, m.occurred_at),),
                                                       (undone,)), now)
+
+    def _erase(self, body: dict, now: int) -> None:
+        try:
+            request = ErasureRequest.from_json(body["request"])
+        except (KeyError, TypeError, ValueError) as err:
+            self._dead.send(json.dumps(body).encode(), "bad_erasure_request", str(err)[:200],
+                            topic="cem.identity.links", partition=0, offset=-1)
+            return
+        subject = request.subject
+        profile = subject if subject.startswith("cus-") else self.graph.owner.get(subject)
+        identifiers = set() if profile is not None else {subject}  # unknown: its rows may remain
+        profiles: list[str] = []
+        merge_ids: list[str] = []
+        known = profile is not None and (profile in self.graph.first_seen or bool(self.graph.members.get(profile)))
+        if profile is not None:
+            profiles, merge_ids, moved = erasure_scope(profile, self._merge_log())
+            identifiers |= moved
+            for p in profiles:
+                identifiers |= set(self.graph.members.get(p, ()))
+                for m in self.graph.erase(p):
+                    self._producer.produce(IDENTITY_MAP_TOPIC, key=m.identifier.encode(), value=None)
+                self._producer.produce(IDENTITY_MAP_TOPIC, key=(PROFILE_PREFIX + p).encode(), value=None)
+            for mid in merge_ids:
+                self._producer.produce(IDENTITY_MERGES_TOPIC, key=mid.encode(), value=None)
+        # the request's id salts the digests: the same on a replay, different for every erasure
+        erasure = Erasure.of(request, profiles, identifiers, request.erasure_id, tuple(merge_ids), now, known)
+        self.erasures += 1
+        log.info("erasure %s: %d profile(s), %d identifier(s) released", request.erasure_id, len(profiles),
+                 len(identifiers))
+        for p in profiles[1:]:
+            self._control(p, Erase(p))
+        key = profiles[0] if profiles else subject
+        self._control(key, Erase(key, erasure.to_json()))
 
     def _advance(self, now: int) -> None:
         wm = self.sources.combined(now, self._busy)

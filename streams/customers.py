@@ -16,7 +16,12 @@ records (`streams/control.py`, typed and dispatched by type) `merge` hand a lose
 the winner's partition (`transfer`), where it is absorbed; a control record that does not decode
 is dead-lettered (`dead`) and counted, never fatal. Merge bookkeeping (who merged
 into whom, which hand-overs a winner awaits) lives in its own `KeyedState` and changelog
-(`streams/merge_book.py`), apart from the timelines.
+(`streams/merge_book.py`), apart from the timelines. A control record `erase` (a customer's
+erasure, decided by the coordinator) drops the customer's timeline — open sessions, journey, rule
+and alert state, lifecycle — and its merge book, with tombstones in both changelogs; its deadlines
+find nothing when they fire. When it carries the `Erasure`, that is sent on to
+cem.privacy.erasures after this group's rows and state are acknowledged, so landing deletes rows
+that are already on their way, not before them.
 """
 from __future__ import annotations
 
@@ -34,9 +39,10 @@ from cem.detect import Moment, is_positive
 from cem.lifecycle import Change
 from cem.privacy import NO_CONSENT
 from cem.rules import Route, Rule, by_event_type, route
-from cem.settings import ALERTS_TOPIC, CUSTOMERS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC
-from .control import (CONTROL_HEADER, AlertAction, AwaitHandover, ControlError, ControlMessage, Forward, Handover,
-                      MergeAway, Watermark, decode as decode_control)
+from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, ERASURES_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC,
+                          SESSIONS_TOPIC)
+from .control import (CONTROL_HEADER, AlertAction, AwaitHandover, ControlError, ControlMessage, Erase, Forward,
+                      Handover, MergeAway, Watermark, decode as decode_control)
 from .merge_book import MergeBook, decode_book, encode_book, legacy_key, migrate
 from .state import KeyedState
 from .timers import HeapTimers, Timers
@@ -60,7 +66,8 @@ class CustomerStage:
         self.bad_controls = 0
         self._handlers: dict[type, Callable[[Any, int], None]] = {
             Watermark: self._on_watermark, MergeAway: self._on_merge, AwaitHandover: self._on_await,
-            Handover: self._on_handover, Forward: self._on_forward, AlertAction: self._alert_action}
+            Handover: self._on_handover, Forward: self._on_forward, AlertAction: self._alert_action,
+            Erase: self._on_erase}
         self._registry = registry
         self._reader = registry.latest("touchpoint").parsed
         self._rows = rows
@@ -83,6 +90,8 @@ class CustomerStage:
         self._on_alert = on_alert
         self._moments: list[tuple[Moment, bool, Timeline]] = []  # (moment, is new, its timeline) to publish
         self._life: list[tuple[Timeline, Change]] = []  # lifecycle changes to publish
+        self._erasures: list[dict] = []  # erasures to pass on to landing after the next flush
+        self.erased = 0
 
     # -- partition watermark ---------------------------------------------------------------
     def gauges(self) -> dict[int, tuple[int | None, int]]:
@@ -209,6 +218,17 @@ class CustomerStage:
         part = self._part(partition)
         part["wm"] = max(part["wm"], msg.wm)
         self._finish(partition, {}, Changes())
+
+    def _on_erase(self, msg: Erase, partition: int) -> None:
+        """A customer's erasure: its timeline and merge book go, with tombstones in both changelogs;
+        the erasure itself is passed on to landing after the next flush."""
+        if self.table.get(msg.customer) is not None:
+            self._drop(msg.customer, partition)
+        if self.merges.get(msg.customer) is not None:
+            self.merges.delete(msg.customer, partition)
+        self.erased += 1
+        if msg.erasure:
+            self._erasures.append(msg.erasure)
 
     def _on_merge(self, msg: MergeAway, partition: int) -> None:
         loser, winner = msg.loser, msg.winner
@@ -400,6 +420,11 @@ class CustomerStage:
         self.table.flush()
         self.merges.flush()
         self._rows.flush()
+        if self._erasures:
+            erasures, self._erasures = self._erasures, []
+            for e in erasures:
+                self._rows.produce(ERASURES_TOPIC, 0, str(e["erasure_id"]).encode(), json.dumps(e).encode())
+            self._rows.flush()
 
 
 def encode_state(key: str, value: Any) -> bytes:

@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from cem.ops.cli_privacy import privacy_app
 from cem.ops.console import console, err_console
 from cem.kafka.connection import KafkaConnection
 from cem.settings import Settings
@@ -35,6 +36,7 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(topics_app, name="topics")
 from cem.ops.cli_dlq import app as dlq_app  # noqa: E402 - the group lives in its own module
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(privacy_app, name="privacy")
 
 
 

@@ -23,7 +23,7 @@ from cem.schemas.registry import default_registry
 from cem.settings import DLQ_TOPIC, IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
 from cem.kafka.dlq import DeadLetters
 from cem.streams.coordinator import CONTROL_HEADER, Coordinator
-from cem.streams.identity_log import bounded_graph, load_graph
+from cem.streams.identity_log import bounded_graph, load_graph, merge_log
 from .ingest import run_agent
 from cem.kafka.connection import KafkaConnection
 
@@ -102,7 +102,8 @@ def attach_identity(app: faust.App, links: faust.TopicT, settings: Settings, kaf
                            idle_ms=int(settings.idle_timeout_seconds * 1000),
                            quiet_ms=int((settings.all_quiet_seconds or settings.idle_timeout_seconds) * 1000),
                            sources=graph.__dict__.get("source_marks"),
-                           expected_sources=[f"{t}:{p}" for t, n in raw_parts.items() for p in range(n)])
+                           expected_sources=[f"{t}:{p}" for t, n in raw_parts.items() for p in range(n)],
+                           merge_log=lambda: merge_log(settings.kafka_bootstrap))
 
     @app.agent(links, concurrency=1, name="identity")
     async def identity(stream: faust.StreamT) -> None:

@@ -1,0 +1,34 @@
+"""`cem privacy erase`: ask the identity coordinator to forget a customer (README "Privacy:
+consent and erasure"). The request is acknowledged by Kafka before this returns; the coordinator,
+the customer stage and landing carry it out, and `privacy_erasures` records it when done."""
+from __future__ import annotations
+
+import time
+
+import typer
+
+privacy_app = typer.Typer(no_args_is_help=True, help="Consent and erasure: forget a customer.")
+
+
+@privacy_app.command("erase")
+def privacy_erase(customer_id: str = typer.Argument(..., help="Customer id (cus-…, the customer_id column) or one "
+                                                    "identifier as kind:value, e.g. customer_id:C123 or email_hash:…"),
+                  by: str = typer.Option(..., "--by", help="Who asks (recorded in privacy_erasures).")) -> None:
+    """Remove the customer's identifiers from the identity graph and state and their rows from
+    every table; an audit row without identifiers lands in privacy_erasures."""
+    from cem.ops.cli import _settings, console
+    from cem.privacy import BadSubject, ErasureRequest
+    from cem.kafka.erasure_requests import request_erasure
+    try:
+        request = ErasureRequest.new(customer_id, by, int(time.time() * 1000))
+    except BadSubject as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    s = _settings()
+    try:
+        request_erasure(s.kafka_bootstrap, request)
+    except RuntimeError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"erasure {request.erasure_id} requested; done when this returns a row:\n"
+                  f"  SELECT * FROM privacy_erasures WHERE erasure_id = '{request.erasure_id}'")

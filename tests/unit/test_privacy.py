@@ -1,0 +1,159 @@
+"""Consent and erasure, the pure parts and the coordinator's decision (no Kafka, no ClickHouse)."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from cem.events import validate
+from cem.identity import IdentityGraph, LookupGraph
+from cem.privacy import (NO_CONSENT, BadSubject, Erasure, ErasureRequest, check_subject, digest, erasure_scope,
+                         record_of, withhold_identifiers, withholds_consent)
+from cem.schemas.registry import default_registry
+from cem.settings import IDENTITY_MAP_TOPIC, IDENTITY_MERGES_TOPIC
+from cem.sinks.erasure import predicates
+from cem.streams.coordinator import CONTROL_HEADER, Coordinator
+from cem.streams.identity_log import PROFILE_PREFIX
+
+
+def test_subject_is_a_customer_id_or_kind_value():
+    assert check_subject(" cus-0123456789abcdef ") == "cus-0123456789abcdef"
+    assert check_subject("email_hash:ab12") == "email_hash:ab12"
+    for bad in ("", "cus-xyz", "C123", "email:a@b.c", "passport:1"):
+        with pytest.raises(BadSubject):
+            check_subject(bad)
+
+
+def test_erase_releases_every_identifier_and_a_returning_one_starts_a_new_profile():
+    g = IdentityGraph()
+    p = g.resolve("e1", {"anonymous_id": "a1", "customer_id": "c1"}, 1).customer_id
+    g.resolve("e2", {"customer_id": "c1", "email_hash": "h1"}, 2)
+    released = g.erase(p)
+    assert [m.identifier for m in released] == ["anonymous_id:a1", "customer_id:c1", "email_hash:h1"]
+    assert all(m.profile is None for m in released)
+    assert g.owner == {} and p not in g.members and p not in g.first_seen
+    assert g.lookup({"customer_id": "c1"}) is None
+    again = g.resolve("e9", {"customer_id": "c1"}, 9)
+    assert again.customer_id != p and again.created and not again.merges
+    assert g.erase("cus-unknown") == []
+
+
+def test_a_replica_replaying_the_tombstones_forgets_the_identifiers():
+    g, replica = IdentityGraph(), LookupGraph()
+    r = g.resolve("e1", {"anonymous_id": "a1", "customer_id": "c1"}, 1)
+    for m in list(r.mappings) + g.erase(r.customer_id):
+        replica.apply(m.identifier, m.profile)
+    assert replica.owner == {}
+
+
+def test_profile_ids_do_not_reveal_the_identifier():
+    g = IdentityGraph()
+    p = g.resolve("e1", {"customer_id": "c1"}, 1).customer_id
+    assert p != "cus-" + hashlib.sha1(b"customer_id:c1").hexdigest()[:16]
+    assert IdentityGraph().resolve("e1", {"customer_id": "c1"}, 1).customer_id == p  # a replay names it the same
+
+
+def test_scope_follows_merges_transitively_but_not_unmerged_ones():
+    merges = {
+        "m1": {"winner": "A", "loser": "B", "status": "merged", "moved": ["device_id:d1"]},
+        "m2": {"winner": "B", "loser": "C", "status": "merged", "moved": ["anonymous_id:x"]},
+        "m3": {"winner": "A", "loser": "D", "status": "unmerged", "moved": ["device_id:d9"]},
+        "m4": {"winner": "A", "loser": "customer_id:c2", "status": "refused", "moved": []},
+        "m5": {"winner": "E", "loser": "F", "status": "merged", "moved": ["device_id:e"]},
+    }
+    profiles, named, ids = erasure_scope("A", merges)
+    assert profiles == ["A", "B", "C"]
+    assert named == ["m1", "m2", "m3", "m4"]
+    assert ids == {"device_id:d1", "anonymous_id:x"}
+
+
+def test_an_erasure_carries_digests_and_its_audit_row_no_identifier():
+    req = ErasureRequest.new("customer_id:C-ALICE-77", "dpo@example.com", 1_000)
+    e = Erasure.of(req, ["cus-0123456789abcdef"], {"customer_id:C-ALICE-77", "email_hash:HASH-ALICE"}, "s4lt", ("m1",), 2_000)
+    assert e.digests == tuple(sorted(hashlib.sha256(f"s4lt{i}".encode()).hexdigest()
+                                     for i in ("customer_id:C-ALICE-77", "email_hash:HASH-ALICE")))
+    back = Erasure.from_json(json.loads(json.dumps(e.to_json())))
+    assert back.digests == e.digests and back.profiles == e.profiles and back.request.erasure_id == req.erasure_id
+    assert back.request.subject == "cus-0123456789abcdef"  # the identifier it was asked by stays behind
+    assert "ALICE" not in json.dumps(e.to_json())
+    row = record_of(e, {"touchpoints": 5, "sessions": 2}, 3_000).as_row()
+    assert row["identifiers_removed"] == 2 and row["profiles_removed"] == 1 and row["status"] == "erased"
+    assert row["tables"] == ["sessions", "touchpoints"] and row["rows_deleted"]["touchpoints"] == 5
+    assert "ALICE" not in json.dumps(row)
+    assert row["identifiers_digest"] == hashlib.sha256("\n".join(e.digests).encode()).hexdigest()
+
+
+def test_sql_predicates_take_ids_and_digests_only():
+    req = ErasureRequest.new("cus-0123456789abcdef", "ops", 1)
+    e = Erasure.of(req, ["cus-0123456789abcdef"], {"customer_id:c1"}, "abc123")
+    where = predicates(e)
+    assert set(where) == {"touchpoints", "sessions", "journeys", "negative_moments", "alerts",
+                          "customer_lifecycle", "customers", "identity_merges"}
+    assert digest("abc123", "customer_id:c1") in where["touchpoints"] and "c1'" not in where["touchpoints"]
+    with pytest.raises(ValueError):
+        predicates(Erasure.of(req, ["cus-x'; DROP TABLE t; --"], set(), "abc"))
+
+
+def test_without_consent_an_event_needs_and_keeps_no_identifier():
+    ev = {"event_id": "e1", "event_type": "page_view", "channel": "web", "source": "s", "occurred_at": 1_700_000_000_000,
+          "received_at": 1_700_000_000_000, "identifiers": {}, "web": None, "consent": False}
+    assert validate(ev, 1_700_000_000_000, 10**12) is None
+    assert validate(dict(ev, consent=None), 1_700_000_000_000, 10**12).reason == "no_identifier"
+    ev["identifiers"] = {"anonymous_id": "a1", "customer_id": "c1"}
+    assert withholds_consent(ev) and not withholds_consent(dict(ev, consent=True))
+    assert not any(withhold_identifiers(ev)["identifiers"].values())
+    assert NO_CONSENT == "no-consent"
+
+
+class Recorder:
+    """Stands in for the producer and the batch publisher."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, bytes | None, dict]] = []
+
+    def produce(self, topic: str, key: bytes | None = None, value: bytes | None = None, **kw: object) -> None:
+        self.records.append((topic, key, value, kw))
+
+    def flush_partition(self, topic: str, partition: int) -> None:
+        pass
+
+    def publish(self, *args: object) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def test_the_coordinator_erases_a_merged_customer_and_hands_the_erasure_on():
+    rec = Recorder()
+    g = IdentityGraph()
+    merges: dict = {}
+    c = Coordinator(g, default_registry(), rec, rec, None, "out", 4, clock=lambda: 5.0, merge_log=lambda: merges)
+    older = g.resolve("e1", {"loyalty_id": "L1"}, 10).customer_id
+    web = g.resolve("e2", {"anonymous_id": "a1", "customer_id": "c1"}, 20).customer_id
+    r = g.resolve("e3", {"customer_id": "c1", "loyalty_id": "L1"}, 30)
+    (m,) = r.merges
+    merges[m.merge_id] = {"winner": m.winner, "loser": m.loser, "status": "merged", "moved": list(m.moved)}
+    assert m.winner == older and m.loser == web
+    other = g.resolve("e4", {"customer_id": "c2"}, 40).customer_id
+
+    req = ErasureRequest.new("customer_id:c1", "dpo", 100)
+    c.process(json.dumps({"control": "erase", "request": req.to_json()}).encode(), "links", 0, 0,
+              [(CONTROL_HEADER, b"erase")])
+    assert set(g.owner) == {"customer_id:c2"} and g.owner["customer_id:c2"] == other
+    tomb = {(t, k.decode()) for t, k, v, _ in rec.records if v is None}
+    assert {(IDENTITY_MAP_TOPIC, i) for i in ("anonymous_id:a1", "customer_id:c1", "loyalty_id:L1")} <= tomb
+    assert (IDENTITY_MAP_TOPIC, PROFILE_PREFIX + older) in tomb and (IDENTITY_MERGES_TOPIC, m.merge_id) in tomb
+    controls = [(k.decode(), json.loads(v)) for t, k, v, kw in rec.records if t == "out"]
+    assert {k for k, _ in controls} == {older, web}
+    (carrying,) = [b for _, b in controls if b.get("erasure")]
+    e = Erasure.from_json(carrying["erasure"])
+    assert e.found and e.profiles == (older, web) and len(e.digests) == 3 and e.salt == req.erasure_id
+
+    # replayed after a crash: nothing left to release, and it says so
+    rec.records.clear()
+    c.process(json.dumps({"control": "erase", "request": req.to_json()}).encode(), "links", 0, 1,
+              [(CONTROL_HEADER, b"erase")])
+    (again,) = [json.loads(v) for t, k, v, kw in rec.records if t == "out" and json.loads(v).get("erasure")]
+    assert not Erasure.from_json(again["erasure"]).found
