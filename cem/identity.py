@@ -136,7 +136,13 @@ class IdentityGraph:
         """Replay one changelog mapping (idempotent)."""
         old = self.owner.pop(identifier, None)
         if old is not None:
-            self.members.get(old, set()).discard(identifier)
+            held = self.members.get(old)
+            if held is not None:
+                held.discard(identifier)
+                if not held and old not in self.first_seen:
+                    # a profile already gone (merged away, erased: its first sighting tombstoned,
+                    # maybe replayed from another partition first) keeps no empty entry
+                    self.members.pop(old, None)
         if profile is not None:
             self.owner[identifier] = profile
             self.members.setdefault(profile, set()).add(identifier)

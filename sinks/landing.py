@@ -194,7 +194,7 @@ class Landing:
                 if self._erasures:
                     self._erase()
                 if idle_exit is not None and time.monotonic() - last_data > idle_exit \
-                        and not self._batches and self._pending is None:
+                        and not self._batches and self._pending is None and not self._erasures:
                     break
             self._flush(list(self._batches), final=True)
         except BaseException:
@@ -295,7 +295,9 @@ class Landing:
         marks = {}
         for tp in self._consumer.assignment():
             if tp.topic != ERASURES_TOPIC:
-                marks[(tp.topic, tp.partition)] = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                if high > low:  # an empty partition holds nothing back
+                    marks[(tp.topic, tp.partition)] = high
         self._erasures.append((msg.partition(), msg.offset(), erasure, marks))
 
     def _erase(self) -> None:
