@@ -137,3 +137,44 @@ def test_a_burst_of_1000_concurrent_requests_keeps_auth_and_limits(cem_settings)
     landed = raw_events(KafkaConnection.from_settings(s), RAW_TOPICS["web"])
     assert len(landed) == len({e["event_id"] for e in landed}) == 850 * 5
     print(f"\ncollector burst: {850 * 5 / seconds:,.0f} accepted events/s, {1000 / seconds:,.0f} requests/s")
+
+
+def test_erasure_endpoint_takes_its_own_key_only_and_hands_the_request_to_the_coordinator(cem_settings):
+    import json
+
+    from cem.settings import IDENTITY_LINKS_TOPIC
+    from tests.support.pipeline import read_topic
+    s = settings_for(cem_settings).model_copy(update={"privacy_api_key": SecretStr("dpo-key-9")})
+    body = {"customer_id": "customer_id:C-42", "requested_by": "dpo"}
+
+    async def scenario(http):
+        out = []
+        for headers, payload in [({}, body), ({"Authorization": f"Bearer {KEY}"}, body),  # an event write key
+                                 ({"Authorization": "Bearer dpo-key-9"}, {"customer_id": "C-42"}),  # not an id
+                                 ({"Authorization": "Bearer dpo-key-9"}, body)]:
+            async with http.post("/v1/privacy/erase", json=payload, headers=headers) as r:
+                out.append((r.status, await r.json()))
+        return out
+
+    (none, write_key, bad, ok) = asyncio.run(with_collector(s, scenario))
+    assert none[0] == 401 and write_key[0] == 401 and "CEM_PRIVACY_API_KEY" in write_key[1]["error"]["message"]
+    assert bad[0] == 400 and "kind:value" in bad[1]["error"]["message"]
+    assert ok[0] == 202 and ok[1]["status"] == "requested"
+    [req] = [json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, IDENTITY_LINKS_TOPIC)]
+    assert req["control"] == "erase" and req["request"]["erasure_id"] == ok[1]["erasure_id"]
+    assert req["request"]["subject"] == "customer_id:C-42" and req["request"]["requester"] == "dpo"
+
+
+def test_without_consent_the_collector_withholds_identifiers_at_the_edge(cem_settings):
+    s = settings_for(cem_settings)
+
+    async def scenario(http):
+        async with http.post("/v1/events", json={"batch": [event(1, consent=False), event(2)]},
+                             headers={"Authorization": f"Bearer {KEY}"}) as r:
+            return r.status, await r.json()
+
+    status, payload = asyncio.run(with_collector(s, scenario))
+    assert status == 202 and payload["accepted"] == 2
+    got = {e["event_id"]: e for e in raw_events(s.kafka_bootstrap, RAW_TOPICS["web"])}
+    assert got["h-1"]["consent"] is False and not any(got["h-1"]["identifiers"].values())
+    assert got["h-2"]["consent"] is None and got["h-2"]["identifiers"]["anonymous_id"] == "anon-2"
