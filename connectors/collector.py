@@ -33,7 +33,7 @@ from cem.kafka.dlq import DeadLetters
 from cem import metrics
 from cem.kafka.admin import partitions_of
 from .mapping import to_touchpoint
-from .pseudonymize import Pseudonymizer, redact_pii
+from .pseudonymize import Pseudonymizer, pseudonymize_subject, redact_pii
 from cem.kafka.publisher import BatchPublisher, DeliveryFailed, producer_config
 
 log = logging.getLogger(__name__)
@@ -183,10 +183,11 @@ class Collector:
         return 202, {"accepted": len(accepted), "rejected": len(objs) - len(accepted), "results": results}
 
     async def privacy_erase(self, request: web.Request) -> web.Response:
-        """POST /v1/privacy/erase {"customer_id": "cus-…" | "kind:value", "requested_by": "…"}:
+        """POST /v1/privacy/erase {"customer_id": "cus-…" | "kind:value", "requested_by": "…"} (an
+        `email:`/`phone:` value is hashed as at the edge):
         authorized by CEM_PRIVACY_API_KEY alone (an event write key is refused); answers 202 with
         the erasure id once Kafka acknowledged the request."""
-        from cem.privacy import BadSubject, ErasureRequest
+        from cem.privacy import ErasureRequest
         from cem.kafka.erasure_requests import request_erasure
         key = self.settings.privacy_api_key.get_secret_value().encode()
         auth = request.headers.get("Authorization", "")
@@ -197,11 +198,12 @@ class Collector:
                           "<CEM_PRIVACY_API_KEY>' (event write keys are not accepted here; an empty key disables this)")
         try:
             body = json.loads(await request.content.read(4096) or b"{}")
-            req = ErasureRequest.new(str(body.get("customer_id") or ""), str(body.get("requested_by") or "api"),
-                                     int(time.time() * 1000))
+            subject = pseudonymize_subject(str(body.get("customer_id") or ""), self._pz)
+            req = ErasureRequest.new(subject, str(body.get("requested_by") or "api"), int(time.time() * 1000))
         except (ValueError, AttributeError) as err:
             REQUESTS.labels("/v1/privacy/erase", "400").inc()
-            message = str(err) if isinstance(err, BadSubject) else "send {\"customer_id\": \"cus-…\" or \"kind:value\"}"
+            message = str(err) if isinstance(err, ValueError) and not isinstance(err, json.JSONDecodeError) \
+                else "send {\"customer_id\": \"cus-…\" or \"kind:value\"}"
             return _error(400, "customer_id", message)
         try:
             await asyncio.get_running_loop().run_in_executor(None, request_erasure, self.settings.kafka_bootstrap, req)

@@ -84,3 +84,15 @@ def redact_pii(raw: bytes) -> bytes:
         raw = json.dumps(scrub(obj), separators=(",", ":")).encode()
     raw = _EMAIL_IN_TEXT.sub(b"<email>", raw)
     return _PHONE_IN_TEXT.sub(b"<phone>", raw)
+
+
+def pseudonymize_subject(subject: str, pseudonymizer: Pseudonymizer) -> str:
+    """An erasure subject as the graph knows it: `email:…` / `phone:…` (what a customer asking to
+    be forgotten gives) become `email_hash:…` / `phone_hash:…` under the same key as at the edge;
+    anything else is returned as it is. Raises PseudonymizationError for an unusable email/phone."""
+    kind, _, value = subject.strip().partition(":")
+    if kind == "email":
+        return "email_hash:" + pseudonymizer.email_hash(value)
+    if kind == "phone":
+        return "phone_hash:" + pseudonymizer.phone_hash(value)
+    return subject

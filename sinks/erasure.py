@@ -81,9 +81,9 @@ class Eraser:
             if n:
                 self._ch.command(f"DELETE FROM {table} WHERE {where}")
             deleted[table] = n
-        prior = self._ch.query(f"SELECT count() FROM privacy_erasures WHERE erasure_id = {_quote([e.request.erasure_id])[1:-1]}"
-                               ).result_rows[0][0]
-        if prior:
+        erasure_id = _quote([e.request.erasure_id])[1:-1]
+        prior = self._ch.query(f"SELECT count() FROM privacy_erasures WHERE erasure_id = {erasure_id}")
+        if prior.result_rows[0][0]:
             log.info("erasure %s replayed: tables cleaned again, first audit row kept", e.request.erasure_id)
             return deleted
         row = record_of(e, deleted, int(self._clock() * 1000)).as_row()

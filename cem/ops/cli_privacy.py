@@ -12,19 +12,22 @@ privacy_app = typer.Typer(no_args_is_help=True, help="Consent and erasure: forge
 
 @privacy_app.command("erase")
 def privacy_erase(customer_id: str = typer.Argument(..., help="Customer id (cus-…, the customer_id column) or one "
-                                                    "identifier as kind:value, e.g. customer_id:C123 or email_hash:…"),
+                                                    "identifier as kind:value, e.g. customer_id:C123, "
+                                                    "email:alice@example.com or phone:+49… (hashed as at the edge)"),
                   by: str = typer.Option(..., "--by", help="Who asks (recorded in privacy_erasures).")) -> None:
     """Remove the customer's identifiers from the identity graph and state and their rows from
     every table; an audit row without identifiers lands in privacy_erasures."""
-    from cem.ops.cli import _settings, console
-    from cem.privacy import BadSubject, ErasureRequest
+    from cem.connectors.pseudonymize import Pseudonymizer, pseudonymize_subject
     from cem.kafka.erasure_requests import request_erasure
+    from cem.ops.cli import _settings, console
+    from cem.privacy import ErasureRequest
+    s = _settings()
     try:
-        request = ErasureRequest.new(customer_id, by, int(time.time() * 1000))
-    except BadSubject as err:
+        subject = pseudonymize_subject(customer_id, Pseudonymizer(s.pseudonymization_key.get_secret_value().encode()))
+        request = ErasureRequest.new(subject, by, int(time.time() * 1000))
+    except ValueError as err:  # BadSubject, PseudonymizationError: say what a valid one looks like
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
-    s = _settings()
     try:
         request_erasure(s.kafka_bootstrap, request)
     except RuntimeError as err:

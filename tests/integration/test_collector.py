@@ -151,18 +151,22 @@ def test_erasure_endpoint_takes_its_own_key_only_and_hands_the_request_to_the_co
         out = []
         for headers, payload in [({}, body), ({"Authorization": f"Bearer {KEY}"}, body),  # an event write key
                                  ({"Authorization": "Bearer dpo-key-9"}, {"customer_id": "C-42"}),  # not an id
-                                 ({"Authorization": "Bearer dpo-key-9"}, body)]:
+                                 ({"Authorization": "Bearer dpo-key-9"}, body),
+                                 ({"Authorization": "Bearer dpo-key-9"}, {"customer_id": "email:Alice@Example.com"})]:
             async with http.post("/v1/privacy/erase", json=payload, headers=headers) as r:
                 out.append((r.status, await r.json()))
         return out
 
-    (none, write_key, bad, ok) = asyncio.run(with_collector(s, scenario))
+    (none, write_key, bad, ok, by_email) = asyncio.run(with_collector(s, scenario))
     assert none[0] == 401 and write_key[0] == 401 and "CEM_PRIVACY_API_KEY" in write_key[1]["error"]["message"]
     assert bad[0] == 400 and "kind:value" in bad[1]["error"]["message"]
     assert ok[0] == 202 and ok[1]["status"] == "requested"
-    [req] = [json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, IDENTITY_LINKS_TOPIC)]
+    [req, email] = [json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, IDENTITY_LINKS_TOPIC)]
     assert req["control"] == "erase" and req["request"]["erasure_id"] == ok[1]["erasure_id"]
     assert req["request"]["subject"] == "customer_id:C-42" and req["request"]["requester"] == "dpo"
+    from cem.connectors.pseudonymize import Pseudonymizer
+    hashed = Pseudonymizer(s.pseudonymization_key.get_secret_value().encode()).email_hash("alice@example.com")
+    assert by_email[0] == 202 and email["request"]["subject"] == f"email_hash:{hashed}"  # the raw email never travels
 
 
 def test_without_consent_the_collector_withholds_identifiers_at_the_edge(cem_settings):

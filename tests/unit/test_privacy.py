@@ -172,3 +172,12 @@ def test_a_replay_from_the_partitions_in_any_order_keeps_no_trace_of_an_erased_p
     for m in list(r.mappings) + gone:
         replica.apply(m.identifier, m.profile)
     assert replica.owner == {} and replica.members == {} and replica.first_seen == {}
+
+
+def test_an_email_or_phone_subject_is_hashed_as_at_the_edge():
+    from cem.connectors.pseudonymize import Pseudonymizer, pseudonymize_subject
+    pz = Pseudonymizer(b"k")
+    assert pseudonymize_subject("email: Alice@Example.com", pz) == "email_hash:" + pz.email_hash("alice@example.com")
+    assert pseudonymize_subject("phone:+49 30 1234567", pz) == "phone_hash:" + pz.phone_hash("+49301234567")
+    assert pseudonymize_subject("customer_id:C1", pz) == "customer_id:C1"
+    assert check_subject(pseudonymize_subject("email:a@b.de", pz)).startswith("email_hash:")
