@@ -302,29 +302,43 @@ class Landing:
 
     def _erase(self) -> None:
         """Apply the first waiting erasure once its barrier is passed: every landed partition
-        read up to its mark (position or committed offset) and nothing of it left uninserted."""
+        read up to its mark (position or committed offset) and nothing of it left uninserted.
+        It runs on an insert thread while the consumer, paused, keeps polling (a large table
+        takes seconds per million rows; the group must not take this member for dead)."""
         if time.monotonic() < self._erasure_retry:
             return
-        partition, offset, erasure, marks = self._erasures[0]
+        first = self._erasures[0]
+        partition, offset, erasure, marks = first
         tps = [TopicPartition(t, p) for t, p in marks]
         if tps:
             done = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(tps)}
             for tp in self._consumer.committed(tps, timeout=10):
                 done[(tp.topic, tp.partition)] = max(done.get((tp.topic, tp.partition), -1), tp.offset)
             if any(done.get(k, -1) < high for k, high in marks.items()):
-                return  # still reading what was there before the erasure
+                self._erasure_retry = time.monotonic() + 0.2  # still reading what was there before it
+                return
         self._flush(list(self._batches))
         self._settle()
         if self._batches or self._held or self._plans:
             return  # a crashed run's insert is being re-formed: after it
+        job = self._inserter.submit(self._eraser.apply, erasure)
+        self._consumer.pause(self._consumer.assignment())
         try:
-            self._eraser.apply(erasure)
+            while wait([job], timeout=0.5).not_done:
+                msg = self._consumer.poll(0.1)  # keeps the membership; a rebalance may hand records over
+                if msg is not None:
+                    self._add(msg)
+        finally:
+            self._consumer.resume(self._consumer.assignment())
+        try:
+            job.result()
         except Exception as err:  # noqa: BLE001 - ClickHouse away: landing goes on, erasure retried
             log.warning("erasure %s failed, retrying in 5 s: %s", erasure.request.erasure_id, str(err)[:300])
             self._erasure_retry = time.monotonic() + 5.0
             return
-        self._erasures.pop(0)
-        self._commit([TopicPartition(ERASURES_TOPIC, partition, offset + 1)])
+        if self._erasures and self._erasures[0] is first:  # not revoked meanwhile (its next owner redoes it)
+            self._erasures.pop(0)
+            self._commit([TopicPartition(ERASURES_TOPIC, partition, offset + 1)])
 
     def _check_schema(self, schema_json: str) -> None:
         problem = self._schema_ok.get(schema_json, "?")
