@@ -70,7 +70,8 @@ def test_erasing_a_customer_mid_run_leaves_no_trace_and_a_returning_login_is_som
            customer_id="C-NC-1"),
     ]
     web = [
-        ev("al-3", "web", "page_view", t + 30 * MIN, {"url": "/"}, anonymous_id="anon-alice-1", device_id="dev-alice-1"),
+        ev("al-3", "web", "page_view", t + 30 * MIN, {"url": "/"}, anonymous_id="anon-alice-1",
+           device_id="dev-alice-1"),
         ev("al-4", "web", "payment_failed", t + 31 * MIN, {"error_code": "card_declined"},
            anonymous_id="anon-alice-1", device_id="dev-alice-1", order_id="ord-alice-1"),
     ]
@@ -105,7 +106,8 @@ def test_erasing_a_customer_mid_run_leaves_no_trace_and_a_returning_login_is_som
     assert not [i for i in graph.owner if any(g in i for g in GONE)]
     assert not alice_ids & (set(graph.owner.values()) | set(graph.members) | set(graph.first_seen))
     new_profile = graph.owner[f"customer_id:{BACK}"]
-    assert new_profile not in alice_ids and graph.members[new_profile] == {f"customer_id:{BACK}", "anonymous_id:anon-alice-9"}
+    assert new_profile not in alice_ids
+    assert graph.members[new_profile] == {f"customer_id:{BACK}", "anonymous_id:anon-alice-9"}
     assert graph.owner["customer_id:C-BOB-1"] and "anonymous_id:anon-nc-1" not in graph.owner
     merges_left = b"".join(latest(s.kafka_bootstrap, IDENTITY_MERGES_TOPIC).values()).decode()
     assert not any(x in merges_left for x in (*GONE, BACK, *alice_ids))

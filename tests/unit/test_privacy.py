@@ -70,7 +70,8 @@ def test_scope_follows_merges_transitively_but_not_unmerged_ones():
 
 def test_an_erasure_carries_digests_and_its_audit_row_no_identifier():
     req = ErasureRequest.new("customer_id:C-ALICE-77", "dpo@example.com", 1_000)
-    e = Erasure.of(req, ["cus-0123456789abcdef"], {"customer_id:C-ALICE-77", "email_hash:HASH-ALICE"}, "s4lt", ("m1",), 2_000)
+    ids = {"customer_id:C-ALICE-77", "email_hash:HASH-ALICE"}
+    e = Erasure.of(req, ["cus-0123456789abcdef"], ids, "s4lt", ("m1",), 2_000)
     assert e.digests == tuple(sorted(hashlib.sha256(f"s4lt{i}".encode()).hexdigest()
                                      for i in ("customer_id:C-ALICE-77", "email_hash:HASH-ALICE")))
     back = Erasure.from_json(json.loads(json.dumps(e.to_json())))
@@ -96,8 +97,9 @@ def test_sql_predicates_take_ids_and_digests_only():
 
 
 def test_without_consent_an_event_needs_and_keeps_no_identifier():
-    ev = {"event_id": "e1", "event_type": "page_view", "channel": "web", "source": "s", "occurred_at": 1_700_000_000_000,
-          "received_at": 1_700_000_000_000, "identifiers": {}, "web": None, "consent": False}
+    ev = {"event_id": "e1", "event_type": "page_view", "channel": "web", "source": "s",
+          "occurred_at": 1_700_000_000_000, "received_at": 1_700_000_000_000, "identifiers": {}, "web": None,
+          "consent": False}
     assert validate(ev, 1_700_000_000_000, 10**12) is None
     assert validate(dict(ev, consent=None), 1_700_000_000_000, 10**12).reason == "no_identifier"
     ev["identifiers"] = {"anonymous_id": "a1", "customer_id": "c1"}
