@@ -13,6 +13,8 @@ the first audit row); the audit row is written last, so a row in `privacy_erasur
 means every table was cleaned. Rollups hold uniqExact states of event, moment and journey ids —
 counts, no identifier — and are left as they are (README "Privacy: consent and erasure").
 A failure raises (ClickHouse away): landing retries the erasure before it commits its offset.
+Both of ClickHouse's forms work in chdb 4.4 (checked): lightweight `DELETE FROM` is used because it
+is immediate and cheap; `ALTER TABLE … DELETE` would rewrite every part holding a match at once.
 """
 from __future__ import annotations
 

@@ -183,3 +183,74 @@ def test_an_email_or_phone_subject_is_hashed_as_at_the_edge():
     assert pseudonymize_subject("phone:+49 30 1234567", pz) == "phone_hash:" + pz.phone_hash("+49301234567")
     assert pseudonymize_subject("customer_id:C1", pz) == "customer_id:C1"
     assert check_subject(pseudonymize_subject("email:a@b.de", pz)).startswith("email_hash:")
+
+
+class StageRows:
+    """The customer stage's row publisher: rows by topic, and records produced outside rows."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, dict]] = []
+        self.produced: list[tuple[str, int, bytes | None, bytes | None]] = []
+        self.flushes = 0
+
+    def publish(self, topic: str, key: str, row: dict) -> None:
+        self.rows.append((topic, key, row))
+
+    def produce(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers=None) -> None:
+        self.produced.append((topic, partition, key, value))
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+def test_the_customer_stage_drops_an_erased_customer_and_passes_the_erasure_on_after_its_rows():
+    from cem.rules import load_routes, load_rules
+    from cem.schemas.serde import encode_batch
+    from cem.settings import ERASURES_TOPIC
+    from cem.streams.customers import ALIAS, CONTROL, CustomerStage, decode_state, encode_state
+    from cem.streams.ingest import ATTRIBUTE_RECORDS, RESOLUTION
+    from cem.streams.state import KeyedState
+
+    changelog: list[tuple[int, bytes, bytes | None]] = []
+    table = KeyedState(encode_state, decode_state, lambda p: [], lambda p, k, v: changelog.append((p, k, v)))
+    rows = StageRows()
+    stage = CustomerStage(table, default_registry(), rows, lambda key, body: None, rules=load_rules(None),
+                          routes=load_routes(None))
+
+    def control(body: dict) -> None:
+        stage.process(json.dumps(body).encode(), "cem.touchpoints", 0, 0, [(CONTROL, body["control"].encode())])
+
+    def touch(eid: str, customer: str, etype: str = "payment_failed") -> bytes:
+        ev = {"event_id": eid, "event_type": etype, "channel": "web", "occurred_at": 1_700_000_000_000,
+              "received_at": 1_700_000_000_000, "source": "t", "identifiers": {"anonymous_id": "anon-zz"},
+              "web": (ATTRIBUTE_RECORDS["web"], {"url": "/pay"}),
+              "cem": (RESOLUTION, {"customer_id": customer, "late": False, "processed_at": 0})}
+        return encode_batch([ev], default_registry().latest("touchpoint").parsed)
+
+    stage.process(touch("e1", "cus-alice"), "cem.touchpoints", 0, 1, None)
+    stage.process(touch("e2", "cus-bob"), "cem.touchpoints", 0, 2, None)
+    stage.process(touch("e3", NO_CONSENT, "page_view"), "cem.touchpoints", 0, 3, None)  # nobody's: no timeline
+    control({"control": "merge", "merge_id": "m", "winner": "cus-alice", "loser": "cus-alice-old", "at": 0})
+    stage.flush()
+    assert table.get("cus-alice") is not None and table.get(ALIAS + "cus-alice-old") == "cus-alice"
+    assert table.get(NO_CONSENT) is None
+    assert any(t == "cem.alerts" and r["customer_id"] == "cus-alice" for t, _, r in rows.rows)
+
+    erasure = Erasure.of(ErasureRequest.new("cus-0123456789abcdef", "dpo", 1), ["cus-alice", "cus-alice-old"],
+                         {"anonymous_id:anon-zz"}, "salt")
+    control({"control": "erase", "customer": "cus-alice-old"})
+    control({"control": "erase", "customer": "cus-alice", "erasure": erasure.to_json()})
+    assert not rows.produced  # nothing passed on before the flush
+    changelog.clear()
+    stage.flush()
+    assert table.get("cus-alice") is None and table.get(ALIAS + "cus-alice-old") is None
+    assert table.get("cus-bob") is not None
+    assert {(k, v) for _, k, v in changelog} == {(b"cus-alice", None), (ALIAS.encode() + b"cus-alice-old", None)}
+    [(topic, partition, key, value)] = rows.produced
+    assert topic == ERASURES_TOPIC and partition == 0 and Erasure.from_json(json.loads(value)).digests == erasure.digests
+    # her deadlines fire on nothing: no row for her after the erasure
+    rows.rows.clear()
+    control({"control": "watermark", "wm": 1_700_000_000_000 + 10 * 86_400_000})
+    stage.flush()
+    assert not [r for _, key, r in rows.rows if key in ("cus-alice", "cus-alice-old")]
+    assert [r for _, key, r in rows.rows if key == "cus-bob"]  # his still do
