@@ -255,3 +255,20 @@ def test_the_customer_stage_drops_an_erased_customer_and_passes_the_erasure_on_a
     stage.flush()
     assert not [r for _, key, r in rows.rows if key in ("cus-alice", "cus-alice-old")]
     assert [r for _, key, r in rows.rows if key == "cus-bob"]  # his still do
+
+
+def test_the_shared_mapping_reads_consent_and_withholds_identifiers_at_the_edge():
+    from cem.connectors.mapping import to_touchpoint
+    from cem.connectors.pseudonymize import Pseudonymizer
+    now = 1_700_000_000_000
+    obj = {"event_type": "page_view", "occurred_at": now - 1_000,
+           "identifiers": {"anonymous_id": "a", "email": "x@y.de"}}
+
+    def mapped(**over):
+        return to_touchpoint(dict(obj, **over), default_channel="web", source="s", now_ms=now, horizon_ms=10**11,
+                             pseudonymizer=Pseudonymizer(b"k"))
+
+    assert mapped(consent="false")["identifiers"] == {} and mapped(consent=False)["consent"] is False  # a CSV column
+    assert mapped()["consent"] is None and mapped()["identifiers"]["anonymous_id"] == "a"
+    assert mapped(consent=True)["identifiers"]["email_hash"]
+    assert mapped(consent="maybe").reason == "bad_type:consent"
