@@ -289,7 +289,8 @@ class Landing:
         except (TypeError, ValueError, KeyError) as err:
             self.counts.dead += 1
             self._dead.send(msg.value(), "bad_erasure", f"{type(err).__name__}: {err}"[:200], topic=msg.topic(),
-                            partition=msg.partition(), offset=msg.offset())
+                            partition=msg.partition(), offset=msg.offset(), key=msg.key(),
+                            source_headers=msg.headers())
             self._commit([TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)])
             return
         marks = {}

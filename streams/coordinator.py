@@ -91,7 +91,10 @@ class Coordinator:
                 self._unmerge(body["merge"], now)
                 return
             if control == "erase":
-                self._erase(body, now)
+                if not self._erase(body, now):
+                    self._dead.send(value, "bad_erasure_request", "an erase control without a valid request "
+                                    "(send it with `cem privacy erase` or POST /v1/privacy/erase)",
+                                    topic=topic, partition=partition, offset=offset, key=key, source_headers=headers)
                 return
             # idleness is judged on when reports and ticks were *written* (their position in this
             # single-partition stream), never on when a lagging coordinator reads them: a report
@@ -162,13 +165,12 @@ class Coordinator:
         publish_resolution(self._producer, Resolution(m.loser, tuple(mappings), ((m.loser, m.occurred_at),),
                                                       (undone,)), now)
 
-    def _erase(self, body: dict, now: int) -> None:
+    def _erase(self, body: dict, now: int) -> bool:
+        """Carry out an erasure request; False when the body holds none (the caller dead-letters it)."""
         try:
             request = ErasureRequest.from_json(body["request"])
-        except (KeyError, TypeError, ValueError) as err:
-            self._dead.send(json.dumps(body).encode(), "bad_erasure_request", str(err)[:200],
-                            topic="cem.identity.links", partition=0, offset=-1)
-            return
+        except (KeyError, TypeError, ValueError):
+            return False
         subject = request.subject
         profile = subject if subject.startswith("cus-") else self.graph.owner.get(subject)
         identifiers = set() if profile is not None else {subject}  # unknown: its rows may remain
@@ -194,6 +196,7 @@ class Coordinator:
             self._control(p, Erase(p))
         key = profiles[0] if profiles else subject
         self._control(key, Erase(key, erasure.to_json()))
+        return True
 
     def _advance(self, now: int) -> None:
         wm = self.sources.combined(now, self._busy)

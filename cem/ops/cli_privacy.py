@@ -19,19 +19,17 @@ def privacy_erase(customer_id: str = typer.Argument(..., help="Customer id (cus-
     every table; an audit row without identifiers lands in privacy_erasures."""
     from cem.connectors.pseudonymize import Pseudonymizer, pseudonymize_subject
     from cem.kafka.erasure_requests import request_erasure
-    from cem.ops.cli import _settings, console
+    from cem.ops.cli import _fail, _settings, console
     from cem.privacy import ErasureRequest
-    s = _settings()
+    s = _settings(kafka=True)
     try:
         subject = pseudonymize_subject(customer_id, Pseudonymizer(s.pseudonymization_key.get_secret_value().encode()))
         request = ErasureRequest.new(subject, by, int(time.time() * 1000))
     except ValueError as err:  # BadSubject, PseudonymizationError: say what a valid one looks like
-        console.print(f"[red]{err}[/red]")
-        raise typer.Exit(2) from None
+        raise _fail(str(err), 2) from None
     try:
         request_erasure(s.kafka_bootstrap, request)
     except RuntimeError as err:
-        console.print(f"[red]{err}[/red]")
-        raise typer.Exit(1) from None
+        raise _fail(str(err)) from None
     console.print(f"erasure {request.erasure_id} requested; done when this returns a row:\n"
                   f"  SELECT * FROM privacy_erasures WHERE erasure_id = '{request.erasure_id}'")

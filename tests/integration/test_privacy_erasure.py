@@ -9,6 +9,9 @@ her login seen again starts a new profile; the audit row holds no identifier."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -16,8 +19,8 @@ import pytest
 from cem.connectors.generate import publish_events
 from cem.identity import IdentityGraph
 from cem.kafka.admin import partitions_of
-from cem.kafka.erasure_requests import request_erasure
-from cem.privacy import NO_CONSENT, ErasureRequest
+from cem.ops.procs import settings_env
+from cem.privacy import NO_CONSENT
 from cem.schemas.registry import default_registry
 from cem.settings import IDENTITY_MERGES_TOPIC, RAW_TOPICS, state_topic
 from cem.streams.identity_log import load_graph
@@ -87,8 +90,12 @@ def test_erasing_a_customer_mid_run_leaves_no_trace_and_a_returning_login_is_som
         assert len(merged) == 1, merged
         alice_ids = {merged[0]["winner"], merged[0]["loser"]}
 
-        request = ErasureRequest.new(f"customer_id:{BACK}", "dpo@retailer.example", int(time.time() * 1000))
-        request_erasure(s.kafka_bootstrap, request)
+        # through the command an operator runs
+        out = subprocess.run([sys.executable, "-m", "cem", "privacy", "erase", f"customer_id:{BACK}",
+                              "--by", "dpo@retailer.example"], env=settings_env(s), capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        erasure_id = re.search(r"erasure ([0-9a-f]{32}) requested", out.stdout).group(1)
         # other traffic goes on meanwhile
         publish_events(s.kafka_bootstrap, [ev("bo-3", "web", "page_view", t + 40 * MIN, {"url": "/help"},
                                               anonymous_id="anon-bob-1", customer_id="C-BOB-1")], reg, parts)
@@ -136,7 +143,7 @@ def test_erasing_a_customer_mid_run_leaves_no_trace_and_a_returning_login_is_som
     assert not any("nc-1" in r for r in text["sessions"])
     assert rollup == 10  # rollups count events (erased ones too): ids of events, no identifier
     [row] = [json.loads(r[0]) for r in audit]
-    assert row["erasure_id"] == request.erasure_id and row["status"] == "erased"
+    assert row["erasure_id"] == erasure_id and row["status"] == "erased"
     assert row["requester"] == "dpo@retailer.example" and row["profiles_removed"] == 2
     assert row["identifiers_removed"] == 5  # login, loyalty card, browser, device, order
     assert int(row["rows_deleted"]["touchpoints"]) == 5 and int(row["rows_deleted"]["negative_moments"]) >= 1

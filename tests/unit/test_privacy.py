@@ -272,3 +272,19 @@ def test_the_shared_mapping_reads_consent_and_withholds_identifiers_at_the_edge(
     assert mapped()["consent"] is None and mapped()["identifiers"]["anonymous_id"] == "a"
     assert mapped(consent=True)["identifiers"]["email_hash"]
     assert mapped(consent="maybe").reason == "bad_type:consent"
+
+
+def test_a_malformed_erase_control_is_dead_lettered_with_its_source():
+    sent = []
+
+    class Dead:
+        def send(self, value, reason, detail, **where):  # noqa: ANN001, ANN003
+            sent.append((value, reason, where))
+
+    rec = Recorder()
+    c = Coordinator(IdentityGraph(), default_registry(), rec, rec, Dead(), "out", 4, clock=lambda: 5.0)
+    body = json.dumps({"control": "erase", "request": {"subject": "nobody"}}).encode()
+    c.process(body, "cem.identity.links", 0, 17, [(CONTROL_HEADER, b"erase")], key=None)
+    [(value, reason, where)] = sent
+    assert value == body and reason == "bad_erasure_request" and where["offset"] == 17 and where["key"] is None
+    assert not rec.records and c.erasures == 0
