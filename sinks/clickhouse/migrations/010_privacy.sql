@@ -3,9 +3,9 @@
 ALTER TABLE touchpoints ADD COLUMN IF NOT EXISTS consent Nullable(Bool) AFTER identifiers;
 
 -- One row per erasure, written by `cem sink` once every table was cleaned. It holds no
--- identifier: only how many were removed and a salted SHA-256 over them (the salt is kept in the
--- row, so whoever still holds an identifier can prove it was part of this erasure, and nobody can
--- read identifiers out of it). The same erasure replayed after a crash replaces its row.
+-- identifier: only how many were removed and one salted SHA-256 over all of them (with the salt
+-- kept here, whoever holds the same identifiers can check the record; nobody can read one out of
+-- it). An erasure replayed after a crash keeps its first row.
 CREATE TABLE IF NOT EXISTS privacy_erasures
 (
     erasure_id          String,
