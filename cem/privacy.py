@@ -41,7 +41,8 @@ def check_subject(subject: str) -> str:
     s = (subject or "").strip()
     if not _SUBJECT.match(s):
         raise BadSubject(f"'{s[:60]}' is not a customer id (cus- and 16 hex digits, as in the customer_id "
-                         f"column) nor an identifier as kind:value with kind one of {', '.join(PRECEDENCE)}")
+                         f"column) nor an identifier as kind:value with kind one of {', '.join(PRECEDENCE)} "
+                         "(or email:/phone: with the raw address or number)")
     return s
 
 

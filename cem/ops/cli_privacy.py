@@ -19,14 +19,16 @@ def privacy_erase(customer_id: str = typer.Argument(..., help="Customer id (cus-
     every table; an audit row without identifiers lands in privacy_erasures."""
     from cem.connectors.pseudonymize import Pseudonymizer, pseudonymize_subject
     from cem.kafka.erasure_requests import request_erasure
-    from cem.ops.cli import _fail, _settings, console
+    from cem.ops.cli import _fail, _settings
+    from cem.ops.console import console
     from cem.privacy import ErasureRequest
-    s = _settings(kafka=True)
+    s = _settings()
     try:
         subject = pseudonymize_subject(customer_id, Pseudonymizer(s.pseudonymization_key.get_secret_value().encode()))
         request = ErasureRequest.new(subject, by, int(time.time() * 1000))
     except ValueError as err:  # BadSubject, PseudonymizationError: say what a valid one looks like
         raise _fail(str(err), 2) from None
+    _settings(kafka=True)  # then, like every Kafka command, one line if no broker answers
     try:
         request_erasure(s.kafka_bootstrap, request)
     except RuntimeError as err:
