@@ -147,6 +147,17 @@ def withhold_identifiers(event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def surviving_profile(profile: str, merges: Mapping[str, Mapping[str, Any]]) -> str:
+    """The profile `profile` lives on in: followed up its merges into others (an operator may name
+    a customer by an id from before a merge), stopping at a cycle."""
+    into = {str(m["loser"]): str(m["winner"]) for m in merges.values() if m.get("status") == "merged"}
+    seen = {profile}
+    while profile in into and into[profile] not in seen:
+        profile = into[profile]
+        seen.add(profile)
+    return profile
+
+
 def erasure_scope(profile: str, merges: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[str], set[str]]:
     """From the merge log (merge id -> latest decision), what an erasure of `profile` reaches:
     the profile and every profile merged into it, transitively (an unmerged merge gave its

@@ -24,7 +24,7 @@ from typing import AbstractSet, Any, Callable, Sequence
 from confluent_kafka import Producer
 
 from cem.identity import IdentityGraph, Merge, Resolution
-from cem.privacy import Erasure, ErasureRequest, erasure_scope
+from cem.privacy import Erasure, ErasureRequest, erasure_scope, surviving_profile
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record
 from cem.schemas.stamp import Stamper
@@ -176,9 +176,12 @@ class Coordinator:
         identifiers = set() if profile is not None else {subject}  # unknown: its rows may remain
         profiles: list[str] = []
         merge_ids: list[str] = []
-        known = profile is not None and (profile in self.graph.first_seen or bool(self.graph.members.get(profile)))
+        known = False
         if profile is not None:
-            profiles, merge_ids, moved = erasure_scope(profile, self._merge_log())
+            log_ = self._merge_log()
+            profile = surviving_profile(profile, log_)  # named by an id merged away since: the survivor
+            known = profile in self.graph.first_seen or bool(self.graph.members.get(profile))
+            profiles, merge_ids, moved = erasure_scope(profile, log_)
             identifiers |= moved
             for p in profiles:
                 identifiers |= set(self.graph.members.get(p, ()))

@@ -288,3 +288,30 @@ def test_a_malformed_erase_control_is_dead_lettered_with_its_source():
     [(value, reason, where)] = sent
     assert value == body and reason == "bad_erasure_request" and where["offset"] == 17 and where["key"] is None
     assert not rec.records and c.erasures == 0
+
+
+def test_a_customer_named_by_an_id_merged_away_since_is_erased_whole():
+    from cem.privacy import surviving_profile
+    merges = {"m1": {"winner": "B", "loser": "A", "status": "merged"},
+              "m2": {"winner": "C", "loser": "B", "status": "merged"},
+              "m3": {"winner": "A", "loser": "C", "status": "unmerged"}}
+    assert surviving_profile("A", merges) == "C" and surviving_profile("C", merges) == "C"
+    cycle = {"c1": {"winner": "Y", "loser": "X", "status": "merged"},
+             "c2": {"winner": "X", "loser": "Y", "status": "merged"}}
+    assert surviving_profile("X", cycle) in ("X", "Y")  # a cycle ends
+
+    rec = Recorder()
+    g = IdentityGraph()
+    log_: dict = {}
+    c = Coordinator(g, default_registry(), rec, rec, None, "out", 4, clock=lambda: 5.0, merge_log=lambda: log_)
+    older = g.resolve("e1", {"loyalty_id": "L1"}, 10).customer_id
+    web = g.resolve("e2", {"anonymous_id": "a1", "customer_id": "c1"}, 20).customer_id
+    (m,) = g.resolve("e3", {"customer_id": "c1", "loyalty_id": "L1"}, 30).merges
+    log_[m.merge_id] = {"winner": m.winner, "loser": m.loser, "status": "merged", "moved": list(m.moved)}
+    req = ErasureRequest.new(web, "dpo", 100)  # the id her web rows carried before the merge
+    c.process(json.dumps({"control": "erase", "request": req.to_json()}).encode(), "links", 0, 0,
+              [(CONTROL_HEADER, b"erase")])
+    assert g.owner == {} and older not in g.first_seen
+    (e,) = [Erasure.from_json(json.loads(v)["erasure"]) for t, k, v, kw in rec.records
+            if t == "out" and json.loads(v).get("erasure")]
+    assert e.found and e.profiles == (older, web) and len(e.digests) == 3
