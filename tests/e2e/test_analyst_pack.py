@@ -29,7 +29,7 @@ from tests.support.pipeline import start, stop_role, wait_caught_up
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 EXPECTED_PACK = {"moments_per_1000_journeys", "recovery_rate_by_rule", "contact_resolution", "funnel",
-                 "lifecycle_movement", "recovery_impact", "customer_timeline"}
+                 "lifecycle_movement", "recovery_impact", "customer_timeline", "erasures"}
 
 
 def cem_query(s, *args: str) -> str:

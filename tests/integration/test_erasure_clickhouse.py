@@ -4,6 +4,7 @@ other customers' stay, the audit row holds counts and digests only, and a replay
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
@@ -50,10 +51,10 @@ def test_every_table_is_cleaned_and_the_audit_row_holds_no_identifier(tmp_path):
         ]:
             c.insert(table, [list(r) for r in rows], column_names=[x.strip() for x in cols.split(",")])
 
-        req = ErasureRequest.new("customer_id:C-ALICE", "dpo", 1_000)
+        req = ErasureRequest.new("customer_id:C-ALICE", "dpo", int(datetime.now(timezone.utc).timestamp() * 1000))
         ids = {"customer_id:C-ALICE", "anonymous_id:anon-a", "anonymous_id:anon-a0"}
         e = Erasure.of(req, [ALICE, ALICE_OLD], ids, req.erasure_id)
-        deleted = Eraser(c, clock=lambda: 2.0).apply(e)
+        deleted = Eraser(c).apply(e)
         assert deleted == {"touchpoints": 3, "sessions": 2, "journeys": 1, "negative_moments": 1, "alerts": 1,
                            "customer_lifecycle": 2, "customers": 2, "identity_merges": 2}
         left = {t: [r[0] for r in c.query(f"SELECT formatRow('JSONEachRow', *) FROM {t}").result_rows]
@@ -66,6 +67,13 @@ def test_every_table_is_cleaned_and_the_audit_row_holds_no_identifier(tmp_path):
         assert audit["status"] == "erased" and audit["identifiers_removed"] == 3 and audit["profiles_removed"] == 2
         assert int(audit["rows_deleted"]["touchpoints"]) == 3  # (64-bit integers come quoted in JSON)
         assert not any(x in json.dumps(audit) for x in ("ALICE", "anon-a", ALICE, ALICE_OLD))
+
+        # the pack's audit trail
+        from cem.sinks.queries import get, run
+        q = get("erasures")
+        columns, rows = run(c, q, q.bind({}))
+        [trail] = [dict(zip(columns, r, strict=True)) for r in rows]
+        assert trail["erasure_id"] == req.erasure_id and trail["rows_deleted"] == sum(deleted.values())
 
         # replayed (landing restarted before committing it): nothing more to delete, first row kept
         assert set(Eraser(c, clock=lambda: 9.0).apply(e).values()) == {0}
