@@ -29,6 +29,8 @@ Guarantees:
   landed topics when the erasure was read has been inserted (its high-water marks then are the
   barrier), so rows already on their way are deleted too; its offset is committed after the
   audit row is written, and a failed erasure is retried every few seconds while landing goes on;
+  30 s later it runs once more by the erased ids alone (rows of events a replica resolved to
+  them just before it saw the erasure), in memory: a restart skips that second pass;
 * bad records go to cem.dlq with their reason; they never stop the loop. An insert ClickHouse
   refuses is halved until the refused rows are found (`_refused`): those are dead-lettered,
   the rest land.
@@ -39,7 +41,7 @@ import json
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import avro.schema
@@ -62,6 +64,8 @@ from cem.settings import ERASURES_TOPIC
 
 log = logging.getLogger(__name__)
 PLAN_PREFIX = "cem-plan:"
+#: An erasure is applied once more, by profile id, this long after it was done.
+RECHECK_SECONDS = 30.0
 #: Tables fed by JSONEachRow records (cem's low-volume derived topics).
 JSON_TABLES = {"sessions", "journeys", "identity_merges", "negative_moments", "alerts", "customer_lifecycle"}
 
@@ -133,6 +137,8 @@ class Landing:
         #: erasures read, waiting for their barrier: (partition, offset, erasure, high-water marks)
         self._erasures: list[tuple[int, int, Erasure, dict[tuple[str, int], int]]] = []
         self._erasure_retry = 0.0
+        #: erasures to apply once more, by profile id only, RECHECK_SECONDS after they were done
+        self._rechecks: list[tuple[float, Erasure]] = []
         self.counts = LandingCounts()
 
     # -- consumer group callbacks ---------------------------------------------------------
@@ -193,6 +199,8 @@ class Landing:
                     self._settle()  # commit as soon as the rows are in, not at the next cut
                 if self._erasures:
                     self._erase()
+                if self._rechecks and self._rechecks[0][0] <= time.monotonic():
+                    self._recheck()
                 if idle_exit is not None and time.monotonic() - last_data > idle_exit \
                         and not self._batches and self._pending is None and not self._erasures:
                     break
@@ -340,6 +348,20 @@ class Landing:
         if self._erasures and self._erasures[0] is first:  # not revoked meanwhile (its next owner redoes it)
             self._erasures.pop(0)
             self._commit([TopicPartition(ERASURES_TOPIC, partition, offset + 1)])
+            # an event a replica resolved to the erased id just before it saw the erasure may land
+            # after it: delete by the erased ids once more (never by identifier: a customer who
+            # came back since is someone new, with the same identifiers)
+            self._rechecks.append((time.monotonic() + RECHECK_SECONDS, replace(erasure, digests=())))
+
+    def _recheck(self) -> None:
+        _, erasure = self._rechecks.pop(0)
+        try:
+            deleted = self._eraser.apply(erasure)
+        except Exception as err:  # noqa: BLE001 - best effort: the first pass is on record
+            log.warning("second pass of erasure %s failed: %s", erasure.request.erasure_id, str(err)[:300])
+            return
+        if any(deleted.values()):
+            log.info("second pass of erasure %s deleted late rows: %s", erasure.request.erasure_id, deleted)
 
     def _check_schema(self, schema_json: str) -> None:
         problem = self._schema_ok.get(schema_json, "?")

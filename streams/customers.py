@@ -48,6 +48,8 @@ from .state import KeyedState
 from .timers import HeapTimers, Timers
 
 CONTROL = CONTROL_HEADER
+#: How long a worker ignores events resolved to an erased id (a replica's lag is far shorter).
+ERASED_HOLD_S = 600.0
 
 
 class CustomerStage:
@@ -92,6 +94,9 @@ class CustomerStage:
         self._life: list[tuple[Timeline, Change]] = []  # lifecycle changes to publish
         self._erasures: list[dict] = []  # erasures to pass on to landing after the next flush
         self.erased = 0
+        # ids erased in the last ERASED_HOLD_S, in memory only (no state keeps an erased id): an
+        # event a replica resolved just before it saw the erasure builds no timeline for them
+        self._recently_erased: dict[str, float] = {}
 
     # -- partition watermark ---------------------------------------------------------------
     def gauges(self) -> dict[int, tuple[int | None, int]]:
@@ -173,6 +178,8 @@ class CustomerStage:
             customer = res.get("customer_id") or "unidentified"
             if customer == NO_CONSENT:
                 continue  # nobody's: it counts in the rollups, but builds no customer's timeline
+            if self._recently_erased and customer in self._recently_erased:
+                continue  # erased a moment ago (landing deletes its row again a little later)
             book: MergeBook | None = self.merges.get(customer)
             winner = book.merged_into if book is not None else None
             if winner:
@@ -227,6 +234,9 @@ class CustomerStage:
         if self.merges.get(msg.customer) is not None:
             self.merges.delete(msg.customer, partition)
         self.erased += 1
+        now = self._clock()
+        self._recently_erased = {c: t for c, t in self._recently_erased.items() if now - t < ERASED_HOLD_S}
+        self._recently_erased[msg.customer] = now
         if msg.erasure:
             self._erasures.append(msg.erasure)
 

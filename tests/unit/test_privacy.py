@@ -315,3 +315,35 @@ def test_a_customer_named_by_an_id_merged_away_since_is_erased_whole():
     (e,) = [Erasure.from_json(json.loads(v)["erasure"]) for t, k, v, kw in rec.records
             if t == "out" and json.loads(v).get("erasure")]
     assert e.found and e.profiles == (older, web) and len(e.digests) == 3
+
+
+def test_an_event_resolved_to_an_erased_id_just_after_the_erasure_builds_no_timeline():
+    from cem.rules import load_routes, load_rules
+    from cem.schemas.serde import encode_batch
+    from cem.streams.customers import CONTROL, ERASED_HOLD_S, CustomerStage, decode_state, encode_state
+    from cem.streams.ingest import ATTRIBUTE_RECORDS, RESOLUTION
+    from cem.streams.state import KeyedState
+
+    clock = [1_000.0]
+    table = KeyedState(encode_state, decode_state, lambda p: [], lambda p, k, v: None)
+    rows = StageRows()
+    stage = CustomerStage(table, default_registry(), rows, lambda key, body: None, clock=lambda: clock[0],
+                          rules=load_rules(None), routes=load_routes(None))
+
+    def touch(eid: str, customer: str) -> bytes:
+        ev = {"event_id": eid, "event_type": "payment_failed", "channel": "web", "occurred_at": 1_700_000_000_000,
+              "received_at": 1_700_000_000_000, "source": "t", "identifiers": {"anonymous_id": "anon-zz"},
+              "web": (ATTRIBUTE_RECORDS["web"], {"url": "/pay"}),
+              "cem": (RESOLUTION, {"customer_id": customer, "late": False, "processed_at": 0})}
+        return encode_batch([ev], default_registry().latest("touchpoint").parsed)
+
+    stage.process(json.dumps({"control": "erase", "customer": "cus-gone"}).encode(), "cem.touchpoints", 0, 0,
+                  [(CONTROL, b"erase")])
+    stage.process(touch("late-1", "cus-gone"), "cem.touchpoints", 0, 1, None)  # a stale replica's
+    stage.flush()
+    assert table.get("cus-gone") is None and not [r for _, k, r in rows.rows if k == "cus-gone"]
+    clock[0] += ERASED_HOLD_S + 1  # long after: the id is nobody's to protect any more
+    stage.process(json.dumps({"control": "erase", "customer": "cus-other"}).encode(), "cem.touchpoints", 0, 2,
+                  [(CONTROL, b"erase")])
+    stage.process(touch("late-2", "cus-gone"), "cem.touchpoints", 0, 3, None)
+    assert table.get("cus-gone") is not None
