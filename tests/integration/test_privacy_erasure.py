@@ -15,14 +15,18 @@ import sys
 import time
 
 import pytest
+from confluent_kafka import Producer
 
 from cem.connectors.generate import publish_events
 from cem.identity import IdentityGraph
 from cem.kafka.admin import partitions_of
+from cem.kafka.publisher import BatchPublisher, producer_config
 from cem.ops.procs import settings_env
+from cem.sinks.landing import RECHECK_SECONDS
+from cem.streams.ingest import ATTRIBUTE_RECORDS, RESOLUTION
 from cem.privacy import NO_CONSENT
 from cem.schemas.registry import default_registry
-from cem.settings import IDENTITY_MERGES_TOPIC, RAW_TOPICS, state_topic
+from cem.settings import IDENTITY_MERGES_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, state_topic
 from cem.streams.identity_log import load_graph
 from tests.support.ch import clickhouse
 from tests.support.pipeline import read_topic, start, stop_role, wait_caught_up
@@ -100,9 +104,22 @@ def test_erasing_a_customer_mid_run_leaves_no_trace_and_a_returning_login_is_som
         publish_events(s.kafka_bootstrap, [ev("bo-3", "web", "page_view", t + 40 * MIN, {"url": "/help"},
                                               anonymous_id="anon-bob-1", customer_id="C-BOB-1")], reg, parts)
         wait_caught_up(s, (worker, sink))
+        done = time.monotonic()  # caught up includes the erasure landing applied and committed
         # her login again, after the erasure, from a new browser
         publish_events(s.kafka_bootstrap, [ev("al-9", "web", "login", t + 50 * MIN, {"url": "/login"},
                                               anonymous_id="anon-alice-9", customer_id=BACK)], reg, parts)
+        wait_caught_up(s, (worker, sink))
+        # a worker's replica that had not yet seen the erasure resolves one more of her events to
+        # her old id: it must build no state and its row must go in landing's second pass
+        stale = dict(ev("al-stale", "web", "page_view", t + 33 * MIN, {"url": "/"}, anonymous_id="anon-alice-1"),
+                     cem=(RESOLUTION, {"customer_id": merged[0]["winner"], "late": False, "processed_at": 0}))
+        stale["web"] = (ATTRIBUTE_RECORDS["web"], stale["web"])
+        p = Producer(producer_config(s.kafka_bootstrap))
+        pub = BatchPublisher(p, reg.latest("touchpoint").parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]))
+        pub.publish(TOUCHPOINTS_TOPIC, merged[0]["winner"].encode(), stale)
+        pub.flush()
+        wait_caught_up(s, (worker, sink))
+        time.sleep(max(0.0, done + RECHECK_SECONDS + 5 - time.monotonic()))
         wait_caught_up(s, (worker, sink))
     finally:
         stop_role(sink), stop_role(worker)
@@ -141,7 +158,7 @@ def test_erasing_a_customer_mid_run_leaves_no_trace_and_a_returning_login_is_som
     # without consent: landed, counted, but nobody's and without identifiers
     assert nc == [({k: None for k in nc[0][0]}, NO_CONSENT, False)]
     assert not any("nc-1" in r for r in text["sessions"])
-    assert rollup == 10  # rollups count events (erased ones too): ids of events, no identifier
+    assert rollup == 11  # rollups count events (erased ones too, the straggler as well): ids, no identifier
     [row] = [json.loads(r[0]) for r in audit]
     assert row["erasure_id"] == erasure_id and row["status"] == "erased"
     assert row["requester"] == "dpo@retailer.example" and row["profiles_removed"] == 2
