@@ -48,6 +48,7 @@ def _error(status: int, field: str, message: str) -> web.Response:
 class Collector:
     def __init__(self, settings: Settings, kafka: KafkaConnection, producer: Producer | None = None):
         self.settings = settings
+        self._kafka = kafka
         self._keys = [(src, k.get_secret_value().encode()) for src, k in settings.collector_api_keys.items()]
         self._pz = Pseudonymizer(settings.pseudonymization_key.get_secret_value().encode())
         self._producer = producer or Producer(producer_config(kafka))
@@ -206,7 +207,7 @@ class Collector:
                 else "send {\"customer_id\": \"cus-…\" or \"kind:value\"}"
             return _error(400, "customer_id", message)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, request_erasure, self.settings.kafka_bootstrap, req)
+            await asyncio.get_running_loop().run_in_executor(None, request_erasure, self._kafka, req)
         except RuntimeError as err:
             REQUESTS.labels("/v1/privacy/erase", "503").inc()
             return _error(503, "kafka", str(err))

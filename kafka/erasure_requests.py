@@ -10,12 +10,12 @@ from confluent_kafka import Producer
 
 from cem.privacy import ErasureRequest
 from cem.settings import IDENTITY_LINKS_TOPIC
-from .security import client_config
+from .connection import KafkaConnection
 
 
-def request_erasure(bootstrap: str, request: ErasureRequest, timeout: float = 30.0) -> None:
+def request_erasure(kafka: KafkaConnection, request: ErasureRequest, timeout: float = 30.0) -> None:
     """Returns once Kafka acknowledged the request; raises RuntimeError otherwise."""
-    p = Producer(client_config(bootstrap, **{"enable.idempotence": True}))
+    p = Producer(kafka.client_config(**{"enable.idempotence": True}))
     p.produce(IDENTITY_LINKS_TOPIC, value=json.dumps({"control": "erase", "request": request.to_json()}).encode(),
               partition=0, headers=[("cem-control", b"erase")])
     if p.flush(timeout):

@@ -160,11 +160,11 @@ def request_unmerge(kafka: KafkaConnection, merge: dict) -> None:
         raise RuntimeError("the unmerge request was not acknowledged by Kafka")
 
 
-def merge_log(bootstrap: str, timeout: float = 120.0) -> dict[str, dict]:
+def merge_log(kafka: KafkaConnection, timeout: float = 120.0) -> dict[str, dict]:
     """Every merge id's latest decision in cem.identity.merges (tombstoned ones left out): what
     an erasure reads to find the profiles merged into the one it removes."""
     latest: dict[str, dict] = {}
-    for m in read_to_end(bootstrap, IDENTITY_MERGES_TOPIC, timeout=timeout):
+    for m in read_to_end(kafka, IDENTITY_MERGES_TOPIC, timeout=timeout):
         key = (m.key() or b"").decode()
         if m.value() is None:
             latest.pop(key, None)

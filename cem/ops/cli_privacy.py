@@ -18,6 +18,7 @@ def privacy_erase(customer_id: str = typer.Argument(..., help="Customer id (cus-
     """Remove the customer's identifiers from the identity graph and state and their rows from
     every table; an audit row without identifiers lands in privacy_erasures."""
     from cem.connectors.pseudonymize import Pseudonymizer, pseudonymize_subject
+    from cem.kafka.connection import KafkaConnection
     from cem.kafka.erasure_requests import request_erasure
     from cem.ops.cli import _fail, _settings
     from cem.ops.console import console
@@ -30,7 +31,7 @@ def privacy_erase(customer_id: str = typer.Argument(..., help="Customer id (cus-
         raise _fail(str(err), 2) from None
     _settings(kafka=True)  # then, like every Kafka command, one line if no broker answers
     try:
-        request_erasure(s.kafka_bootstrap, request)
+        request_erasure(KafkaConnection.from_settings(s), request)
     except RuntimeError as err:
         raise _fail(str(err)) from None
     console.print(f"erasure {request.erasure_id} requested; done when this returns a row:\n"

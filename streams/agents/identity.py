@@ -103,7 +103,7 @@ def attach_identity(app: faust.App, links: faust.TopicT, settings: Settings, kaf
                            quiet_ms=int((settings.all_quiet_seconds or settings.idle_timeout_seconds) * 1000),
                            sources=graph.__dict__.get("source_marks"),
                            expected_sources=[f"{t}:{p}" for t, n in raw_parts.items() for p in range(n)],
-                           merge_log=lambda: merge_log(settings.kafka_bootstrap))
+                           merge_log=lambda: merge_log(kafka))
 
     @app.agent(links, concurrency=1, name="identity")
     async def identity(stream: faust.StreamT) -> None:

@@ -161,7 +161,7 @@ def test_erasure_endpoint_takes_its_own_key_only_and_hands_the_request_to_the_co
     assert none[0] == 401 and write_key[0] == 401 and "CEM_PRIVACY_API_KEY" in write_key[1]["error"]["message"]
     assert bad[0] == 400 and "kind:value" in bad[1]["error"]["message"]
     assert ok[0] == 202 and ok[1]["status"] == "requested"
-    [req, email] = [json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, IDENTITY_LINKS_TOPIC)]
+    [req, email] = [json.loads(m.value()) for m in read_topic(KafkaConnection.from_settings(s), IDENTITY_LINKS_TOPIC)]
     assert req["control"] == "erase" and req["request"]["erasure_id"] == ok[1]["erasure_id"]
     assert req["request"]["subject"] == "customer_id:C-42" and req["request"]["requester"] == "dpo"
     from cem.connectors.pseudonymize import Pseudonymizer
@@ -179,6 +179,6 @@ def test_without_consent_the_collector_withholds_identifiers_at_the_edge(cem_set
 
     status, payload = asyncio.run(with_collector(s, scenario))
     assert status == 202 and payload["accepted"] == 2
-    got = {e["event_id"]: e for e in raw_events(s.kafka_bootstrap, RAW_TOPICS["web"])}
+    got = {e["event_id"]: e for e in raw_events(KafkaConnection.from_settings(s), RAW_TOPICS["web"])}
     assert got["h-1"]["consent"] is False and not any(got["h-1"]["identifiers"].values())
     assert got["h-2"]["consent"] is None and got["h-2"]["identifiers"]["anonymous_id"] == "anon-2"

@@ -20,6 +20,7 @@ from confluent_kafka import Producer
 from cem.connectors.generate import publish_events
 from cem.identity import IdentityGraph
 from cem.kafka.admin import partitions_of
+from cem.kafka.connection import KafkaConnection
 from cem.kafka.publisher import BatchPublisher, producer_config
 from cem.ops.procs import settings_env
 from cem.sinks.landing import RECHECK_SECONDS
@@ -46,10 +47,10 @@ def ev(eid: str, channel: str, etype: str, at: int, attrs: dict | None = None, s
             "source": "privacy-story", "identifiers": ids, "store_id": store, channel: attrs or {}, "consent": consent}
 
 
-def latest(bootstrap: str, topic: str) -> dict[bytes, bytes]:
+def latest(kafka: KafkaConnection, topic: str) -> dict[bytes, bytes]:
     """A compacted topic's live content: each key's latest value, tombstoned keys left out."""
     out: dict[bytes, bytes] = {}
-    for m in read_topic(bootstrap, topic):
+    for m in read_topic(kafka, topic):
         if m.value() is None:
             out.pop(m.key(), None)
         else:
@@ -64,7 +65,8 @@ def rows_text(c, table: str) -> list[str]:
 def test_erasing_a_customer_mid_run_leaves_no_trace_and_a_returning_login_is_someone_new(cem_settings):
     s = cem_settings
     t = int(time.time() * 1000) - 3 * 3_600_000
-    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    kafka = KafkaConnection.from_settings(s)
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
     reg = default_registry()
     before = [
         ev("al-1", "store", "loyalty_scan", t, {"terminal_id": "pos-1"}, store="store-1", loyalty_id="L-ALICE-1"),
@@ -87,9 +89,9 @@ def test_erasing_a_customer_mid_run_leaves_no_trace_and_a_returning_login_is_som
     worker, sink = start("worker", s), start("sink", s)
     try:
         for batch in (before, web, login):  # in turn: the store profile is the older one
-            publish_events(s.kafka_bootstrap, batch, reg, parts)
+            publish_events(kafka, batch, reg, parts)
             wait_caught_up(s, (worker, sink))
-        merged = [json.loads(v) for v in latest(s.kafka_bootstrap, IDENTITY_MERGES_TOPIC).values()]
+        merged = [json.loads(v) for v in latest(kafka, IDENTITY_MERGES_TOPIC).values()]
         merged = [m for m in merged if m["status"] == "merged"]
         assert len(merged) == 1, merged
         alice_ids = {merged[0]["winner"], merged[0]["loser"]}
@@ -101,12 +103,12 @@ def test_erasing_a_customer_mid_run_leaves_no_trace_and_a_returning_login_is_som
         assert out.returncode == 0, out.stderr
         erasure_id = re.search(r"erasure ([0-9a-f]{32}) requested", out.stdout).group(1)
         # other traffic goes on meanwhile
-        publish_events(s.kafka_bootstrap, [ev("bo-3", "web", "page_view", t + 40 * MIN, {"url": "/help"},
+        publish_events(kafka, [ev("bo-3", "web", "page_view", t + 40 * MIN, {"url": "/help"},
                                               anonymous_id="anon-bob-1", customer_id="C-BOB-1")], reg, parts)
         wait_caught_up(s, (worker, sink))
         done = time.monotonic()  # caught up includes the erasure landing applied and committed
         # her login again, after the erasure, from a new browser
-        publish_events(s.kafka_bootstrap, [ev("al-9", "web", "login", t + 50 * MIN, {"url": "/login"},
+        publish_events(kafka, [ev("al-9", "web", "login", t + 50 * MIN, {"url": "/login"},
                                               anonymous_id="anon-alice-9", customer_id=BACK)], reg, parts)
         wait_caught_up(s, (worker, sink))
         # a worker's replica that had not yet seen the erasure resolves one more of her events to
@@ -114,8 +116,8 @@ def test_erasing_a_customer_mid_run_leaves_no_trace_and_a_returning_login_is_som
         stale = dict(ev("al-stale", "web", "page_view", t + 33 * MIN, {"url": "/"}, anonymous_id="anon-alice-1"),
                      cem=(RESOLUTION, {"customer_id": merged[0]["winner"], "late": False, "processed_at": 0}))
         stale["web"] = (ATTRIBUTE_RECORDS["web"], stale["web"])
-        p = Producer(producer_config(s.kafka_bootstrap))
-        pub = BatchPublisher(p, reg.latest("touchpoint").parsed, partitions_of(s.kafka_bootstrap, [TOUCHPOINTS_TOPIC]))
+        p = Producer(producer_config(kafka))
+        pub = BatchPublisher(p, reg.latest("touchpoint").parsed, partitions_of(kafka, [TOUCHPOINTS_TOPIC]))
         pub.publish(TOUCHPOINTS_TOPIC, merged[0]["winner"].encode(), stale)
         pub.flush()
         wait_caught_up(s, (worker, sink))
@@ -126,17 +128,17 @@ def test_erasing_a_customer_mid_run_leaves_no_trace_and_a_returning_login_is_som
 
     # -- state: the identity changelog (what the coordinator and every replica rebuild from) ---
     graph = IdentityGraph()
-    load_graph(s.kafka_bootstrap, graph)
+    load_graph(kafka, graph)
     assert not [i for i in graph.owner if any(g in i for g in GONE)]
     assert not alice_ids & (set(graph.owner.values()) | set(graph.members) | set(graph.first_seen))
     new_profile = graph.owner[f"customer_id:{BACK}"]
     assert new_profile not in alice_ids
     assert graph.members[new_profile] == {f"customer_id:{BACK}", "anonymous_id:anon-alice-9"}
     assert graph.owner["customer_id:C-BOB-1"] and "anonymous_id:anon-nc-1" not in graph.owner
-    merges_left = b"".join(latest(s.kafka_bootstrap, IDENTITY_MERGES_TOPIC).values()).decode()
+    merges_left = b"".join(latest(kafka, IDENTITY_MERGES_TOPIC).values()).decode()
     assert not any(x in merges_left for x in (*GONE, BACK, *alice_ids))
     # -- state: the customer stage's changelog, latest value per key ---------------------------
-    state = latest(s.kafka_bootstrap, state_topic(s.app_id))
+    state = latest(kafka, state_topic(s.app_id))
     assert not alice_ids & {k.decode().split(":", 1)[-1] for k in state}
     held = b"".join(state.values()).decode()
     assert not any(x in held for x in (*GONE, *alice_ids))
