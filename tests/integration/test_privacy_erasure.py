@@ -27,7 +27,7 @@ from cem.sinks.landing import RECHECK_SECONDS
 from cem.streams.ingest import ATTRIBUTE_RECORDS, RESOLUTION
 from cem.privacy import NO_CONSENT
 from cem.schemas.registry import default_registry
-from cem.settings import IDENTITY_MERGES_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, state_topic
+from cem.settings import IDENTITY_MERGES_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, merge_state_topic, state_topic
 from cem.streams.identity_log import load_graph
 from tests.support.ch import clickhouse
 from tests.support.pipeline import read_topic, start, stop_role, wait_caught_up
@@ -143,6 +143,9 @@ def test_erasing_a_customer_mid_run_leaves_no_trace_and_a_returning_login_is_som
     held = b"".join(state.values()).decode()
     assert not any(x in held for x in (*GONE, *alice_ids))
     assert new_profile.encode() in state
+    books = latest(kafka, merge_state_topic(s.app_id))  # merge bookkeeping, its own changelog
+    assert not alice_ids & {k.decode() for k in books}
+    assert not any(x.encode() in v for v in books.values() for x in alice_ids)
 
     with clickhouse(s) as c:
         text = {tb: rows_text(c, tb) for tb in TABLES}
