@@ -5,6 +5,7 @@ recovered from. (The full schedule, with three worker kills and a rebalance, is 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -15,9 +16,17 @@ from cem.ops.procs import settings_env
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_chaos_quick_reconciles_to_zero(cem_settings):
     done = subprocess.run([sys.executable, "-m", "cem", "chaos", "--quick", "--json"],
-                          env=settings_env(cem_settings), capture_output=True, text=True, timeout=600)
+                          env=settings_env(cem_settings, CEM_COLLECTOR_PORT=str(_free_port()),
+                                       CEM_SINK_QUERY_PORT=str(_free_port())),
+                          capture_output=True, text=True, timeout=600)
     out = done.stdout
     assert "{" in out, f"cem chaos printed no result:\n{out[-3000:]}\n{done.stderr[-3000:]}"
     result = json.loads(out[out.index("\n{") + 1:] if "\n{" in out else out[out.index("{"):])
