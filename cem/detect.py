@@ -8,7 +8,12 @@ events seen early; recovery remembers recent positive signals.
 
 Moments are deduplicated per (rule, group) within the rule's cooldown, and their ids hash the
 rule and the first evidence event, so a replay yields the same ids (landing replaces them).
-Positive signals: an order or purchase, NPS ≥ 9, CSAT ≥ 4, a call that ended resolved.
+Positive signals: an order or purchase, NPS ≥ 9, CSAT ≥ 4, a contact that ended resolved (a
+call, a chat, service's email reply, a service-desk visit).
+A count rule with `extend` (repeat_contact) adds a further event of a group whose moment is still
+open to that moment's evidence and republishes it (same id) as changed, so a third contact is
+evidence of the one repeat-contact moment rather than the start of another. A `contact` group
+counts an event under its order and its topic; the cooldown holds across both.
 
 Rule state is made of small frozen records, one kind per thing remembered (`CountHit` for count
 rules, `StepHit` for sequences, `Pending` and `Expected` for absences, `Signal` for recovery,
@@ -21,10 +26,11 @@ on where it stopped, and refuses a newer version with `StateVersionError` instea
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 from typing import Any, Callable, Iterable
 
+from .events import CONTACT_ENDS
 from .rules import Rule
 from .sessions import Touch
 
@@ -36,7 +42,7 @@ def is_positive(t: Touch) -> bool:
         return True
     if t.event_type == "survey_response":
         return (t.attrs.get("nps") or 0) >= 9 or (t.attrs.get("csat") or 0) >= 4
-    return t.event_type == "call_ended" and bool(t.attrs.get("resolved"))
+    return t.event_type in CONTACT_ENDS and bool(t.attrs.get("resolved"))
 
 
 @dataclass
@@ -69,6 +75,15 @@ def _group(rule: Rule, t: Touch) -> str | None:
     if g == "order_id":
         return t.attrs.get("_order_id")
     return t.attrs.get(g)
+
+
+def _groups(rule: Rule, t: Touch) -> list[str]:
+    """The groups an event counts in: one, or for `contact` its order and its topic (either)."""
+    if rule.group_by != "contact":
+        g = _group(rule, t)
+        return [] if g is None else [g]
+    order, topic = t.attrs.get("_order_id"), t.attrs.get("topic")
+    return ([f"order:{order}"] if order else []) + ([f"topic:{topic}"] if topic else [])
 
 
 
@@ -165,12 +180,18 @@ class Detector:
                  ) -> tuple[list[Moment], list[Moment]]:
         """Returns (new moments, moments whose recovery status changed)."""
         new: list[Moment] = []
+        extended: list[Moment] = []
         for rule in rules:
+            if rule.extend and rule.kind == "count":
+                grown = self._extend(rule, t)
+                if grown is not None:
+                    extended.append(grown)
+                    continue
             m = DETECTORS[rule.kind](self, rule, customer, t)
             if m is not None:
                 m.trigger_received_at = received_at
                 new.append(m)
-        changed: list[Moment] = []
+        changed: list[Moment] = extended
         if is_positive(t):
             self.signals.append(Signal(t.at, t.event_id))
             still = []
@@ -209,21 +230,59 @@ class Detector:
     def _count(self, rule: Rule, customer: str, t: Touch) -> Moment | None:
         if not (rule.match and rule.match(t.event_type, t.channel, t.attrs)):
             return None
-        group = _group(rule, t)
-        if group is None:
+        groups = _groups(rule, t)
+        found: tuple[str, list[CountHit]] | None = None
+        for group in groups:
+            key = f"{rule.name}|{group}"
+            seen = self.counts.setdefault(key, [])
+            if any(e.event_id == t.event_id for e in seen):
+                continue
+            seen.append(CountHit(t.at, t.event_id, t.channel))
+            seen.sort(key=_COUNT_ORDER)  # pruned by the watermark only: an event may arrive up to the lateness late
+            for i in range(len(seen) if found is None else 0):  # a window of `threshold` events with the new one
+                j = i + rule.threshold - 1
+                if j < len(seen) and seen[j].at - seen[i].at <= rule.window_ms and \
+                        any(e.event_id == t.event_id for e in seen[i:j + 1]):
+                    found = group, seen[i:j + 1]
+                    break
+        if found is None:
             return None
-        key = f"{rule.name}|{group}"
-        seen = self.counts.setdefault(key, [])
-        if any(e.event_id == t.event_id for e in seen):
+        # one moment per event however many of its groups fill a window; the cooldown holds
+        # across its groups (the same contacts seen by order and by topic)
+        group, window = found
+        at = window[-1].at
+        keys = [f"{rule.name}|{g}" for g in groups]
+        if any(k in self.fired and abs(at - self.fired[k]) < rule.cooldown_ms for k in keys):
             return None
-        seen.append(CountHit(t.at, t.event_id, t.channel))
-        seen.sort(key=_COUNT_ORDER)  # pruned by the watermark only: an event may arrive up to the lateness late
-        for i in range(len(seen)):  # a window of `threshold` events that contains the new one
-            j = i + rule.threshold - 1
-            if j < len(seen) and seen[j].at - seen[i].at <= rule.window_ms and \
-                    any(e.event_id == t.event_id for e in seen[i:j + 1]):
-                window = seen[i:j + 1]
-                return self._fire(rule, customer, t, group, window[-1].at, [e.event_id for e in window])
+        m = self._fire(rule, customer, t, group, at, [e.event_id for e in window])
+        if m is not None:
+            for k in keys:
+                self.fired[k] = at
+        return m
+
+    def _extend(self, rule: Rule, t: Touch) -> Moment | None:
+        """`extend` rules: the event joins a still-open moment of the rule when it shares a group
+        with the moment's evidence and lies within the rule's window of it; the moment (same
+        id, evidence in event-time order) is returned to be republished."""
+        if not (rule.match and rule.match(t.event_type, t.channel, t.attrs)):
+            return None
+        keys = [f"{rule.name}|{g}" for g in _groups(rule, t)]
+        related = {e.event_id for k in keys for e in self.counts.get(k, [])}
+        for n, o in enumerate(self.open):
+            if o.rule != rule.name or not related.intersection(o.evidence):
+                continue
+            if t.event_id in o.evidence or abs(t.at - o.at) > rule.window_ms:
+                return None
+            times = {e.event_id: e.at for k in self.counts if k.startswith(rule.name + "|") for e in self.counts[k]}
+            for k in keys:
+                seen = self.counts.setdefault(k, [])
+                if all(e.event_id != t.event_id for e in seen):
+                    seen.append(CountHit(t.at, t.event_id, t.channel))
+                    seen.sort(key=_COUNT_ORDER)
+            times[t.event_id] = t.at
+            grown = replace(o, evidence=tuple(sorted([*o.evidence, t.event_id], key=lambda e: (times.get(e, 0), e))))
+            self.open[n] = grown
+            return grown.moment("open")
         return None
 
     def _sequence(self, rule: Rule, customer: str, t: Touch) -> Moment | None:

@@ -10,17 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-CHANNELS: tuple[str, ...] = ("store", "web", "phone", "returns", "feedback")
+CHANNELS: tuple[str, ...] = ("store", "web", "phone", "returns", "feedback", "email")
 
 EVENT_TYPES: Mapping[str, frozenset[str]] = {
     "web": frozenset({"page_view", "search", "click", "add_to_cart", "checkout_started",
-                      "payment_failed", "order_placed", "error", "login", "identify", "custom"}),
+                      "payment_failed", "order_placed", "error", "login", "identify", "custom",
+                      "contact_form_submitted", "chat_started", "chat_ended"}),
     "store": frozenset({"visit_started", "item_unavailable", "queue_wait", "purchase",
-                        "loyalty_scan", "visit_ended"}),
+                        "loyalty_scan", "visit_ended", "service_desk_visit"}),
     "phone": frozenset({"call_started", "ivr_step", "hold", "transfer", "call_ended"}),
     "returns": frozenset({"return_requested", "return_received", "refund_issued"}),
     "feedback": frozenset({"survey_response", "review"}),
+    "email": frozenset({"email_received", "email_sent"}),
 }
+
+#: A customer reaching out to service, on any channel: what `repeat_contact` counts. The
+#: touchpoint's `contact` record says what it is about (`topic`), its case and how it ended.
+CONTACTS: frozenset[str] = frozenset({"call_started", "contact_form_submitted", "chat_started",
+                                      "email_received", "service_desk_visit"})
+#: The events that close a contact, carrying whether it was resolved (`contact.resolved`, or a
+#: call's `phone.resolved`): what first-contact resolution counts. A contact form is answered
+#: by an `email_sent`; a service-desk visit opens and closes in one event.
+CONTACT_ENDS: frozenset[str] = frozenset({"call_ended", "chat_ended", "email_sent", "service_desk_visit"})
 
 IDENTIFIER_KINDS: tuple[str, ...] = ("anonymous_id", "device_id", "customer_id", "loyalty_id",
                                      "email_hash", "phone_hash", "order_id")

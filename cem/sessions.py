@@ -7,6 +7,11 @@ feedback → the response itself. Within a subject, events split into sessions b
 
   web: > 30 min inactivity, or 24 h maximum    store: > 60 min gap, or after visit_ended
   phone: > 2 h gap (a call carries its call_id) returns: > 30 days gap   feedback: one event each
+  email: > 24 h gap (a thread)
+
+A customer-service contact that names its case (`contact.case_id`: a chat, a contact form, a
+service-desk visit, an email) is an interaction of its own: its subject is the case, so a chat
+never merges into the browsing around it.
 
 A session is **final** once the watermark (max event time − allowed lateness) passes its last
 event plus the gap, or its terminal event (visit_ended, call_ended, refund_issued): no event
@@ -26,7 +31,8 @@ from typing import Any, Mapping
 MIN = 60_000
 HOUR = 60 * MIN
 DAY = 24 * HOUR
-GAP = {"web": 30 * MIN, "store": 60 * MIN, "phone": 2 * HOUR, "returns": 30 * DAY, "feedback": 0}
+GAP = {"web": 30 * MIN, "store": 60 * MIN, "phone": 2 * HOUR, "returns": 30 * DAY, "feedback": 0,
+       "email": DAY}
 MAX_DURATION = {"web": 24 * HOUR}
 TERMINAL = {"store": "visit_ended", "phone": "call_ended", "returns": "refund_issued"}
 
@@ -49,6 +55,9 @@ def subject_of(event: Mapping[str, Any]) -> str:
     attrs = event.get(ch) or {}
     if isinstance(attrs, tuple):
         attrs = attrs[1]
+    case = _contact(event).get("case_id")
+    if case and ch != "phone":
+        return f"case:{case}"
     if ch == "web":
         return ids.get("anonymous_id") or ids.get("device_id") or "web"
     if ch == "store":
@@ -57,7 +66,14 @@ def subject_of(event: Mapping[str, Any]) -> str:
         return attrs.get("call_id") or ids.get("phone_hash") or "call"
     if ch == "returns":
         return attrs.get("rma_id") or ids.get("order_id") or "rma"
+    if ch == "email":
+        return attrs.get("thread_id") or event["event_id"]
     return event["event_id"]
+
+
+def _contact(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    c = event.get("contact") or {}
+    return c[1] if isinstance(c, tuple) else c
 
 
 def touch_of(event: Mapping[str, Any]) -> Touch:
@@ -66,6 +82,9 @@ def touch_of(event: Mapping[str, Any]) -> Touch:
     if isinstance(attrs, tuple):
         attrs = attrs[1]
     kept = {k: v for k, v in attrs.items() if v is not None}
+    for k, v in _contact(event).items():  # topic, case_id, resolved: what rules see of a contact
+        if v is not None and k not in kept:  # a call's own `resolved` wins
+            kept[k] = v
     order = (event.get("identifiers") or {}).get("order_id")
     if order:
         kept["_order_id"] = order  # rules may group contacts by the order they are about

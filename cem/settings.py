@@ -139,7 +139,7 @@ class Settings(BaseSettings):
         return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
 
 
-RAW_TOPICS = {ch: f"cem.raw.{ch}" for ch in ("store", "web", "phone", "returns", "feedback")}
+RAW_TOPICS = {ch: f"cem.raw.{ch}" for ch in ("store", "web", "phone", "returns", "feedback", "email")}
 TOUCHPOINTS_TOPIC = "cem.touchpoints"
 DLQ_TOPIC = "cem.dlq"
 #: Events that need the identity coordinator (new identifiers, links between profiles). One

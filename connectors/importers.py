@@ -4,7 +4,8 @@ Each channel has a documented default column mapping (below; override any part w
 `--mapping FILE.json` holding {"columns": {"export column": "target"}, "defaults": {...}}).
 Targets: envelope fields (event_id, event_type, occurred_at, store_id, location),
 `identifiers.<kind>` (raw `identifiers.email` / `identifiers.phone` are hashed here) and
-`attributes.<field>`. Columns without a mapping are ignored and reported.
+`attributes.<field>` and `contact.<field>` (topic, case_id, resolved, agent_id of a
+customer-service contact). Columns without a mapping are ignored and reported.
 
 Every row either becomes a touchpoint or goes to cem.dlq with file, line and reason; the import
 returns counts. Published through the batch publisher; returns only after Kafka acked it all.
@@ -37,13 +38,16 @@ DEFAULT_MAPPINGS: dict[str, dict[str, Any]] = {
         "terminal": "attributes.terminal_id", "loyalty_card": "identifiers.loyalty_id",
         "email": "identifiers.email", "customer_id": "identifiers.customer_id", "sku": "attributes.product_id",
         "amount_cents": "attributes.amount_cents", "currency": "attributes.currency", "items": "attributes.items",
-        "wait_seconds": "attributes.wait_seconds"}, "defaults": {"event_type": "purchase"}},
+        "wait_seconds": "attributes.wait_seconds", "order_id": "identifiers.order_id",
+        "topic": "contact.topic", "case_id": "contact.case_id", "resolved": "contact.resolved",
+        "staff_id": "contact.agent_id"}, "defaults": {"event_type": "purchase"}},
     "phone": {"columns": {
         "record_id": "event_id", "event": "event_type", "timestamp": "occurred_at", "caller": "identifiers.phone",
         "customer_id": "identifiers.customer_id", "order_id": "identifiers.order_id", "call_id": "attributes.call_id",
         "ivr_step": "attributes.ivr_step", "hold_seconds": "attributes.hold_seconds", "queue": "attributes.queue",
         "agent": "attributes.agent_id", "disposition": "attributes.reason", "resolved": "attributes.resolved",
-        "duration_seconds": "attributes.duration_seconds"}, "defaults": {}},
+        "duration_seconds": "attributes.duration_seconds", "topic": "contact.topic",
+        "ticket_id": "contact.case_id"}, "defaults": {}},
     "returns": {"columns": {
         "id": "event_id", "status": "event_type", "timestamp": "occurred_at", "rma": "attributes.rma_id",
         "order_id": "identifiers.order_id", "email": "identifiers.email", "customer_id": "identifiers.customer_id",
@@ -56,6 +60,13 @@ DEFAULT_MAPPINGS: dict[str, dict[str, Any]] = {
         "csat": "attributes.csat", "rating": "attributes.rating", "comment": "attributes.comment"},
         "defaults": {"event_type": "survey_response"}},
     "web": {"columns": {}, "defaults": {}},
+    # a helpdesk's email export: customer emails received and service's replies
+    "email": {"columns": {
+        "message_id": "event_id", "type": "event_type", "timestamp": "occurred_at", "from": "identifiers.email",
+        "customer_id": "identifiers.customer_id", "order_id": "identifiers.order_id",
+        "thread_id": "attributes.thread_id", "mailbox": "attributes.mailbox", "topic": "contact.topic",
+        "ticket_id": "contact.case_id", "resolved": "contact.resolved", "agent": "contact.agent_id"},
+        "defaults": {"event_type": "email_received"}},
 }
 
 
@@ -99,7 +110,7 @@ def row_to_object(row: dict[str, Any], mapping: dict[str, Any], ignored: set[str
         target = cols.get(key)
         if target is None:
             if key in ("event_id", "event_type", "occurred_at", "store_id", "location", "identifiers",
-                       "attributes", "channel", "timestamp") or not cols:
+                       "attributes", "contact", "channel", "timestamp") or not cols:
                 obj[key] = value  # already in cem's own shape
             else:
                 ignored.add(key)

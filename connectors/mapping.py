@@ -1,7 +1,8 @@
 """JSON objects (collector requests, JSONL/CSV importer rows) → touchpoint dicts.
 
 One mapping for every edge, so a field means the same thing whether it came over HTTP or from a
-file. The input shape is the touchpoint envelope with two conveniences: attributes may sit under
+file. The input shape is the touchpoint envelope (with its `contact` object for customer-service
+contacts: topic, case_id, resolved, agent_id) with two conveniences: attributes may sit under
 `attributes` (or under the channel's name), and identifiers may carry a raw `email` / `phone`,
 which are pseudonymized here and never passed on. `occurred_at` is epoch ms or ISO-8601.
 Returns the touchpoint or a `Rejection` naming the field; never raises on bad input.
@@ -27,7 +28,10 @@ ATTRIBUTE_TYPES: dict[str, dict[str, type]] = {
               "reason": str, "resolved": bool, "duration_seconds": int},
     "returns": {"rma_id": str, "reason": str, "product_id": str, "amount_cents": int, "currency": str},
     "feedback": {"survey_id": str, "nps": int, "csat": int, "rating": int, "comment": str},
+    "email": {"thread_id": str, "mailbox": str},
 }
+#: The `contact` record (any channel): what a customer-service contact is about and how it ended.
+CONTACT_TYPES: dict[str, type] = {"topic": str, "case_id": str, "resolved": bool, "agent_id": str}
 MAX_STRING = 4096
 _INT_MIN, _INT_MAX = -(2 ** 31), 2 ** 31 - 1
 _LONG_FIELDS = {"amount_cents"}
@@ -133,6 +137,19 @@ def to_touchpoint(obj: Any, *, default_channel: str | None, source: str, now_ms:
         if bad:
             return bad
         attrs[key] = v
+    raw_contact = obj.get("contact") or {}
+    if not isinstance(raw_contact, Mapping):
+        return Rejection("bad_type:contact", "contact must be an object like {\"topic\": \"delivery\"}")
+    contact: dict[str, Any] = {}
+    for key, value in raw_contact.items():
+        ckind = CONTACT_TYPES.get(key)
+        if ckind is None:
+            return Rejection(f"unknown_field:contact.{str(key)[:40]}",
+                             f"'{str(key)[:40]}' is not a contact field; known: {', '.join(CONTACT_TYPES)}")
+        v, bad = _coerce(value, ckind, f"contact.{key}", False)
+        if bad:
+            return bad
+        contact[key] = v
     event_id = obj.get("event_id") or str(uuid.uuid4())
     strings = {}
     for name in ("event_type", "store_id", "location", "event_name"):
@@ -151,6 +168,6 @@ def to_touchpoint(obj: Any, *, default_channel: str | None, source: str, now_ms:
     event = {"event_id": eid, "event_type": strings["event_type"], "channel": channel,
              "occurred_at": occurred, "received_at": now_ms, "source": source, "identifiers": ids,
              "store_id": strings["store_id"], "location": strings["location"], channel: attrs,
-             "event_name": strings["event_name"], "consent": consent}
+             "event_name": strings["event_name"], "consent": consent, "contact": contact or None}
     rejection = validate(event, now_ms, horizon_ms)
     return rejection or event

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from cem.events import CONTACTS
+
 from .mapping import parse_time
 
 #: Segment e-commerce spec event names → cem web event types.
@@ -38,6 +40,12 @@ TRACK_EVENTS: Mapping[str, str] = {
     "Payment Failed": "payment_failed",
     "Signed In": "login",
     "Element Clicked": "click",
+    # customer-service contacts on the site (properties: topic or reason, order_id, ticket_id, resolved)
+    "Contact Form Submitted": "contact_form_submitted",
+    "Chat Started": "chat_started",
+    "Live Chat Started": "chat_started",
+    "Chat Ended": "chat_ended",
+    "Live Chat Ended": "chat_ended",
 }
 TYPES = ("track", "identify", "page", "screen", "alias", "group")
 
@@ -133,6 +141,11 @@ def to_native(msg: Any, received_ms: int, batch_sent_at: Any = None) -> dict[str
         "attributes": {k: v for k, v in attrs.items() if v not in (None, "")},
         "event_name": f"{kind}:{name}" if isinstance(name, str) and name else kind,
     }
+    if event_type in CONTACTS or event_type == "chat_ended":
+        contact = {"topic": _text(props.get("topic") or props.get("reason")),
+                   "case_id": _text(props.get("ticket_id") or props.get("case_id")),
+                   "resolved": props.get("resolved") if isinstance(props.get("resolved"), bool) else None}
+        out["contact"] = {k: v for k, v in contact.items() if v not in (None, "")} or None
     if not out["event_id"]:
         raise SegmentError("messageId", "every Segment message needs a messageId (its dedup id)")
     return out

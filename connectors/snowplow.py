@@ -9,7 +9,9 @@ Mapping (README "Drop-in for Segment and Snowplow"):
   (network user id) → device_id, `tr_id` → order_id.
 - `e=pv` → page_view (`url`, `refr`); `e=pp` (page ping) → custom; `e=tr` (transaction) →
   order_placed (`tr_tt` → amount); `e=se` structured events → by action (`SE_ACTIONS`), else
-  custom, with `se_la` as the element and `se_pr` as the product; `e=ue` self-describing events
+  custom, with `se_la` as the element and `se_pr` as the product (for a contact action —
+  contact_form_submitted, chat_started, chat_ended — `se_la` is the contact's topic and `se_pr`
+  the order it is about); `e=ue` self-describing events
   (`ue_pr` JSON or `ue_px` base64url JSON) → by the event schema's name (`UE_EVENTS`), else
   custom. The sender's name (`se:<category>/<action>` or the event's Iglu schema) is kept in
   `event_name`. Contexts (`co` / `cx`) are checked for well-formedness only.
@@ -24,6 +26,8 @@ import binascii
 import json
 from typing import Any, Mapping
 
+from cem.events import CONTACTS
+
 from .mapping import parse_time
 
 SE_ACTIONS: Mapping[str, str] = {
@@ -31,6 +35,10 @@ SE_ACTIONS: Mapping[str, str] = {
     "checkout": "checkout_started", "checkout_started": "checkout_started",
     "purchase": "order_placed", "order": "order_placed", "click": "click",
     "payment_failed": "payment_failed", "login": "login",
+    # customer-service contacts on the site: se_la is the topic, se_pr the order it is about
+    "contact_form_submitted": "contact_form_submitted", "contact-form": "contact_form_submitted",
+    "chat_started": "chat_started", "chat-started": "chat_started",
+    "chat_ended": "chat_ended", "chat-ended": "chat_ended",
 }
 UE_EVENTS: Mapping[str, str] = {
     "link_click": "click", "add_to_cart": "add_to_cart", "site_search": "search",
@@ -103,6 +111,7 @@ def to_native(p: Any, received_ms: int) -> dict[str, Any]:
         raise SnowplowError("cx", "contexts must be {\"schema\": …, \"data\": [ … ]}")
     attrs: dict[str, Any] = {"url": p.get("url"), "referrer": p.get("refr")}
     name: str
+    contact: dict[str, Any] = {}
     if kind == "pv":
         event_type, name = "page_view", "page_view"
     elif kind in ("tr", "ti"):
@@ -114,7 +123,12 @@ def to_native(p: Any, received_ms: int) -> dict[str, Any]:
         if not category or not action:
             raise SnowplowError("se_ac", "a structured event needs se_ca (category) and se_ac (action)")
         event_type, name = SE_ACTIONS.get(str(action).lower(), "custom"), f"se:{category}/{action}"
-        attrs["element"], attrs["product_id"] = p.get("se_la"), p.get("se_pr")
+        if event_type in CONTACTS:
+            contact = {"topic": p.get("se_la")}
+            if p.get("se_pr"):
+                ids["order_id"] = str(p["se_pr"])
+        else:
+            attrs["element"], attrs["product_id"] = p.get("se_la"), p.get("se_pr")
         if event_type in ("order_placed", "add_to_cart"):
             attrs["amount_cents"] = _cents(p.get("se_va"))
     elif kind == "ue":
@@ -144,6 +158,7 @@ def to_native(p: Any, received_ms: int) -> dict[str, Any]:
         "attributes": {k: (str(v) if k not in ("amount_cents", "results_count") else v)
                        for k, v in attrs.items() if v not in (None, "")},
         "event_name": name,
+        "contact": {k: str(v) for k, v in contact.items() if v not in (None, "")} or None,
     }
 
 

@@ -32,7 +32,8 @@ from cem.kafka.publisher import BatchPublisher
 RESOLUTION = "io.cem.Resolution"
 ATTRIBUTE_RECORDS = {"web": "io.cem.WebAttributes", "store": "io.cem.StoreAttributes",
                      "phone": "io.cem.PhoneAttributes", "returns": "io.cem.ReturnsAttributes",
-                     "feedback": "io.cem.FeedbackAttributes"}
+                     "feedback": "io.cem.FeedbackAttributes", "email": "io.cem.EmailAttributes"}
+CONTACT = "io.cem.ContactAttributes"
 
 
 def branch_tagged(event: dict[str, Any]) -> dict[str, Any]:
@@ -41,6 +42,9 @@ def branch_tagged(event: dict[str, Any]) -> dict[str, Any]:
     attrs = event[event["channel"]]
     if attrs is not None and not isinstance(attrs, tuple):
         event[event["channel"]] = (ATTRIBUTE_RECORDS[event["channel"]], attrs)
+    contact = event.get("contact")
+    if contact is not None and not isinstance(contact, tuple):
+        event["contact"] = (CONTACT, contact)
     return event
 
 

@@ -21,7 +21,7 @@ from cem.sessions import touch_of
 from cem.sim.truth import resolve_aliases
 from cem.sinks.clickhouse.client import connect_settings
 
-CHANNEL_TUPLES = ("web", "store", "phone", "returns", "feedback")
+CHANNEL_TUPLES = ("web", "store", "phone", "returns", "feedback", "email")
 
 
 def replay(customers: Iterable[tuple[str, Iterable[Mapping[str, Any]]]], rules: tuple[Rule, ...],
@@ -72,9 +72,9 @@ def compare(rules: tuple[Rule, ...], replayed: list[Moment], stored: Iterable[tu
 
 
 def _event(row: tuple) -> dict[str, Any]:
-    eid, etype, channel, at, store_id, identifiers, *attrs = row
+    eid, etype, channel, at, store_id, identifiers, *attrs, contact = row
     ev: dict[str, Any] = {"event_id": eid, "event_type": etype, "channel": channel, "occurred_at": at,
-                          "store_id": store_id, "identifiers": identifiers}
+                          "store_id": store_id, "identifiers": identifiers, "contact": contact}
     ev[channel] = dict(zip(CHANNEL_TUPLES, attrs, strict=True))[channel]
     return ev
 
@@ -86,7 +86,7 @@ def run_backtest(settings: Any, rules: tuple[Rule, ...], since: datetime, until:
         aliases = merge_aliases(client)
         rows = client.query(
             "SELECT customer_id, event_id, event_type, channel, toUnixTimestamp64Milli(occurred_at), store_id, "
-            "identifiers, web, store, phone, returns, feedback FROM touchpoints FINAL "
+            "identifiers, web, store, phone, returns, feedback, email, contact FROM touchpoints FINAL "
             "WHERE occurred_at >= %(since)s AND occurred_at < %(until)s", parameters=params).result_rows
         stored = client.query("SELECT rule, moment_id FROM negative_moments FINAL "
                               "WHERE occurred_at >= %(since)s AND occurred_at < %(until)s",

@@ -19,7 +19,7 @@ from cem.sinks.clickhouse.client import connect
 from cem.sinks.clickhouse.migrations import apply
 from cem.settings import Settings
 
-_TUPLES = ("identifiers", "web", "store", "phone", "returns", "feedback", "cem")
+_TUPLES = ("identifiers", "web", "store", "phone", "returns", "feedback", "email", "contact", "cem")
 
 
 def main(topic: str, expected: int, out: str, dsn: str, bootstrap: str) -> None:

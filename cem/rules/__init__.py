@@ -38,7 +38,9 @@ OPS = {"eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": _ordered(lamb
        "ge": _ordered(lambda a, b: a >= b), "in": _member}
 _SCALAR = (str, int, float, bool)
 
-GROUPS = ("subject", "element", "call_id", "order_id", "rma_id", "customer")
+#: `contact` groups a customer-service contact by the order it is about and by its topic: two
+#: contacts share a group when they name the same order or the same topic.
+GROUPS = ("subject", "element", "call_id", "order_id", "rma_id", "customer", "contact")
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -85,6 +87,9 @@ class Rule:
     expected: Match | None = None
     correlate: str | None = None
     within_ms: int = 0
+    #: count rules: a further matching event of a group whose moment is still open (within the
+    #: window of it) joins that moment as evidence instead of counting towards a new one
+    extend: bool = False
 
 
 def _match(spec: Any, rule: str, name: str) -> Match:
@@ -149,8 +154,11 @@ def parse_rule(spec: Mapping[str, Any]) -> Rule:
         threshold = spec.get("threshold")
         if not isinstance(threshold, int) or threshold < 2:
             raise RuleError(name, "threshold", "a whole number ≥ 2")
+        extend = spec.get("extend", False)
+        if not isinstance(extend, bool):
+            raise RuleError(name, "extend", "true or false")
         return Rule(**common, match=_match(spec.get("match"), name, "match"), threshold=threshold,
-                    window_ms=duration_ms(spec.get("window"), name, "window"), group_by=group)
+                    window_ms=duration_ms(spec.get("window"), name, "window"), group_by=group, extend=extend)
     if kind == "sequence":
         steps = spec.get("steps")
         if not isinstance(steps, list) or len(steps) < 2:

@@ -46,6 +46,8 @@ def _attributes(rng: random.Random, channel: str, event_type: str) -> dict[str, 
                 "reason": rng.choice(("wrong_item", "defective", "size", "changed_mind")),
                 "product_id": f"sku-{rng.randrange(2000)}", "amount_cents": rng.randrange(500, 50000),
                 "currency": "EUR"}
+    if channel == "email":
+        return {"thread_id": f"thread-{rng.randrange(10**6)}", "mailbox": "service"}
     if event_type == "survey_response":
         return {"survey_id": f"s-{rng.randrange(100)}", "nps": rng.randrange(0, 11), "csat": rng.randrange(1, 6),
                 "comment": rng.choice(("", "slow delivery", "great staff", "never again"))}
@@ -64,6 +66,8 @@ def touchpoints(count: int, *, customers: int = 1000, seed: int = 7, start_ms: i
         ids: dict[str, Any] = {"anonymous_id": f"anon-{c}"} if channel == "web" else {}
         if channel in ("store", "feedback"):
             ids["loyalty_id"] = f"L{c:07d}"
+        if channel == "email":
+            ids["email_hash"] = f"e{c:08x}"
         if channel in ("phone", "returns"):
             ids["phone_hash" if channel == "phone" else "order_id"] = f"h{c:08x}"
         yield {

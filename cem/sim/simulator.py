@@ -1,7 +1,7 @@
 """A deterministic population of customers producing touchpoints over simulated days, with
 ground truth (pure: no I/O; the caller decides where events and truth go).
 
-Personas drive behaviour across all five channels. Negative moments are injected on purpose
+Personas drive behaviour across all six channels. Negative moments are injected on purpose
 and background traffic keeps clear of every single-channel rule (searches find results, clicks
 are spaced, checkouts complete, refunds come in time, scores are good). The one cross-channel
 sequence (web search → item unavailable in store → call within 24 h) arises from ordinary
@@ -9,6 +9,9 @@ behaviour around an injected unavailable item; its truth is labelled afterwards 
 rule to each true customer's whole timeline (`_label_sequences`). Each injected moment is
 recovered or not by a seeded draw; a recovery is a positive signal (purchase, NPS ≥ 9, CSAT ≥ 4)
 inside the rule's window.
+Repeat contacts mix channels (a call, a contact form answered by email, a chat, an email, a
+service-desk visit) about one order and one topic; a third contact sometimes follows within the
+hour and is evidence of the same moment. Background contacts name neither an order nor a topic.
 
 Same seed and start → the same events in the same order, byte for byte once serialized.
 """
@@ -72,8 +75,13 @@ class SimConfig:
     lateness_ms: int = 10 * MIN
 
 
+#: Topics of simulated repeat contacts (a customer's two injections never share one within 8 days).
+TOPICS = ("delivery", "refund", "damaged_item", "invoice", "order_status")
+CONTACT_KINDS = ("call", "form", "chat", "email", "desk")
+
+
 def is_positive_signal(ev: dict[str, Any]) -> bool:
-    """Purchase, order, NPS >= 9, CSAT >= 4, or a call that ended resolved."""
+    """Purchase, order, NPS >= 9, CSAT >= 4, or a contact that ended resolved."""
     t = ev["event_type"]
     if t in ("order_placed", "purchase"):
         return True
@@ -82,6 +90,8 @@ def is_positive_signal(ev: dict[str, Any]) -> bool:
         return (f.get("nps") or 0) >= 9 or (f.get("csat") or 0) >= 4
     if t == "call_ended":
         return bool((ev.get("phone") or {}).get("resolved"))
+    if t in ("chat_ended", "email_sent", "service_desk_visit"):
+        return bool((ev.get("contact") or {}).get("resolved"))
     return False
 
 
@@ -117,13 +127,16 @@ class Simulator:
     # -- event construction ----------------------------------------------------------------
     def _event(self, c: Customer, channel: str, event_type: str, at: int, ids: dict[str, Any],
                attrs: dict[str, Any] | None = None, store_id: str | None = None,
-               session_channel: str | None = None, new_session: bool = False) -> dict[str, Any]:
+               session_channel: str | None = None, new_session: bool = False,
+               contact: dict[str, Any] | None = None) -> dict[str, Any]:
         ev: dict[str, Any] = {
             "event_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
             "event_type": event_type, "channel": channel, "occurred_at": at,
             "received_at": at, "source": f"sim-{channel}", "identifiers": ids,
             "store_id": store_id, "location": None, channel: attrs or {},
         }
+        if contact:
+            ev["contact"] = contact
         key = (c.customer_id, session_channel or channel)
         if new_session or key not in self._sessions:
             self._session_seq += 1
@@ -132,7 +145,8 @@ class Simulator:
         self.truth.events.append({"event_id": ev["event_id"], "customer": c.customer_id,
                                   "session": self._sessions[key][0], "channel": channel,
                                   "persona": c.persona, "at": at, "event_type": event_type,
-                                  "resolved": bool((attrs or {}).get("resolved")), "store_id": store_id})
+                                  "resolved": bool((attrs or {}).get("resolved") or (contact or {}).get("resolved")),
+                                  "store_id": store_id})
         return ev
 
     def _moment(self, rule: str, c: Customer, at: int, evidence: list[dict], channel: str) -> dict:
@@ -245,7 +259,8 @@ class Simulator:
         out.append(self._event(c, "store", "visit_ended", t, ids, {}, store))
         return out
 
-    def _call(self, c: Customer, t: int, moment: str | None, order: str | None = None) -> list[dict]:
+    def _call(self, c: Customer, t: int, moment: str | None, order: str | None = None,
+              topic: str | None = None) -> list[dict]:
         r = self.rng
         # the contact centre's CRM lookup attaches the account to the caller's number
         ids: dict[str, Any] = {"customer_id": c.customer_id}
@@ -254,7 +269,8 @@ class Simulator:
         if order:
             ids["order_id"] = order
         call = f"call-{r.getrandbits(40):x}"
-        out = [self._event(c, "phone", "call_started", t, ids, {"call_id": call}, new_session=True)]
+        out = [self._event(c, "phone", "call_started", t, ids, {"call_id": call}, new_session=True,
+                           contact={"topic": topic} if topic else None)]
         t += r.randrange(20, 60) * 1000
         out.append(self._event(c, "phone", "ivr_step", t, ids, {"call_id": call, "ivr_step": "orders"}))
         t += r.randrange(10, 40) * 1000
@@ -278,8 +294,64 @@ class Simulator:
             out += ev
             self._moment(moment, c, ev[-1]["occurred_at"], ev, "phone")
         out.append(self._event(c, "phone", "call_ended", t, ids, {"call_id": call, "reason": "order_status",
-                                                                "resolved": moment is None,
+                                                                "resolved": moment is None and topic is None,
                                                                 "duration_seconds": r.randrange(120, 900)}))
+        return out
+
+    def _contact(self, c: Customer, kind: str, t: int, order: str, topic: str | None) -> list[dict]:
+        """One unresolved customer-service contact about `order` (the first event opens it)."""
+        if kind == "call":
+            return self._call(c, t, None, order, topic or "order_status")
+        r = self.rng
+        case = f"case-{r.getrandbits(40):x}"
+        ids: dict[str, Any] = {"customer_id": c.customer_id, "order_id": order}
+        about = {"topic": topic, "case_id": case} if topic else {"case_id": case}
+        sc = f"case:{case}"
+        if kind == "desk":
+            if c.loyalty_id:
+                ids["loyalty_id"] = c.loyalty_id
+            return [self._event(c, "store", "service_desk_visit", t, ids, {}, f"store-{c.index % 12:02d}",
+                                session_channel=sc, new_session=True, contact={**about, "resolved": False})]
+        if kind == "chat":
+            ids["anonymous_id"] = c.anonymous_id
+            return [self._event(c, "web", "chat_started", t, ids, {}, session_channel=sc, new_session=True,
+                                contact=about),
+                    self._event(c, "web", "chat_ended", t + r.randrange(3, 20) * MIN, ids, {}, session_channel=sc,
+                                contact={"case_id": case, "resolved": False})]
+        if c.email_hash:
+            ids["email_hash"] = c.email_hash
+        thread = f"thread-{case}"
+        if kind == "form":
+            first = self._event(c, "web", "contact_form_submitted", t, {**ids, "anonymous_id": c.anonymous_id}, {},
+                                session_channel=sc, new_session=True, contact=about)
+        else:
+            first = self._event(c, "email", "email_received", t, ids, {"thread_id": thread, "mailbox": "service"},
+                                session_channel=sc, new_session=True, contact=about)
+        # service answers by email without solving it: in the email's thread (one session), or
+        # opening one for the form (a session of its own: another channel)
+        reply = self._event(c, "email", "email_sent", t + r.randrange(30, 300) * MIN, ids,
+                            {"thread_id": thread, "mailbox": "service"},
+                            session_channel=sc if kind == "email" else f"{sc}:reply",
+                            new_session=kind == "form", contact={"case_id": case, "resolved": False})
+        return [first, reply]
+
+    def _repeat_contact(self, c: Customer, t: int) -> list[dict]:
+        """Two (sometimes three) contacts on any mix of channels about one order: one moment."""
+        r = self.rng
+        order = f"ord-{r.getrandbits(40):010x}"
+        used: dict[str, int] = c.__dict__.setdefault("topics", {})
+        free = [x for x in TOPICS if t - used.get(x, -(1 << 62)) > 8 * DAY]
+        topic = r.choice(free) if free else None
+        if topic:
+            used[topic] = t
+        first = self._contact(c, r.choice(CONTACT_KINDS), t, order, topic)
+        second = self._contact(c, r.choice(CONTACT_KINDS), t + r.randrange(1, 5) * DAY, order, topic)
+        out, evidence = first + second, [first[0], second[0]]
+        if r.random() < 0.3:  # still waiting: a third contact within the hour joins the moment
+            third = self._contact(c, r.choice(CONTACT_KINDS), second[0]["occurred_at"] + r.randrange(5, 50) * MIN,
+                                  order, topic)
+            out, evidence = out + third, evidence + [third[0]]
+        self._moment("repeat_contact", c, second[0]["occurred_at"], evidence, second[0]["channel"])
         return out
 
     def _return(self, c: Customer, t: int, moment: str | None) -> list[dict]:
@@ -345,11 +417,7 @@ class Simulator:
             moment = r.choice(("long_hold", "multiple_transfers", "repeat_contact", "abandoned_call")) \
                 if r.random() < 0.4 else None
             if moment == "repeat_contact":
-                order = f"ord-{r.getrandbits(40):010x}"
-                first = self._call(c, t, None, order)
-                second = self._call(c, t + r.randrange(1, 5) * DAY, None, order)
-                out += first + second
-                self._moment(moment, c, second[0]["occurred_at"], [first[0], second[0]], "phone")
+                out += self._repeat_contact(c, t)
             else:
                 out += self._call(c, t, moment)
             t += 2 * HOUR

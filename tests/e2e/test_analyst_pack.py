@@ -87,11 +87,13 @@ def test_rollups_and_query_pack_match_ground_truth(cem_settings, tmp_path):
             # recovery accuracy ~0.99
             assert close(got[rule][col], w[col], 0.05, 3), (rule, col, got[rule][col], w[col])
 
-    w = pack_truth.contact_resolution(events)
-    (phone,) = answers["contact_resolution"]
-    assert phone["contacts"] == w["contacts"] and phone["resolved_on_call"] == w["resolved_on_call"]
-    assert close(phone["followed_by_another"], w["followed_by_another"], 0.02, 2)
-    assert abs(phone["first_contact_resolution"] - w["first_contact_resolved"] / w["contacts"]) <= 0.01
+    wc = pack_truth.contact_resolution(events)
+    assert {r["channel"] for r in answers["contact_resolution"]} == set(wc) >= {"phone", "email", "store", "web"}
+    for r in answers["contact_resolution"]:
+        w = wc[r["channel"]]
+        assert r["contacts"] == w["contacts"] and r["resolved_on_contact"] == w["resolved_on_contact"], r
+        assert close(r["followed_by_another"], w["followed_by_another"], 0.02, 2), r
+        assert abs(r["first_contact_resolution"] - w["first_contact_resolved"] / w["contacts"]) <= 0.01, r
 
     wf = pack_truth.funnel(events)
     for r in answers["funnel"]:
@@ -179,8 +181,9 @@ ROLLUPS = [
      "WHERE status = 'closed' GROUP BY d, outcome, c",
      "SELECT day, outcome, channels, uniqExactMerge(journeys) FROM rollup_journeys_daily "
      "GROUP BY day, outcome, channels"),
-    ("SELECT toDate(occurred_at) d, channel, count(), countIf(ifNull(phone.resolved, false)) FROM touchpoints FINAL "
-     "WHERE event_type = 'call_ended' GROUP BY d, channel",
+    ("SELECT toDate(occurred_at) d, channel, count(), countIf(ifNull(contact.resolved, ifNull(phone.resolved, false))) "
+     "FROM touchpoints FINAL WHERE event_type IN ('call_ended', 'chat_ended', 'email_sent', 'service_desk_visit') "
+     "GROUP BY d, channel",
      "SELECT day, channel, uniqExactMerge(contacts), uniqExactMerge(resolved) FROM rollup_contacts_daily "
      "GROUP BY day, channel"),
 ]

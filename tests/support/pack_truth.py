@@ -7,6 +7,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from cem.events import CONTACT_ENDS
 from cem.journeys import add_session
 from cem.sessions import Session, Touch
 
@@ -66,21 +67,24 @@ def recovery_by_rule(moments: list[dict]) -> dict[str, Counter]:
     return out
 
 
-def contact_resolution(events: list[dict], within_days: int = 7) -> dict[str, int]:
-    calls: dict[str, list[dict]] = defaultdict(list)
+def contact_resolution(events: list[dict], within_days: int = 7) -> dict[str, Counter]:
+    """channel -> contacts (events that close one, any channel), resolved, followed by another
+    contact of the customer on any channel within `within_days`, resolved on first contact."""
+    ends: dict[str, list[dict]] = defaultdict(list)
     for e in events:
-        if e["event_type"] == "call_ended":
-            calls[e["customer"]].append(e)
-    n = resolved = followed = fcr = 0
-    for cs in calls.values():
+        if e["event_type"] in CONTACT_ENDS:
+            ends[e["customer"]].append(e)
+    out: dict[str, Counter] = defaultdict(Counter)
+    for cs in ends.values():
         cs.sort(key=lambda e: (e["at"], e["event_id"]))
         for i, c in enumerate(cs):
             again = i + 1 < len(cs) and cs[i + 1]["at"] <= c["at"] + within_days * DAY
-            n += 1
-            resolved += c["resolved"]
-            followed += again
-            fcr += c["resolved"] and not again
-    return {"contacts": n, "resolved_on_call": resolved, "followed_by_another": followed, "first_contact_resolved": fcr}
+            w = out[c["channel"]]
+            w["contacts"] += 1
+            w["resolved_on_contact"] += c["resolved"]
+            w["followed_by_another"] += again
+            w["first_contact_resolved"] += c["resolved"] and not again
+    return out
 
 
 def funnel(events: list[dict]) -> dict[str, tuple[int, int, int, int, int]]:

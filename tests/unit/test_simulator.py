@@ -24,7 +24,7 @@ def test_ground_truth_is_consistent_with_the_events():
     truth = {t["event_id"]: t for t in sim.truth.events}
     assert set(truth) == ids  # every event has a true customer and session
     assert all(t["customer"].startswith("cust-") and t["session"] for t in truth.values())
-    assert {e["channel"] for e in events} == {"web", "store", "phone", "returns", "feedback"}
+    assert {e["channel"] for e in events} == {"web", "store", "phone", "returns", "feedback", "email"}
     for m in sim.truth.moments:  # every injected moment's evidence exists and is the customer's
         assert m["evidence"] and all(ev in ids and truth[ev]["customer"] == m["customer"] for ev in m["evidence"])
         assert m["rule"] in RECOVERY_WINDOW
