@@ -6,6 +6,13 @@ One alert per (customer, rule), as PagerDuty and Opsgenie group by a dedup key:
 - a moment after it was resolved reopens it (status open again, a new revision: pages again);
 - a person acknowledges or resolves it (`cem alerts ack|resolve`), or the customer's recovery
   resolves it (actor `recovery`) when the recovered moment is the alert's latest one.
+- the alert carries the recovery action its playbook recommends (cem/playbooks.py) for the
+  latest moment, with the customer's value band and lifecycle stage when it was chosen;
+- when the latest moment's recovery window closes unrecovered while the alert is not resolved,
+  the alert escalates, once per moment: severity up, to the escalation team (a second route),
+  actor `escalation`, a new revision (pages again). The moment's unrecovered transition happens
+  once in the detector's state, and the alert remembers the moment it escalated for, so a replay
+  or a repeated transition never escalates twice.
 `revision` counts status changes; a webhook is delivered once per (alert id, revision). A resolved
 alert is forgotten `FORGET_AFTER_MS` of event time after it was resolved; a later moment then opens a
 new alert.
@@ -43,6 +50,12 @@ class Alert:
     delivery: tuple[str, ...] | list[str] = ()
     recovery: str = "open"   # the latest moment's recovery status
     latency_ms: float | None = None  # receipt of the trigger -> the page, for the last (re)open
+    action: str = ""         # the recommended recovery action (playbook) for the latest moment
+    action_detail: str = ""
+    value_band: str = ""     # the customer's lifetime spend band and lifecycle stage when chosen
+    lifecycle_stage: str = ""
+    escalate_to: str | None = None   # the team an unrecovered moment escalates to (None: default)
+    escalated: str | None = None     # the moment this alert escalated for
 
 
 class AlertBook:
@@ -90,6 +103,18 @@ class AlertBook:
         if status == "recovered" and a.status != "resolved":
             a.status, a.revision, a.actor, a.note = "resolved", a.revision + 1, "recovery", None
             a.updated_at = max(a.updated_at, at)
+        return a
+
+    def escalate(self, rule: str, moment_id: str, team: str, severity: str, at: int) -> Alert | None:
+        """The moment's recovery window closed unrecovered: escalate the alert once (severity,
+        second route) when the moment is its latest and it is not resolved; None otherwise."""
+        a = self.alerts.get(rule)
+        if a is None or a.moment_id != moment_id or a.status == "resolved" or a.escalated == moment_id:
+            return None
+        a.escalated, a.team, a.severity = moment_id, team, severity
+        a.revision, a.actor = a.revision + 1, "escalation"
+        a.note = "recovery window closed unrecovered"
+        a.updated_at = max(a.updated_at, at)
         return a
 
     def act(self, alert: str, action: str, actor: str, note: str | None, at: int) -> Alert | None:

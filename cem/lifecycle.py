@@ -14,6 +14,9 @@ Transitions, in event time (the first that applies wins; each returns a `Change`
               those 90 days.
 - advocate:   a promoter score (NPS ≥ 9) while loyal.
 - lost:       60 days without any touch while at_risk (an event-time timer).
+
+Beside the stage, a customer's lifetime spend (`spend_cents`: the amounts of every purchase and
+order seen, summed across identity merges) is their value for the recovery playbooks.
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ class Lifecycle:
     purchases: list[int] = field(default_factory=list)      # event times within the loyalty window
     unrecovered: list[int] = field(default_factory=list)    # when moments went unrecovered (90 days)
     open_moments: list[str] = field(default_factory=list)
+    spend_cents: int = 0   # lifetime spend: amount_cents of every purchase and order (customer value)
 
     def _to(self, stage: str, reason: str, at: int) -> Change | None:
         if stage == self.stage:
@@ -78,6 +82,13 @@ class Lifecycle:
             if len(self.purchases) >= LOYAL_PURCHASES and not recent_bad:
                 out.append(self._to("loyal", f"{len(self.purchases)} purchases in 90 days, no unrecovered moment", at))
         return [c for c in out if c is not None]
+
+    def on_spend(self, event_type: str, amount_cents: object) -> None:
+        """Add a purchase's or order's amount to the lifetime spend (called once per new touch;
+        an amount that is not a positive whole number adds nothing)."""
+        if event_type in PURCHASES and isinstance(amount_cents, int) and not isinstance(amount_cents, bool) \
+                and amount_cents > 0:
+            self.spend_cents += amount_cents
 
     def _positive(self, reason: str, at: int) -> list[Change]:
         if self.stage in ("new", "active"):
@@ -122,13 +133,15 @@ class Lifecycle:
         self.purchases = sorted(set(self.purchases) | set(other.purchases))
         self.unrecovered = sorted(set(self.unrecovered) | set(other.unrecovered))
         self.open_moments += [m for m in other.open_moments if m not in self.open_moments]
+        self.spend_cents += other.spend_cents
 
     def next_deadline(self) -> int | None:
         return self.last_touch + LOST_AFTER_MS if self.stage == "at_risk" and self.last_touch else None
 
     def to_json(self) -> dict[str, Any]:
         return {"stage": self.stage, "since": self.since, "last_touch": self.last_touch, "sessions": self.sessions,
-                "purchases": self.purchases, "unrecovered": self.unrecovered, "open_moments": self.open_moments}
+                "purchases": self.purchases, "unrecovered": self.unrecovered, "open_moments": self.open_moments,
+                "spend_cents": self.spend_cents}
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> "Lifecycle":

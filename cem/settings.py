@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     schema_registry_file: Optional[Path] = Field(
         None, description="Writer schemas of your own producers (`cem schemas register`), read with the "
         "shipped registry by every process at start; default: none.")
+    playbooks_file: Optional[Path] = Field(None, description="Recovery playbooks (TOML): the action recommended on "
+                                           "every alert; default: the shipped cem/rules/playbooks.toml.")
     identity_shared_devices: list[str] = Field(default_factory=list,
                                                description="Device/terminal ids that never link (JSON list).")
     collector_host: str = Field("127.0.0.1", description="Collector bind address.")

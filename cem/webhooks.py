@@ -7,7 +7,10 @@ Contract (what a receiving team can rely on — the same scheme as Stripe's and 
   recurrence); a further occurrence while it is open changes no revision and pages nobody.
   The delivery id `<alert_id>:<revision>` is sent as `Cem-Delivery-Id`; a replay of the pipeline
   produces the same id and the ledger suppresses it. The body's `type` is `alert.open`,
-  `alert.acknowledged`, `alert.resolved` or `alert.reopened`.
+  `alert.acknowledged`, `alert.resolved`, `alert.reopened` or `alert.escalated` (its moment's
+  recovery window closed unrecovered: a new revision with severity up, to the escalation team).
+  The alert carries the recommended recovery `action` and `action_detail` (its playbook), the
+  customer's `value_band` and `lifecycle_stage`, and `escalated` (1 once escalated).
 - `Cem-Timestamp` (unix seconds) and `Cem-Signature: v1=<hex>` = HMAC-SHA256(secret,
   "<timestamp>.<body>"). Receivers recompute it over the raw body and reject a signature that
   does not match or a timestamp older than their tolerance (5 minutes is usual).
@@ -42,6 +45,8 @@ def delivery_id(alert: Mapping[str, Any]) -> str:
 
 
 def event_type(alert: Mapping[str, Any]) -> str:
+    if alert.get("actor") == "escalation" and alert["status"] != "resolved":
+        return "alert.escalated"
     if alert["status"] == "open" and (alert.get("revision") or 1) > 1:
         return "alert.reopened"
     return f"alert.{alert['status']}"

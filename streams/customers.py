@@ -38,6 +38,7 @@ from cem.alerts import Alert
 from cem.detect import Moment, is_positive
 from cem.lifecycle import Change
 from cem.privacy import NO_CONSENT
+from cem.playbooks import Playbooks, load_playbooks
 from cem.rules import Route, Rule, by_event_type, route
 from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, ERASURES_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC,
                           SESSIONS_TOPIC)
@@ -60,7 +61,8 @@ class CustomerStage:
                  on_moment: Callable[[str, float], None] | None = None,
                  on_recovery: Callable[[str, str], None] | None = None,
                  on_alert: Callable[[str, str], None] | None = None,
-                 timers: Timers | None = None, merges: KeyedState | None = None, dead: Any = None):
+                 timers: Timers | None = None, merges: KeyedState | None = None, dead: Any = None,
+                 playbooks: Playbooks | None = None):
         self.table = table
         # merge bookkeeping per customer; without a table of its own (tests) it is kept in memory only
         self.merges = merges if merges is not None else KeyedState(encode_book, decode_book)
@@ -87,6 +89,7 @@ class CustomerStage:
         self._rules_by_name = {r.name: r for r in rules}
         self._rules_by_type = by_event_type(rules)
         self._routes = routes
+        self._playbooks = playbooks if playbooks is not None else load_playbooks()
         self._on_moment = on_moment
         self._on_recovery = on_recovery
         self._on_alert = on_alert
@@ -212,6 +215,7 @@ class CustomerStage:
     def _observe(self, tl: Timeline, customer: str, touch: Touch, opened: bool, received_at: int | None) -> None:
         """A touch new to this customer meets the lifecycle and the rules."""
         nps = touch.attrs.get("nps") if touch.event_type == "survey_response" else None
+        tl.life.on_spend(touch.event_type, touch.attrs.get("amount_cents"))
         self._life += [(tl, c) for c in tl.life.on_touch(touch.event_type, touch.at, is_positive(touch), nps, opened)]
         if self._rules:
             new, changed = tl.detector.on_touch(self._rules_by_type.get(touch.event_type, ()), customer, touch,
@@ -376,11 +380,20 @@ class CustomerStage:
             self._life += [(tl, c) for c in tl.life.on_moment(m.moment_id, m.rule, m.status, at)]
             a: Alert | None
             if is_new:
+                stage = tl.life.stage or "new"
+                rec = self._playbooks.select(m.rule, m.channel, tl.life.spend_cents, stage)
                 a, _ = tl.alerts.on_moment(m.rule, m.moment_id, m.at, int(now * 1000), channel=m.channel,
                                            store_id=m.store_id, team=team, severity=severity,
-                                           delivery=list(delivery), recovery=m.status, latency_ms=latency)
+                                           delivery=list(delivery), recovery=m.status, latency_ms=latency,
+                                           action=rec.action, action_detail=rec.detail, value_band=rec.band,
+                                           lifecycle_stage=stage, escalate_to=rec.escalate_to)
             else:
                 a = tl.alerts.on_recovery(m.rule, m.moment_id, m.status, m.at)
+                if m.status == "unrecovered":
+                    current = tl.alerts.alerts.get(m.rule)
+                    if current is not None:
+                        to_team, to_severity = self._playbooks.escalation(current.severity, current.escalate_to)
+                        a = tl.alerts.escalate(m.rule, m.moment_id, to_team, to_severity, m.recovery_deadline) or a
             if a is not None:
                 self._publish_alert(a, tl.customer_id, now)
                 if a.revision == 1 and self._on_alert is not None:
@@ -402,6 +415,8 @@ class CustomerStage:
             "status": a.status, "recovery_status": a.recovery, "delivery": list(a.delivery),
             "created_at": a.opened_wall / 1000, "updated_at": now, "latency_ms": a.latency_ms,
             "revision": a.revision, "occurrences": a.occurrences, "actor": a.actor, "note": a.note,
+            "action": a.action, "action_detail": a.action_detail, "value_band": a.value_band,
+            "lifecycle_stage": a.lifecycle_stage, "escalated": int(a.escalated == a.moment_id),
             "version": self._version()})
 
     def _emit(self, changes: Changes, dirty: dict[str, Timeline]) -> None:

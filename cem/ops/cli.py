@@ -37,6 +37,8 @@ app.add_typer(topics_app, name="topics")
 from cem.ops.cli_dlq import app as dlq_app  # noqa: E402 - the group lives in its own module
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(privacy_app, name="privacy")
+from cem.ops.cli_playbooks import app as playbooks_app  # noqa: E402 - the group lives in its own module
+app.add_typer(playbooks_app, name="playbooks")
 
 
 

@@ -27,6 +27,7 @@ from cem.kafka.publisher import producer_config
 from cem.kafka.topic_reader import read_to_end
 from cem.schemas.registry import default_registry
 from cem import metrics
+from cem.playbooks import load_playbooks
 from cem.rules import load_routes, load_rules
 from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC,
                           TOUCHPOINTS_TOPIC, Settings, merge_state_topic, state_topic)
@@ -99,6 +100,7 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
 
         stage = CustomerStage(table, default_registry(), rows, send_control,
                               rules=load_rules(settings.rules_file), routes=load_routes(settings.rules_file),
+                              playbooks=load_playbooks(settings.playbooks_file),
                               on_moment=metrics.moment, on_recovery=metrics.recovery, on_alert=metrics.alert,
                               timers=timers_for(table, settings.worker_live_customers), merges=merges,
                               dead=DeadLetters(producer, DLQ_TOPIC, "customers", on_dead=metrics.dead_letter))
