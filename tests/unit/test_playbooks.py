@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import tomllib
-from pathlib import Path
 
 import pytest
 
@@ -35,7 +34,8 @@ def test_value_band_is_the_highest_floor_reached(spend, band):
 
 def test_selection_by_rule_channel_value_and_stage_first_match_wins():
     vip = BOOKS.select("long_hold", "phone", 600_000, "loyal")
-    assert (vip.action, vip.playbook, vip.band, vip.within_ms) == ("callback", "vip_personal_callback", "vip", 3_600_000)
+    assert (vip.action, vip.playbook, vip.band) == ("callback", "vip_personal_callback", "vip")
+    assert vip.within_ms == 3_600_000
     assert vip.escalate_to == "cx-leads"
     # the same rule and channel for a new low-spend customer: the contact-centre playbook
     low = BOOKS.select("long_hold", "phone", 500, "new")
@@ -120,7 +120,8 @@ def test_an_unrecovered_moment_escalates_the_alert_exactly_once():
     book.on_recovery("repeat_contact", "m1", "unrecovered", 2000)
     team, severity = BOOKS.escalation(a.severity, a.escalate_to)
     e = book.escalate("repeat_contact", "m1", team, severity, 2000)
-    assert e is not None and (e.team, e.severity, e.revision, e.actor) == ("cx-escalations", "critical", 2, "escalation")
+    assert e is not None
+    assert (e.team, e.severity, e.revision, e.actor) == ("cx-escalations", "critical", 2, "escalation")
     assert e.action == "callback"  # the recommendation stays with it
     # again (the same transition re-derived, or a replay of the restored state): nothing
     assert book.escalate("repeat_contact", "m1", team, severity, 2000) is None
@@ -153,47 +154,3 @@ def test_webhook_type_of_an_escalation():
     assert event_type(row) == "alert.escalated"
     body = json.loads(payload(row))
     assert body["alert"]["action"] == "callback" and body["type"] == "alert.escalated"
-
-
-def test_the_pack_query_compares_recovery_and_repurchase_by_action(tmp_path):
-    from cem.sinks.clickhouse.client import connect
-    from cem.sinks.clickhouse.migrations import apply
-    from cem.sinks.queries import get, run
-    c = connect(f"chdb://{tmp_path / 'ch'}")
-    try:
-        apply(c)
-        day = 86_400
-        t0 = 1_790_000_000
-        # (alert, customer, moment at, action, recovery, escalated, bought again after N days)
-        known = [("a1", "c1", t0, "callback", "recovered", 0, 3), ("a2", "c2", t0, "callback", "recovered", 0, None),
-                 ("a3", "c3", t0, "callback", "unrecovered", 1, 40), ("a4", "c4", t0, "voucher", "recovered", 0, 1),
-                 ("a5", "c5", t0, "voucher", "open", 0, 2), ("a6", "c6", t0, "", "recovered", 0, 1)]
-        c.insert("negative_moments", [[f"m-{a}", "r", "count", "high", "t", cust, "phone", None, [],
-                                       _dt(at), _dt(at), rec, None, _dt(at + 7 * day), 1]
-                                      for a, cust, at, _, rec, _, _ in known],
-                 column_names=["moment_id", "rule", "kind", "severity", "team", "customer_id", "channel", "store_id",
-                               "evidence", "occurred_at", "detected_at", "recovery_status", "recovered_by",
-                               "recovery_deadline", "version"])
-        c.insert("alerts", [[a, f"m-{a}", "r", "t", "high", cust, "phone", None, "open", rec, [], _dt(at), 1, action, esc]
-                            for a, cust, at, action, rec, esc, _ in known],
-                 column_names=["alert_id", "moment_id", "rule", "team", "severity", "customer_id", "channel", "store_id",
-                               "status", "recovery_status", "delivery", "created_at", "version", "action", "escalated"])
-        buys = [(cust, at + d * day) for _, cust, at, _, _, _, d in known if d is not None]
-        c.command("INSERT INTO touchpoints (event_id, event_type, channel, occurred_at, received_at, source, cem) "
-                  "VALUES " + ", ".join(f"('b{i}', 'purchase', 'store', toDateTime64({at}, 3), toDateTime64({at}, 3), "
-                                        f"'t', tuple('{cust}', false, 0))" for i, (cust, at) in enumerate(buys)))
-        q = get("recovery_by_action")
-        cols, rows = run(c, q, q.bind({}))
-        got = {r[0]: dict(zip(cols, r)) for r in rows}
-    finally:
-        c.close()
-    assert set(got) == {"callback", "voucher"}  # alerts without an action (older rows) are left out
-    cb, v = got["callback"], got["voucher"]
-    assert (cb["alerts"], cb["recovered"], cb["unrecovered"], cb["escalated"]) == (3, 2, 1, 1)
-    assert cb["recovery_rate"] == pytest.approx(0.667) and cb["repurchase_rate"] == pytest.approx(0.333)
-    assert (v["alerts"], v["recovered"], v["unrecovered"], v["recovery_rate"], v["repurchase_rate"]) == (2, 1, 0, 1.0, 1.0)
-
-
-def _dt(seconds: int):
-    from datetime import datetime, timezone
-    return datetime.fromtimestamp(seconds, timezone.utc)
