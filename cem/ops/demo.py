@@ -4,7 +4,7 @@ Runs on a private Kafka broker (a free port, its data under <data dir>/demo/kafk
 id (`cem-demo`) and its own data dir (<data dir>/demo, emptied first): nothing of a demo reaches
 the broker, consumer groups, state changelogs or ClickHouse of the pipeline you run yourself, and
 a demo never touches a broker you already run. Creates the cem topics, starts a worker and the
-landing process, runs the simulator (all five channels) into Kafka plus malformed records, waits
+landing process, runs the simulator (all six channels) into Kafka plus malformed records, waits
 until both consumer groups have caught up, stops the roles, prints rows per channel read back
 from ClickHouse, the DLQ by reason, moments, lifecycle and the score against ground truth, then
 stops the broker and deletes its data (the landed rows stay in <data dir>/demo/clickhouse for
@@ -123,18 +123,42 @@ def _run(settings: Settings, customers: int, days: int, malformed: int, console:
     if code == 0:
         _report(settings, console, sim.per_channel)
         _outcomes(settings, console, run_dir / "sim")
+        _contacts(settings, console)
         _pack(settings, console)
     return code
 
 
 def _pack(settings: Settings, console: Console) -> None:
     """Two queries of the analysts' pack, and how to run the others on this run's data."""
-    for name in ("recovery_impact", "contact_resolution"):
+    for name in ("recovery_impact", "contact_resolution", "recovery_by_action"):
         columns, rows = execute(settings.clickhouse, 0, name, {})
         console.print(f"[bold]cem query {name}[/bold]")
         console.out(render(columns, [tuple(r) for r in rows], "table"), highlight=False)
     console.print("the whole pack: .venv/bin/cem query --list, then .venv/bin/cem query NAME "
                   "(queries this demo's data until you land your own)")
+
+
+def _contacts(settings: Settings, console: Console) -> None:
+    """Repeat-contact moments by the channels the customer used to get in touch."""
+    client = connect_settings(settings)
+    try:
+        rows = client.query(
+            "SELECT channels, count(), countIf(status = 'recovered'), countIf(status = 'unrecovered'), "
+            "round(avg(contacts), 2) FROM ("
+            "  SELECT m.moment_id, any(m.recovery_status) AS status, count() AS contacts,"
+            "         arrayStringConcat(arraySort(groupUniqArray(t.channel)), '+') AS channels"
+            "  FROM negative_moments AS m FINAL ARRAY JOIN m.evidence AS e"
+            "  INNER JOIN touchpoints AS t FINAL ON t.event_id = e"
+            "  WHERE m.rule = 'repeat_contact' GROUP BY m.moment_id) "
+            "GROUP BY channels ORDER BY count() DESC, channels").result_rows
+    finally:
+        client.close()
+    t = Table(title="repeat-contact moments by channels of contact")
+    for col in ("channels", "moments", "recovered", "unrecovered", "contacts per moment"):
+        t.add_column(col)
+    for channels, n, rec, unrec, per in rows:
+        t.add_row(channels, str(n), str(rec), str(unrec), f"{per:g}")
+    console.print(t)
 
 
 def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
@@ -146,9 +170,8 @@ def _outcomes(settings: Settings, console: Console, truth_dir: Path) -> None:
             "SELECT m.rule, count(), countIf(m.recovery_status = 'recovered'), "
             "countIf(m.recovery_status = 'unrecovered'), "
             "countIf(m.recovery_status NOT IN ('recovered', 'unrecovered')), "
-            "any(a.team) FROM negative_moments AS m FINAL "
-            "LEFT JOIN (SELECT rule, any(team) AS team FROM alerts FINAL GROUP BY rule) AS a "
-            "ON a.rule = m.rule GROUP BY m.rule ORDER BY count() DESC").result_rows
+            "any(m.team) FROM negative_moments AS m FINAL "  # the owner; an escalated alert moves on
+            "GROUP BY m.rule ORDER BY count() DESC").result_rows
         alerts = dict(client.query("SELECT status, count() FROM alerts FINAL GROUP BY status").result_rows)
         stages = client.query("SELECT stage, count() FROM customers FINAL "
                               "GROUP BY stage ORDER BY count() DESC").result_rows

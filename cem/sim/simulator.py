@@ -10,8 +10,9 @@ rule to each true customer's whole timeline (`_label_sequences`). Each injected 
 recovered or not by a seeded draw; a recovery is a positive signal (purchase, NPS ≥ 9, CSAT ≥ 4)
 inside the rule's window.
 Repeat contacts mix channels (a call, a contact form answered by email, a chat, an email, a
-service-desk visit) about one order and one topic; a third contact sometimes follows within the
-hour and is evidence of the same moment. Background contacts name neither an order nor a topic.
+service-desk visit) about one order and one topic, none solved on contact; a third contact
+sometimes follows within the hour and is evidence of the same moment. Background contacts (calls,
+and forms, chats, emails, desk visits solved on contact) name neither an order nor a topic.
 
 Same seed and start → the same events in the same order, byte for byte once serialized.
 """
@@ -298,26 +299,30 @@ class Simulator:
                                                                 "duration_seconds": r.randrange(120, 900)}))
         return out
 
-    def _contact(self, c: Customer, kind: str, t: int, order: str, topic: str | None) -> list[dict]:
-        """One unresolved customer-service contact about `order` (the first event opens it)."""
+    def _contact(self, c: Customer, kind: str, t: int, order: str | None, topic: str | None,
+                 resolved: bool = False) -> list[dict]:
+        """One customer-service contact (the first event opens it) about `order`, if any, solved
+        by its closing event when `resolved`."""
         if kind == "call":
             return self._call(c, t, None, order, topic or "order_status")
         r = self.rng
         case = f"case-{r.getrandbits(40):x}"
-        ids: dict[str, Any] = {"customer_id": c.customer_id, "order_id": order}
+        ids: dict[str, Any] = {"customer_id": c.customer_id}
+        if order:
+            ids["order_id"] = order
         about = {"topic": topic, "case_id": case} if topic else {"case_id": case}
         sc = f"case:{case}"
         if kind == "desk":
             if c.loyalty_id:
                 ids["loyalty_id"] = c.loyalty_id
             return [self._event(c, "store", "service_desk_visit", t, ids, {}, f"store-{c.index % 12:02d}",
-                                session_channel=sc, new_session=True, contact={**about, "resolved": False})]
+                                session_channel=sc, new_session=True, contact={**about, "resolved": resolved})]
         if kind == "chat":
             ids["anonymous_id"] = c.anonymous_id
             return [self._event(c, "web", "chat_started", t, ids, {}, session_channel=sc, new_session=True,
                                 contact=about),
                     self._event(c, "web", "chat_ended", t + r.randrange(3, 20) * MIN, ids, {}, session_channel=sc,
-                                contact={"case_id": case, "resolved": False})]
+                                contact={"case_id": case, "resolved": resolved})]
         if c.email_hash:
             ids["email_hash"] = c.email_hash
         thread = f"thread-{case}"
@@ -332,7 +337,7 @@ class Simulator:
         reply = self._event(c, "email", "email_sent", t + r.randrange(30, 300) * MIN, ids,
                             {"thread_id": thread, "mailbox": "service"},
                             session_channel=sc if kind == "email" else f"{sc}:reply",
-                            new_session=kind == "form", contact={"case_id": case, "resolved": False})
+                            new_session=kind == "form", contact={"case_id": case, "resolved": resolved})
         return [first, reply]
 
     def _repeat_contact(self, c: Customer, t: int) -> list[dict]:
@@ -342,8 +347,6 @@ class Simulator:
         used: dict[str, int] = c.__dict__.setdefault("topics", {})
         free = [x for x in TOPICS if t - used.get(x, -(1 << 62)) > 8 * DAY]
         topic = r.choice(free) if free else None
-        if topic:
-            used[topic] = t
         first = self._contact(c, r.choice(CONTACT_KINDS), t, order, topic)
         second = self._contact(c, r.choice(CONTACT_KINDS), t + r.randrange(1, 5) * DAY, order, topic)
         out, evidence = first + second, [first[0], second[0]]
@@ -351,6 +354,8 @@ class Simulator:
             third = self._contact(c, r.choice(CONTACT_KINDS), second[0]["occurred_at"] + r.randrange(5, 50) * MIN,
                                   order, topic)
             out, evidence = out + third, evidence + [third[0]]
+        if topic:  # the topic is free again 8 days after this injection's last contact
+            used[topic] = max(e["occurred_at"] for e in out)
         self._moment("repeat_contact", c, second[0]["occurred_at"], evidence, second[0]["channel"])
         return out
 
@@ -418,6 +423,8 @@ class Simulator:
                 if r.random() < 0.4 else None
             if moment == "repeat_contact":
                 out += self._repeat_contact(c, t)
+            elif moment is None and r.random() < 0.3:  # a contact on another channel, solved
+                out += self._contact(c, r.choice(CONTACT_KINDS[1:]), t, None, None, resolved=True)
             else:
                 out += self._call(c, t, moment)
             t += 2 * HOUR
@@ -485,6 +492,7 @@ class Simulator:
             m.pop("_done", None)
         self._label_sequences()
         self._trim_to_period()
+        self._settle_contacts()
         self._settle_recovery()
 
     def _label_sequences(self) -> None:
@@ -523,6 +531,22 @@ class Simulator:
         self.truth.events = [t for t in self.truth.events if t["event_id"] in emitted]
         self.truth.moments = [m for m in self.truth.moments
                               if m["at"] < end and all(e in emitted for e in m["evidence"])]
+
+    def _settle_contacts(self) -> None:
+        """A repeat-contact moment's third contact is its evidence only while the moment is still
+        open: a positive signal of the customer in between (a purchase, a contact solved on
+        another channel) recovered it first, and the third contact, inside the rule's 1 h
+        cooldown, then raises nothing."""
+        at_of = {ev["event_id"]: ev["occurred_at"] for ev in self._all_events}
+        signals: dict[str, list[int]] = {}
+        for ev in self._all_events:
+            if is_positive_signal(ev):
+                signals.setdefault(self._customer_of[ev["event_id"]], []).append(ev["occurred_at"])
+        for m in self.truth.moments:
+            if m["rule"] == "repeat_contact" and len(m["evidence"]) > 2:
+                third = at_of[m["evidence"][2]]
+                if any(m["at"] < s < third for s in signals.get(m["customer"], ())):
+                    m["evidence"] = m["evidence"][:2]
 
     def _settle_recovery(self) -> None:
         """A moment is recovered iff its true customer gave a positive signal inside the rule's
