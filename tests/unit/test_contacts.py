@@ -214,3 +214,14 @@ def test_segment_and_snowplow_contact_events():
                              "se_la": "refund", "se_pr": "o7"}, NOW)
     assert se["event_type"] == "chat_started" and se["contact"] == {"topic": "refund"}
     assert se["identifiers"]["order_id"] == "o7" and "element" not in se["attributes"]
+
+
+def test_contacts_sharing_order_and_topic_raise_one_moment_and_the_cooldown_spans_both_groups():
+    d, new, _ = run([ev("a", "call_started", "phone", NOW, "o1", "refund", call_id="c"),
+                     ev("b", "email_received", "email", NOW + D, "o1", "refund")])
+    assert [m.evidence for m in new] == [["a", "b"]]
+    d.on_touch([BY["repeat_contact"]], "c1", touch_of(ev("r", "chat_ended", "web", NOW + D + 60_000, resolved=True)))
+    # recovered; a contact ten minutes later opens nothing through either group (1 h cooldown)
+    later, grown = d.on_touch([BY["repeat_contact"]], "c1",
+                              touch_of(ev("c", "chat_started", "web", NOW + D + 600_000, "o1", "refund")))
+    assert not later and not grown
