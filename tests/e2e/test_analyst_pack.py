@@ -29,7 +29,7 @@ from tests.support.pipeline import start, stop_role, wait_caught_up
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 EXPECTED_PACK = {"moments_per_1000_journeys", "recovery_rate_by_rule", "contact_resolution", "funnel",
-                 "lifecycle_movement", "recovery_impact", "customer_timeline", "erasures"}
+                 "lifecycle_movement", "recovery_impact", "customer_timeline", "erasures", "recovery_by_action"}
 
 
 def cem_query(s, *args: str) -> str:
@@ -95,6 +95,15 @@ def test_rollups_and_query_pack_match_ground_truth(cem_settings, tmp_path):
         assert close(r["followed_by_another"], w["followed_by_another"], 0.02, 2), r
         assert abs(r["first_contact_resolution"] - w["first_contact_resolved"] / w["contacts"]) <= 0.01, r
 
+    # every alert carries a playbook's action; only unrecovered ones escalate
+    from cem.playbooks import load_playbooks
+    books = load_playbooks()
+    known = {p.action.action for p in books.playbooks} | {books.default.action}
+    by_action = answers["recovery_by_action"]
+    assert len(by_action) >= 4 and {r["action"] for r in by_action} <= known
+    for r in by_action:
+        assert r["recovered"] + r["unrecovered"] <= r["alerts"] and 0 <= r["escalated"] <= r["unrecovered"], r
+
     wf = pack_truth.funnel(events)
     for r in answers["funnel"]:
         sessions, searched, carted, checked, ordered = wf[r["channel"]]
@@ -119,7 +128,10 @@ def test_rollups_and_query_pack_match_ground_truth(cem_settings, tmp_path):
     assert compared >= 5
 
     movement = {(r["from_stage"], r["to_stage"]): r["customers"] for r in answers["lifecycle_movement"]}
-    assert close(movement[("(none)", "new")], len({e["customer"] for e in events}), 0.01)
+    # a survey answered by email from a customer whose email never met their other identifiers
+    # stays a profile of its own (18 of 1,492 customers in this run, 13 of 1,499 before contacts on
+    # every channel added days with activity, hence surveys): 1.5 %
+    assert close(movement[("(none)", "new")], len({e["customer"] for e in events}), 0.015)
     assert movement.get(("at_risk", "satisfied"), 0) > 0  # customers won back
 
     wi = pack_truth.recovery_impact(events, moments)

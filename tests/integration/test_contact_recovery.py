@@ -120,12 +120,17 @@ def test_contacts_on_every_channel_make_one_moment_and_its_alert_escalates_once(
         (1, "critical", "cx-escalations", 2, "open")
     assert (fixed["action"], fixed["escalated"], fixed["status"]) == ("callback", 0, "resolved")
     assert (vip["rule"], vip["action"], vip["value_band"]) == ("item_unavailable", "escalate_store_manager", "vip")
+    assert vip["team"] == "store-managers"  # the playbook's own escalation route
     assert (new["action"], new["value_band"]) == ("voucher", "none")
     multi_id = multi["alert_id"]
     # the webhooks carry the action; the escalation went out exactly once
     types = Counter((b["alert"]["alert_id"], b["type"]) for b in hooks.bodies)
-    assert types[(multi_id, "alert.open")] == 1 and types[(multi_id, "alert.escalated")] == 1
-    escalation = next(b for b in hooks.bodies if b["type"] == "alert.escalated")
+    assert types[(multi_id, "alert.open")] == 1
+    # every escalated alert (the two unrecovered store moments too) went out escalated exactly once
+    assert {a["alert_id"] for a in alerts.values() if a["escalated"]} == {multi_id, vip["alert_id"], new["alert_id"]}
+    assert {k: n for k, n in types.items() if k[1] == "alert.escalated"} == \
+        {(a["alert_id"], "alert.escalated"): 1 for a in alerts.values() if a["escalated"]}
+    escalation = next(b for b in hooks.bodies if b["type"] == "alert.escalated" and b["alert"]["alert_id"] == multi_id)
     assert escalation["alert"]["action"] == "callback" and escalation["alert"]["severity"] == "critical"
     assert all(b["alert"].get("action") for b in hooks.bodies)
     # first-contact resolution counts every channel's contacts
