@@ -318,7 +318,7 @@ class Simulator:
             return [self._event(c, "store", "service_desk_visit", t, ids, {}, f"store-{c.index % 12:02d}",
                                 session_channel=sc, new_session=True, contact={**about, "resolved": resolved})]
         if kind == "chat":
-            ids = {**self._web_ids(c), **({"order_id": order} if order else {})}  # as the site knows them
+            ids["anonymous_id"] = c.anonymous_id  # the chat widget runs in the customer's signed-in session
             return [self._event(c, "web", "chat_started", t, ids, {}, session_channel=sc, new_session=True,
                                 contact=about),
                     self._event(c, "web", "chat_ended", t + r.randrange(3, 20) * MIN, ids, {}, session_channel=sc,
@@ -327,8 +327,7 @@ class Simulator:
             ids["email_hash"] = c.email_hash
         thread = f"thread-{case}"
         if kind == "form":
-            web = {**self._web_ids(c), **({"order_id": order} if order else {})}
-            first = self._event(c, "web", "contact_form_submitted", t, web, {},
+            first = self._event(c, "web", "contact_form_submitted", t, {**ids, "anonymous_id": c.anonymous_id}, {},
                                 session_channel=sc, new_session=True, contact=about)
         else:
             first = self._event(c, "email", "email_received", t, ids, {"thread_id": thread, "mailbox": "service"},
