@@ -16,6 +16,7 @@ import pytest
 
 from cem.connectors.generate import publish_events
 from cem.kafka.admin import partitions_of
+from cem.kafka.connection import KafkaConnection
 from cem.schemas.registry import default_registry
 from cem.settings import RAW_TOPICS
 from cem.sinks.queries import get, run
@@ -88,11 +89,12 @@ def test_contacts_on_every_channel_make_one_moment_and_its_alert_escalates_once(
     s = cem_settings.model_copy(update={"idle_timeout_seconds": 3.0, "tick_seconds": 1.0})
     hooks = Hooks()
     t0 = int(time.time() * 1000) - 12 * DAY
-    parts = partitions_of(s.kafka_bootstrap, list(RAW_TOPICS.values()))
+    kafka = KafkaConnection.from_settings(s)
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
     env = {"CEM_WEBHOOK_ENDPOINTS": json.dumps({"*": hooks.url}), "CEM_WEBHOOK_SECRET": "s3cret"}
     worker, sink, notify = start("worker", s), start("sink", s), start("notify", s, "notify", **env)
     try:
-        publish_events(s.kafka_bootstrap, stories(t0), default_registry(), parts)
+        publish_events(kafka, stories(t0), default_registry(), parts)
         wait_caught_up(s, (worker, sink))
         time.sleep(s.idle_timeout_seconds + 4 * s.tick_seconds)  # quiet: the recovery windows close
         wait_caught_up(s, (worker, sink))
