@@ -83,7 +83,9 @@ def _groups(rule: Rule, t: Touch) -> list[str]:
         g = _group(rule, t)
         return [] if g is None else [g]
     order, topic = t.attrs.get("_order_id"), t.attrs.get("topic")
-    return ([f"order:{order}"] if order else []) + ([f"topic:{topic}"] if topic else [])
+    # the order's key is the order id alone, as group_by = "order_id" keyed it: counts restored
+    # from state written before contacts had topics carry on
+    return ([order] if order else []) + ([f"topic:{topic}"] if topic else [])
 
 
 

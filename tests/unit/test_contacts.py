@@ -135,7 +135,7 @@ def test_replayed_contact_does_not_grow_the_evidence_twice():
     # state survives its JSON round trip (the changelog) with the grown evidence
     _, grown = d.on_touch([BY["repeat_contact"]], "c1", touch_of(ev("c", "email_received", "email", NOW + 2 * D, "o1")))
     back = Detector.from_json(json.loads(json.dumps(d.to_json())))
-    assert back.open[0]["ev"] == ["a", "b", "c"] == grown[0].evidence
+    assert list(back.open[0].evidence) == ["a", "b", "c"] == grown[0].evidence
 
 
 def test_schema_v4_reads_everything_written_with_v3():
@@ -225,3 +225,10 @@ def test_contacts_sharing_order_and_topic_raise_one_moment_and_the_cooldown_span
     later, grown = d.on_touch([BY["repeat_contact"]], "c1",
                               touch_of(ev("c", "chat_started", "web", NOW + D + 600_000, "o1", "refund")))
     assert not later and not grown
+
+
+def test_counts_restored_from_before_topics_carry_on_under_the_order_key():
+    from cem.detect import CountHit
+    d = Detector(counts={"repeat_contact|o1": [CountHit(NOW, "old-call", "phone")]})
+    new, _ = d.on_touch([BY["repeat_contact"]], "c1", touch_of(ev("b", "chat_started", "web", NOW + D, "o1")))
+    assert [m.evidence for m in new] == [["old-call", "b"]]
