@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     worker_session_timeout_seconds: float = Field(20.0, ge=6, description="Kafka group session timeout of "
                                                   "`cem worker`: how soon a dead worker's partitions move.")
     tick_seconds: float = Field(2.0, gt=0, description="How often the worker ticks quiet partitions.")
+    stage_hop: str = Field("marshal", pattern="^(marshal|avro)$", description="How events reach the customer "
+                           "stage: `marshal` = only the fields it reads, on the internal topic cem.stage (fast); "
+                           "`avro` = it decodes cem.touchpoints again (the former hop). Same on every worker.")
     rules_file: Optional[Path] = Field(None,
                                        description="Negative-moment rules (TOML); default: the shipped catalogue.")
     schema_registry_file: Optional[Path] = Field(
@@ -144,6 +147,9 @@ class Settings(BaseSettings):
 RAW_TOPICS = {ch: f"cem.raw.{ch}" for ch in ("store", "web", "phone", "returns", "feedback", "email")}
 TOUCHPOINTS_TOPIC = "cem.touchpoints"
 DLQ_TOPIC = "cem.dlq"
+#: The customer stage's internal input with CEM_STAGE_HOP=marshal (`cem.schemas.stage`): the
+#: fields the stage reads of each touchpoint, keyed by customer, plus its control records.
+STAGE_TOPIC = "cem.stage"
 #: Events that need the identity coordinator (new identifiers, links between profiles). One
 #: partition: the coordinator is the single writer of the identifier graph.
 IDENTITY_LINKS_TOPIC = "cem.identity.links"
@@ -164,9 +170,20 @@ DLQ_REPLAYS_TOPIC = "cem.dlq.replays"
 #: to apply to every table (profile ids and salted identifier digests, no identifier). One
 #: partition: erasures apply in the order they were decided.
 ERASURES_TOPIC = "cem.privacy.erasures"
-ALL_TOPICS = (*RAW_TOPICS.values(), TOUCHPOINTS_TOPIC, DLQ_TOPIC, IDENTITY_LINKS_TOPIC, IDENTITY_MAP_TOPIC,
-              IDENTITY_MERGES_TOPIC, SESSIONS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, ALERTS_TOPIC,
+ALL_TOPICS = (*RAW_TOPICS.values(), TOUCHPOINTS_TOPIC, STAGE_TOPIC, DLQ_TOPIC, IDENTITY_LINKS_TOPIC,
+              IDENTITY_MAP_TOPIC, IDENTITY_MERGES_TOPIC, SESSIONS_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, ALERTS_TOPIC,
               CUSTOMERS_TOPIC, DELIVERIES_TOPIC, DLQ_REPLAYS_TOPIC, ERASURES_TOPIC)
+
+
+def stage_input(settings: "Settings") -> str | None:
+    """The topic the customer stage reads its events and control records from: cem.stage, or
+    cem.touchpoints itself with CEM_STAGE_HOP=avro (then None is returned for "no extra topic"
+    where a caller only wants the additional one)."""
+    return STAGE_TOPIC if settings.stage_hop == "marshal" else None
+
+
+def stage_topic(settings: "Settings") -> str:
+    return stage_input(settings) or TOUCHPOINTS_TOPIC
 
 
 def state_topic(app_id: str) -> str:

@@ -12,7 +12,9 @@ Contract:
   buffering without bound (backpressure to the caller);
 * a buffer holds its events' Avro encodings back to back and becomes one container block under
   this publisher's header, so an event already encoded in the publisher's schema
-  (`publish_datum`, what the identity coordinator forwards) goes in without a decode or encode.
+  (`publish_datum`, what the identity coordinator forwards) goes in without a decode or encode;
+* `publish_row` buffers the customer stage's internal rows instead (`cem.schemas.stage`, one
+  marshal record per partition), with the same ordering, flushing and acks.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from cem.kafka.connection import KafkaConnection
 from confluent_kafka import KafkaException, Producer
 from fastavro import schemaless_writer
 
-from cem.schemas import ocf
+from cem.schemas import ocf, stage
 from cem.schemas.serde import container_schema_json
 from cem.kafka.errors import is_permanent, kafka_error
 from cem.kafka.partitioning import partition_for
@@ -69,13 +71,15 @@ class PublisherStats:
 
 
 class _Buffer:
-    """One partition's pending events: their Avro encodings back to back (one container block)."""
-    __slots__ = ("out", "count", "opened")
+    """One partition's pending events: their Avro encodings back to back (one container block),
+    or the internal stage rows (`rows`, for `publish_row`)."""
+    __slots__ = ("out", "count", "opened", "rows")
 
-    def __init__(self):
+    def __init__(self, rows: bool = False):
         self.out = io.BytesIO()
         self.count = 0
         self.opened = time.monotonic()
+        self.rows: list[tuple] | None = [] if rows else None
 
 
 def producer_config(kafka: KafkaConnection, **extra: Any) -> dict[str, Any]:
@@ -121,11 +125,20 @@ class BatchPublisher:
         buf.out.write(datum)
         self._added(tp, buf)
 
-    def _buffer(self, topic: str, key: bytes) -> tuple[tuple[str, int], _Buffer]:
+    def publish_row(self, topic: str, key: bytes, row: tuple) -> None:
+        """Buffer one internal stage row (`cem.schemas.stage.stage_row`) for `topic` in the
+        partition of `key`; a topic takes either rows or Avro events, never both."""
+        tp, buf = self._buffer(topic, key, rows=True)
+        buf.rows.append(row)  # type: ignore[union-attr]
+        buf.count += 1
+        if buf.count >= self._max_events:
+            self._send(tp)
+
+    def _buffer(self, topic: str, key: bytes, rows: bool = False) -> tuple[tuple[str, int], _Buffer]:
         tp = (topic, partition_for(key, self._partitions[topic]))
         buf = self._buffers.get(tp)
         if buf is None:
-            buf = self._buffers[tp] = _Buffer()
+            buf = self._buffers[tp] = _Buffer(rows)
         return tp, buf
 
     def _added(self, tp: tuple[str, int], buf: _Buffer) -> None:
@@ -194,9 +207,12 @@ class BatchPublisher:
 
     def _produce(self, topic: str, partition: int, buf: _Buffer) -> None:
         count = buf.count
-        data = buf.out.getvalue()
-        value = self._header if not count else b"".join(
-            (self._header, ocf.write_long(count), ocf.write_long(len(data)), data, self._sync))
+        if buf.rows is not None:
+            value = stage.encode_rows(buf.rows)
+        else:
+            data = buf.out.getvalue()
+            value = self._header if not count else b"".join(
+                (self._header, ocf.write_long(count), ocf.write_long(len(data)), data, self._sync))
         stats = self.stats
 
         def delivered(err: Any, msg: Any) -> None:

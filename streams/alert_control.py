@@ -35,13 +35,16 @@ def find_alert(kafka: KafkaConnection, alert_id: str, timeout: float = 60.0) -> 
     return found
 
 
-def request_action(kafka: KafkaConnection, alert: dict, action: str, by: str, note: str | None) -> None:
+def request_action(kafka: KafkaConnection, alert: dict, action: str, by: str, note: str | None,
+                   topic: str = TOUCHPOINTS_TOPIC) -> None:
+    """Ask the customer stage to act on an alert: a control record on the stage's input `topic`
+    (`cem.settings.stage_topic`), in the customer's partition."""
     customer = alert["customer_id"]
     kind, value = encode(AlertAction(customer, alert["alert_id"], action, by or "unknown", note,
                                      int(time.time() * 1000)))
-    parts = partitions_of(kafka, [TOUCHPOINTS_TOPIC])[TOUCHPOINTS_TOPIC]
+    parts = partitions_of(kafka, [topic])[topic]
     p = Producer(kafka.client_config(**{"enable.idempotence": True}))
-    p.produce(TOUCHPOINTS_TOPIC, key=customer.encode(), value=value,
+    p.produce(topic, key=customer.encode(), value=value,
               partition=partition_for(customer.encode(), parts), headers=[(CONTROL_HEADER, kind.encode())])
     if p.flush(30):
         raise RuntimeError("the alert action was not acknowledged by Kafka; is the broker up?")

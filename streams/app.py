@@ -9,7 +9,7 @@ from __future__ import annotations
 import faust
 
 from cem.kafka.connection import KafkaConnection
-from cem.settings import IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
+from cem.settings import IDENTITY_LINKS_TOPIC, RAW_TOPICS, Settings, stage_topic
 from .agents.customers import attach_customers
 from .agents.identity import attach_identity
 from .agents.ingest import attach_ingest
@@ -42,5 +42,5 @@ def create_app(settings: Settings, kafka: KafkaConnection) -> faust.App:
     raw = app.topic(*RAW_TOPICS.values(), key_type=bytes, value_type=bytes)
     attach_ingest(app, raw, settings, kafka)
     attach_identity(app, app.topic(IDENTITY_LINKS_TOPIC, key_type=bytes, value_type=bytes), settings, kafka)
-    attach_customers(app, app.topic(TOUCHPOINTS_TOPIC, key_type=bytes, value_type=bytes), settings, kafka)
+    attach_customers(app, app.topic(stage_topic(settings), key_type=bytes, value_type=bytes), settings, kafka)
     return app

@@ -2,13 +2,15 @@
 
 Consumes cem.identity.links — the events whose identifiers the replicas could not resolve —
 decides each with `IdentityGraph.resolve`, appends the decision to the changelog and merge log,
-stamps the canonical customer id on the event and forwards it to cem.touchpoints. For every
-merge it also sends a control record (header `cem-control: merge`) to the loser's partition of
-cem.touchpoints, so the customer agent there hands the loser's open state to the winner.
+stamps the canonical customer id on the event and forwards it to cem.touchpoints (and, with a
+stage topic, its stage row to cem.stage). For every merge it also sends a control record (header
+`cem-control: merge`) to the loser's partition of the stage's input topic (cem.stage, or
+cem.touchpoints with CEM_STAGE_HOP=avro), so the customer agent there hands the loser's open
+state to the winner; watermarks go to every partition of that topic, behind the events.
 An `erase` control request (`cem privacy erase`, the collector's /v1/privacy/erase) removes a
 customer from the graph: every identifier of the profile and of the profiles merged into it is
 released with a tombstone in cem.identity.map (every replica drops it), their merge-log records
-are tombstoned, and an `erase` control goes to each profile's partition of cem.touchpoints; the
+are tombstoned, and an `erase` control goes to each profile's partition of the stage's input topic; the
 one to the profile itself carries the `Erasure` that the customer stage passes on to landing
 (cem.privacy.erasures) once their state is gone. A replayed request finds nothing left to
 release and says so (`found` false); landing keeps the first record of an erasure.
@@ -27,6 +29,7 @@ from cem.identity import IdentityGraph, Merge, Resolution
 from cem.privacy import Erasure, ErasureRequest, erasure_scope, surviving_profile
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record
+from cem.schemas.stage import stage_row
 from cem.schemas.stamp import Stamper
 from cem.kafka.dlq import UNKNOWN_KEY, DeadLetters, UnknownKey
 from cem.kafka.partitioning import partition_for
@@ -46,7 +49,7 @@ class Coordinator:
                  lateness_ms: int = 600_000, idle_ms: int = 10_000, clock: Any = time.time,
                  quiet_ms: int | None = None,
                  sources: dict[str, tuple[int, int]] | None = None, expected_sources: Sequence[str] = (),
-                 merge_log: Callable[[], dict[str, dict]] = dict):
+                 merge_log: Callable[[], dict[str, dict]] = dict, stage_topic: str | None = None):
         self.graph = graph
         self._registry = registry
         self._reader = registry.latest("touchpoint").parsed
@@ -55,6 +58,10 @@ class Coordinator:
         self._publisher = publisher
         self._dead = dead
         self._out = out_topic
+        # the customer stage's input: its own internal topic (events as stage rows and every
+        # control record), or cem.touchpoints itself
+        self._stage = stage_topic
+        self._ctl = stage_topic or out_topic
         self._parts = out_partitions
         self.merges = 0
         self.refusals = 0
@@ -134,6 +141,8 @@ class Coordinator:
             key = r.customer_id.encode()
             stamped = (self._stamper.stamp(datums[index], event, r.customer_id, False, now)
                        if datums is not None and self._stamper is not None else None)
+            if self._stage is not None:
+                self._publisher.publish_row(self._stage, key, stage_row(event, r.customer_id))
             if stamped is not None:  # forwarded as the bytes it came in, stamped
                 self._publisher.publish_datum(self._out, key, stamped)
                 continue
@@ -143,11 +152,11 @@ class Coordinator:
 
     def _control(self, key: str, msg: ControlMessage) -> None:
         # through the batch publisher's partition so it queues behind the loser's forwarded events
-        self._publisher.flush_partition(self._out, partition_for(key.encode(), self._parts))
+        self._publisher.flush_partition(self._ctl, partition_for(key.encode(), self._parts))
         kind, value = encode_control(msg)
         while True:
             try:
-                self._producer.produce(self._out, key=key.encode(), value=value,
+                self._producer.produce(self._ctl, key=key.encode(), value=value,
                                        partition=partition_for(key.encode(), self._parts),
                                        headers=[(CONTROL_HEADER, kind.encode())])
                 return
@@ -226,7 +235,7 @@ class Coordinator:
         if self._pending_wm is not None:
             body = to_json(Watermark(self._pending_wm))
             for p in range(self._parts):
-                self._publisher.send_control(self._out, p, body)
+                self._publisher.send_control(self._ctl, p, body)
             self._publisher.flush()
             self._pending_wm = None
 

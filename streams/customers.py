@@ -1,4 +1,6 @@
-"""The customer stage (free of Faust): cem.touchpoints (keyed by canonical customer) → sessions,
+"""The customer stage (free of Faust): its input topic — cem.stage, the internal rows of
+`cem.schemas.stage`, or cem.touchpoints (Avro) with CEM_STAGE_HOP=avro; keyed by canonical
+customer either way, and a record of either shape is read on either topic → sessions,
 journeys, negative moments, alerts and lifecycle per customer on event time → cem.sessions,
 cem.journeys, cem.moments, cem.alerts, cem.customers.
 
@@ -21,7 +23,9 @@ erasure, decided by the coordinator) drops the customer's timeline — open sess
 and alert state, lifecycle — and its merge book, with tombstones in both changelogs; its deadlines
 find nothing when they fire. When it carries the `Erasure`, that is sent on to
 cem.privacy.erasures after this group's rows and state are acknowledged, so landing deletes rows
-that are already on their way, not before them.
+that are already on their way, not before them. An event record
+that does not decode is skipped: on cem.touchpoints landing dead-letters it, on the internal topic
+(which nothing lands) the stage does.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from typing import Any, Callable, Iterable
 
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record
+from cem.schemas.stage import decode_rows, is_stage_record
 from cem.sessions import Session, Touch, touch_of
 from cem.timeline import Changes, Timeline
 from cem.alerts import Alert
@@ -41,7 +46,7 @@ from cem.privacy import NO_CONSENT
 from cem.playbooks import Playbooks, load_playbooks
 from cem.rules import Route, Rule, by_event_type, route
 from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, ERASURES_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC,
-                          SESSIONS_TOPIC)
+                          SESSIONS_TOPIC, TOUCHPOINTS_TOPIC)
 from .control import (CONTROL_HEADER, AlertAction, AwaitHandover, ControlError, ControlMessage, Erase, Forward,
                       Handover, MergeAway, Watermark, decode as decode_control)
 from .merge_book import MergeBook, decode_book, encode_book, legacy_key, migrate
@@ -169,16 +174,17 @@ class CustomerStage:
             self._handlers[type(msg)](msg, partition)
             return
         try:
-            events = decode_record(value, self._registry, self._reader).events
-        except DecodeError:
-            return  # landing dead-letters it; the stage has nothing to learn from it
+            rows = self._rows_of(value)
+        except DecodeError as err:
+            if topic != TOUCHPOINTS_TOPIC and self._dead is not None:
+                self._dead.send(value, err.reason, err.detail, topic=topic, partition=partition, offset=offset,
+                                key=key, source_headers=headers)
+            return  # on cem.touchpoints landing dead-letters it; the stage has nothing to learn from it
         part = self._part(partition)
         dirty: dict[str, Timeline] = {}
         forwarded: dict[str, Timeline] = {}
         changes = Changes()
-        for ev in events:
-            res = ev.get("cem") or {}
-            customer = res.get("customer_id") or "unidentified"
+        for customer, touch, received_at in rows:
             if customer == NO_CONSENT:
                 continue  # nobody's: it counts in the rollups, but builds no customer's timeline
             if self._recently_erased and customer in self._recently_erased:
@@ -189,11 +195,10 @@ class CustomerStage:
                 # resolved by a replica that had not seen the merge yet: its timeline lives
                 # with the winner now, so the touch follows it there
                 fwd = forwarded.setdefault(winner, Timeline(winner))
-                fwd.add(touch_of(ev), -(1 << 62))
+                fwd.add(touch, -(1 << 62))
                 continue
             tl = dirty.get(customer) or self._load(customer)
             dirty[customer] = tl
-            touch = touch_of(ev)
             # while a merge hands state to this customer nothing of it is final, so an event
             # behind the watermark (a replay resolved straight to the winner) is not late
             wm = -(1 << 62) if book is not None and book.awaiting else part["wm"]
@@ -207,10 +212,19 @@ class CustomerStage:
                 continue  # replayed: already counted
             opened = any(st == "open" and len(s.touches) == 1 and s.touches[0].event_id == touch.event_id
                          for s, st, _ in added.sessions)
-            self._observe(tl, customer, touch, opened, ev.get("received_at"))
+            self._observe(tl, customer, touch, opened, received_at)
         for winner, tl in forwarded.items():
             self._send_control(winner, Forward(winner, tl))
         self._finish(partition, dirty, changes)
+
+    def _rows_of(self, value: bytes | None) -> list[tuple[str, Touch, int | None]]:
+        """(customer, touch, received_at) per event of a record: an internal stage record
+        (`cem.schemas.stage`, no Avro) or an Avro record of cem.touchpoints."""
+        if is_stage_record(value):
+            return decode_rows(value)
+        events = decode_record(value, self._registry, self._reader).events
+        return [((ev.get("cem") or {}).get("customer_id") or "unidentified", touch_of(ev), ev.get("received_at"))
+                for ev in events]
 
     def _observe(self, tl: Timeline, customer: str, touch: Touch, opened: bool, received_at: int | None) -> None:
         """A touch new to this customer meets the lifecycle and the rules."""

@@ -12,6 +12,9 @@ would save the costliest step here: fastavro reads bytes that ClickHouse refuses
 of 5, an 11-byte varint) or reads otherwise (a negative union index), and landing hands
 cem.touchpoints to ClickHouse undecoded. Encoded here, what lands is what the worker decoded.
 Hops between cem's own stages forward bytes (the coordinator stamps what this stage encoded).
+With a `stage_topic` (CEM_STAGE_HOP=marshal) every resolved event also goes there as the few
+fields the customer stage reads (`cem.schemas.stage`), in the same flush as its Avro: the stage
+never decodes Avro again, and an input record is acked only once both are acknowledged.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from cem.identity import profile_id_for, usable_identifiers
 from cem.privacy import NO_CONSENT, withhold_identifiers, withholds_consent
 from cem.schemas.registry import SchemaRegistry
 from cem.schemas.serde import DecodeError, decode_record, encode_single
+from cem.schemas.stage import stage_row
 from cem.kafka.dlq import UNKNOWN_KEY, DeadLetters, UnknownKey
 from cem.kafka.publisher import BatchPublisher
 
@@ -64,7 +68,7 @@ class Ingest:
                  out_topic: str, horizon_ms: int, clock: Callable[[], float] = time.time,
                  on_events: Callable[[str, int], None] | None = None,
                  lookup: Callable[[Any], str | None] | None = None, links_topic: str | None = None,
-                 lateness_ms: int = 600_000):
+                 lateness_ms: int = 600_000, stage_topic: str | None = None):
         self._registry = registry
         self._writer = registry.latest("touchpoint")
         self._reader = self._writer.parsed
@@ -77,6 +81,7 @@ class Ingest:
         self._lookup = lookup
         self._links = links_topic
         self._lateness = lateness_ms
+        self._stage = stage_topic  # the customer stage's internal input, if it has one
         self._source_max: dict[str, int] = {}
         self._touched: set[str] = set()
         self.counts = IngestCounts()
@@ -95,6 +100,8 @@ class Ingest:
         now_ms = int(self._clock() * 1000)
         horizon = self._horizon
         publish = self._publisher.publish
+        stage = self._stage
+        publish_row = self._publisher.publish_row
         out = self._out
         forwarded = repaired = 0
         for index, event in enumerate(decoded.events):
@@ -130,7 +137,10 @@ class Ingest:
                 # nothing usable to link with (only blocked values): the event stands alone
                 customer = profile_id_for(first[0] if first else f"event:{event['event_id']}")
             event["cem"] = (RESOLUTION, {"customer_id": customer, "late": False, "processed_at": now_ms})
-            publish(out, customer.encode(), event)
+            key = customer.encode()
+            publish(out, key, event)
+            if stage is not None:
+                publish_row(stage, key, stage_row(event, customer))
             forwarded += 1
         source = f"{topic}:{partition}"
         newest = max((e["occurred_at"] for e in decoded.events if isinstance(e.get("occurred_at"), int)

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from cem.kafka.admin import group_lag
 from cem.kafka.connection import KafkaConnection
-from cem.settings import ERASURES_TOPIC, IDENTITY_LINKS_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, Settings
+from cem.settings import ERASURES_TOPIC, IDENTITY_LINKS_TOPIC, RAW_TOPICS, Settings, stage_topic
 from cem.sinks.run import TABLES
 
 
@@ -82,10 +82,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 
 def pipeline_lag(settings: Settings, worker_group: str | None = None) -> int:
     """Records not yet committed anywhere in the pipeline: the worker group on the raw topics,
-    the identity links and the touchpoints; the landing group on every topic it lands and on
-    the erasures it applies."""
+    the identity links and the customer stage's input; the landing group on every topic it lands
+    and on the erasures it applies."""
     b = KafkaConnection.from_settings(settings)
-    lag = group_lag(b, worker_group or settings.app_id, [*RAW_TOPICS.values(), IDENTITY_LINKS_TOPIC, TOUCHPOINTS_TOPIC])
+    # the customer stage reads cem.stage, or cem.touchpoints itself with CEM_STAGE_HOP=avro
+    lag = group_lag(b, worker_group or settings.app_id,
+                    [*RAW_TOPICS.values(), IDENTITY_LINKS_TOPIC, stage_topic(settings)])
     if lag:
         return lag
     return group_lag(b, f"{settings.app_id}-landing", [*TABLES, ERASURES_TOPIC])

@@ -1,4 +1,5 @@
-"""The customer agent: cem.touchpoints → sessions, journeys, negative moments and alerts.
+"""The customer agent: cem.stage (or cem.touchpoints with CEM_STAGE_HOP=avro) → sessions,
+journeys, negative moments and alerts.
 
 State: a `KeyedState` holding a Timeline per customer (live objects in memory), made durable in
 the compacted topic `<app_id>-customer-state` (same partition count as cem.touchpoints; a key
@@ -30,7 +31,7 @@ from cem import metrics
 from cem.playbooks import load_playbooks
 from cem.rules import load_routes, load_rules
 from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, JOURNEYS_TOPIC, MOMENTS_TOPIC, SESSIONS_TOPIC,
-                          TOUCHPOINTS_TOPIC, Settings, merge_state_topic, state_topic)
+                          TOUCHPOINTS_TOPIC, Settings, merge_state_topic, stage_topic, state_topic)
 from cem.streams.control import ControlMessage, encode as encode_control
 from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
 from cem.streams.merge_book import decode_book, encode_book
@@ -69,10 +70,11 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
     state: dict[str, CustomerStage] = {}
     changelog = state_topic(settings.app_id)
     merge_log = merge_state_topic(settings.app_id)
+    stage_in = stage_topic(settings)
 
     def build() -> CustomerStage:
         producer = Producer(producer_config(kafka))
-        parts = partitions_of(kafka, [SESSIONS_TOPIC, JOURNEYS_TOPIC, TOUCHPOINTS_TOPIC,
+        parts = partitions_of(kafka, [SESSIONS_TOPIC, JOURNEYS_TOPIC, TOUCHPOINTS_TOPIC, stage_in,
                                       MOMENTS_TOPIC, ALERTS_TOPIC, CUSTOMERS_TOPIC])
         rows = JsonRowPublisher(producer, parts)
         ensure_topics(kafka, {changelog: parts[TOUCHPOINTS_TOPIC], merge_log: parts[TOUCHPOINTS_TOPIC]},
@@ -95,7 +97,7 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
         def send_control(key: str, msg: ControlMessage) -> None:
             # delivery-tracked like the derived rows: the input is not acked unless Kafka took it
             kind, value = encode_control(msg)
-            rows.produce(TOUCHPOINTS_TOPIC, partition_for(key.encode(), parts[TOUCHPOINTS_TOPIC]), key.encode(),
+            rows.produce(stage_in, partition_for(key.encode(), parts[stage_in]), key.encode(),
                          value, headers=[(CONTROL, kind.encode())])
 
         stage = CustomerStage(table, default_registry(), rows, send_control,
@@ -113,7 +115,7 @@ def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settin
     async def on_revoked(sender: object, revoked: set, **kwargs: object) -> None:
         stage = state.get("p")
         if isinstance(stage, CustomerStage):
-            stage.revoke({tp.partition for tp in revoked if tp.topic == TOUCHPOINTS_TOPIC})
+            stage.revoke({tp.partition for tp in revoked if tp.topic == stage_in})
 
     @app.agent(touchpoints, concurrency=1, name="customers")
     async def customers(stream: faust.StreamT) -> None:

@@ -21,7 +21,7 @@ from cem.kafka.admin import partitions_of
 from cem.kafka.errors import WHAT_TO_DO
 from cem.kafka.publisher import BatchPublisher, DeliveryFailed, producer_config
 from cem.schemas.registry import default_registry
-from cem.settings import DLQ_TOPIC, IDENTITY_LINKS_TOPIC, TOUCHPOINTS_TOPIC, Settings
+from cem.settings import DLQ_TOPIC, IDENTITY_LINKS_TOPIC, STAGE_TOPIC, TOUCHPOINTS_TOPIC, Settings, stage_input
 from cem.kafka.dlq import DeadLetters
 from cem import metrics
 from cem.retry import Backoff
@@ -68,7 +68,7 @@ def attach_ingest(app: faust.App, raw: faust.TopicT, settings: Settings, kafka: 
         registry = default_registry()
         publisher = BatchPublisher(
             producer, registry.latest("touchpoint").parsed,
-            partitions_of(kafka, [TOUCHPOINTS_TOPIC, IDENTITY_LINKS_TOPIC]),
+            partitions_of(kafka, [TOUCHPOINTS_TOPIC, IDENTITY_LINKS_TOPIC, STAGE_TOPIC]),
             max_events=settings.publisher_max_events, max_bytes=settings.publisher_max_bytes,
             linger_ms=settings.publisher_linger_ms)
         dead = DeadLetters(producer, DLQ_TOPIC, "ingest", on_dead=metrics.dead_letter)
@@ -77,7 +77,7 @@ def attach_ingest(app: faust.App, raw: faust.TopicT, settings: Settings, kafka: 
         return Ingest(registry, publisher, dead, TOUCHPOINTS_TOPIC,
                       settings.accept_horizon_days * 86_400_000, on_events=metrics.events_in,
                       lookup=replica.graph.lookup, links_topic=IDENTITY_LINKS_TOPIC,
-                      lateness_ms=settings.allowed_lateness_ms)
+                      lateness_ms=settings.allowed_lateness_ms, stage_topic=stage_input(settings))
 
     @app.agent(raw, concurrency=1, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
