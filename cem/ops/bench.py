@@ -129,66 +129,26 @@ def _naive(kafka: KafkaConnection, data_dir: Path, n: int, progress: Any) -> tup
 
 
 def run_bench(settings: Settings, events: int, as_json: bool, console: Console, *,
-              steady_seconds: float = 10.0, steady_rate: int = 5_000) -> int:
+              steady_seconds: float = 10.0, steady_rate: int = 5_000, workers: int = 2) -> int:
     from cem.ops import infra
-    from cem.connectors.generate import publish_events
-    from cem.kafka.admin import partitions_of
-    from cem.sim.generator import touchpoints
-    from cem.ops.procs import start_role, stop_role, wait_until
-    from cem.schemas.registry import default_registry
 
     started_broker = infra.ensure_broker()
     if started_broker is None:
         console.print("[red]could not start the local Kafka broker; see the messages above[/red]")
         return 1
+    base = settings
     settings = infra.fresh_run(settings, "bench", extra_topics=[SINGLE_TOPIC],
                                app_id=f"cem-bench-{int(time.time())}")
     data_dir = settings.data_dir
-    reg = default_registry()
     kafka = KafkaConnection.from_settings(settings)
-    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
-    r: dict[str, Any] = {"events": events, "machine": _machine()}
-
-    def caught_up() -> bool:
-        from cem.ops.procs import pipeline_lag
-        return pipeline_lag(settings) == 0
+    r: dict[str, Any] = {"events": events, "machine": _machine(), "stage_hop": settings.stage_hop}
 
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("bench", total=6)
-        # (d) full pipeline, with a warm-up so process start-up is not measured
-        worker = start_role("worker", settings, data_dir / "worker.log")
-        sink = start_role("sink", settings, data_dir / "sink.log")
-        now = int(time.time() * 1000)
-        publish_events(kafka, touchpoints(500, seed=1, start_ms=now - 3_600_000), reg, parts)
-        wait_until(caught_up, 120, 0.2, "warm-up to land", (worker, sink))
-        progress.update(task, advance=1, description="(d) full pipeline")
-        traffic = simulated(events, seed=2, end_ms=now)  # generated before the clock starts
-        t0 = time.perf_counter()
-        publish_events(kafka, traffic, reg, parts)
-        wait_until(caught_up, 600, 0.05, "pipeline to land", (worker, sink))
-        r["pipeline_eps"] = len(traffic) / (time.perf_counter() - t0)
-        # (e) steady rate: produce time -> row visible
-        progress.update(task, advance=1,
-                        description=f"(e) steady {steady_rate:,} events/s for {steady_seconds:g} s")
-        rss_before = {"worker": _rss_now_mb(worker.pid), "sink": _rss_now_mb(sink.pid)}
-        steady_from = time.time()
-        samples = _RssSampler({"worker": worker.pid, "sink": sink.pid}, every=max(1.0, steady_seconds / 60))
-        samples.start()
-        _steady(settings, kafka, reg, parts, rate=steady_rate, seconds=steady_seconds)
-        samples.stop()
-        wait_until(caught_up, 120 + steady_seconds, 0.1, "steady traffic to land", (worker, sink))
-        r["steady"] = {"rate": steady_rate, "seconds": steady_seconds}
-        r["rss_peak_mb"] = {"worker": _rss_peak_mb(worker.pid), "sink": _rss_peak_mb(sink.pid)}
-        r["rss_growth_steady_mb"] = {k: _rss_now_mb(p.pid) - rss_before[k]
-                                     for k, p in (("worker", worker), ("sink", sink))}
-        r["rss_growth_after_warmup_mb"] = samples.growth_after(0.2)
-        r["rss_samples_mb"] = samples.series
-        stop_role(sink), stop_role(worker)
-        r["state_bytes_per_customer"], r["customers_with_state"] = _state_bytes(settings, kafka)
-        r["latency_row_ms"], r["latency_alert_ms"] = _latency(settings, steady_from)
+        task = progress.add_task("bench", total=6 + (workers > 1))
+        traffic = _pipeline_stages(settings, r, events, 1, steady_seconds, steady_rate, progress, task)
         # (a) raw ceiling over the same raw topics
         progress.update(task, advance=1, description="(a) raw ceiling")
-        n, secs = _raw_ceiling(kafka, len(traffic) + 500 + 50_000)
+        n, secs = _raw_ceiling(kafka, len(traffic) + 500 + int(steady_rate * steady_seconds))
         r["raw_eps"] = n / secs
         # (c) landing alone over the touchpoints the pipeline produced
         progress.update(task, advance=1, description="(c) cem landing alone")
@@ -201,9 +161,18 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console, 
         n, secs = _naive(kafka, data_dir, nb, progress)
         r["naive_eps"] = n / secs
         progress.update(task, advance=1)
+        if workers > 1:
+            # (d)/(e) again on fresh topics with N worker processes in one group, N x the rate
+            wide = infra.fresh_run(base, f"bench-{workers}w", app_id=f"cem-bench-{int(time.time())}-{workers}w")
+            s: dict[str, Any] = {"workers": workers}
+            _pipeline_stages(wide, s, events, workers, steady_seconds, steady_rate * workers, progress, task)
+            s["pipeline_vs_1_worker"] = s["pipeline_eps"] / r["pipeline_eps"]
+            r["scale_out"] = s
     r["ratios"] = {"landing/naive": r["landing_eps"] / r["naive_eps"],
                    "landing/raw": r["landing_eps"] / r["raw_eps"],
                    "pipeline/raw": r["pipeline_eps"] / r["raw_eps"]}
+    if "scale_out" in r:
+        r["ratios"][f"pipeline {workers} workers/1 worker"] = r["scale_out"]["pipeline_vs_1_worker"]
     if started_broker:
         infra.kafka("down")
     if as_json:
@@ -211,6 +180,63 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console, 
     else:
         _print(r, console)
     return 0
+
+
+def _pipeline_stages(settings: Settings, r: dict[str, Any], events: int, workers: int, steady_seconds: float,
+                     steady_rate: int, progress: Any, task: Any) -> list:
+    """(d) full pipeline and (e) steady rate with `workers` worker processes (one group) and one
+    sink, into `r`; returns the (d) traffic."""
+    from cem.connectors.generate import publish_events
+    from cem.kafka.admin import partitions_of
+    from cem.ops.procs import pipeline_lag, start_role, stop_role, wait_until
+    from cem.schemas.registry import default_registry
+    from cem.sim.generator import touchpoints
+    data_dir = settings.data_dir
+    reg = default_registry()
+    kafka = KafkaConnection.from_settings(settings)
+    parts = partitions_of(kafka, list(RAW_TOPICS.values()))
+
+    def caught_up() -> bool:
+        return pipeline_lag(settings) == 0
+
+    label = f" ({workers} workers)" if workers > 1 else ""
+    # (d) full pipeline, with a warm-up so process start-up is not measured
+    ws = [start_role("worker", settings, data_dir / (f"worker-{i}.log" if workers > 1 else "worker.log"),
+                     **({"CEM_WORKER_METRICS_PORT": str(settings.worker_metrics_port + i)}
+                        if settings.worker_metrics_port else {}))
+          for i in range(workers)]
+    sink = start_role("sink", settings, data_dir / "sink.log")
+    procs = (*ws, sink)
+    now = int(time.time() * 1000)
+    publish_events(kafka, touchpoints(500, seed=1, start_ms=now - 3_600_000), reg, parts)
+    wait_until(caught_up, 180, 0.2, "warm-up to land", procs)
+    progress.update(task, advance=1, description=f"(d) full pipeline{label}")
+    traffic = simulated(events, seed=2, end_ms=now)  # generated before the clock starts
+    t0 = time.perf_counter()
+    publish_events(kafka, traffic, reg, parts)
+    wait_until(caught_up, 600, 0.05, "pipeline to land", procs)
+    r["pipeline_eps"] = len(traffic) / (time.perf_counter() - t0)
+    # (e) steady rate: produce time -> row visible
+    progress.update(task, advance=1, description=f"(e) steady {steady_rate:,} events/s for {steady_seconds:g} s{label}")
+    pids = {"worker": ws[0].pid, "sink": sink.pid, **{f"worker-{i}": w.pid for i, w in enumerate(ws) if i}}
+    rss_before = {k: _rss_now_mb(pid) for k, pid in pids.items()}
+    steady_from = time.time()
+    samples = _RssSampler(pids, every=max(1.0, steady_seconds / 60))
+    samples.start()
+    _steady(settings, kafka, reg, parts, rate=steady_rate, seconds=steady_seconds)
+    samples.stop()
+    wait_until(caught_up, 120 + steady_seconds, 0.1, "steady traffic to land", procs)
+    r["steady"] = {"rate": steady_rate, "seconds": steady_seconds}
+    r["rss_peak_mb"] = {k: _rss_peak_mb(pid) for k, pid in pids.items()}
+    r["rss_growth_steady_mb"] = {k: _rss_now_mb(pid) - rss_before[k] for k, pid in pids.items()}
+    r["rss_growth_after_warmup_mb"] = samples.growth_after(0.2)
+    r["rss_samples_mb"] = samples.series
+    stop_role(sink)
+    for w in ws:
+        stop_role(w)
+    r["state_bytes_per_customer"], r["customers_with_state"] = _state_bytes(settings, kafka)
+    r["latency_row_ms"], r["latency_alert_ms"] = _latency(settings, steady_from)
+    return traffic
 
 
 class _RssSampler:
@@ -336,6 +362,13 @@ def _print(r: dict[str, Any], console: Console) -> None:
               f"{r['steady']['seconds']:g} s phase) worker / sink", f"{w['worker']:+.1f} / {w['sink']:+.1f} MB")
     t.add_row("(f) state bytes per active customer (state changelog, latest value)",
               f"{r['state_bytes_per_customer']:,.0f} B over {r['customers_with_state']:,} customers")
+    so = r.get("scale_out")
+    if so:
+        n = so["workers"]
+        t.add_row(f"(d) cem full pipeline, {n} worker processes", f"{so['pipeline_eps']:,.0f} events/s")
+        al = so["latency_alert_ms"]
+        t.add_row(f"(e) event received → moment alerted at {so['steady']['rate']:,} events/s, {n} workers "
+                  f"(p50 / p99, {al['n']} moments)", f"{al['p50']:.0f} / {al['p99']:.0f} ms")
     for k, v in r["ratios"].items():
         t.add_row(f"(g) {k}", f"{v:.2f}×")
     console.print(t)

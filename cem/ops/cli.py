@@ -172,6 +172,7 @@ def identity_unmerge(merge_id: str = typer.Argument(..., help="merge_id from ide
 
 
 def _alert_action(alert_id: str, action: str, by: str, note: Optional[str]) -> None:
+    from cem.settings import stage_topic
     from cem.streams.alert_control import find_alert, request_action
     s = _settings(kafka=True)
     kafka = KafkaConnection.from_settings(s)
@@ -180,7 +181,7 @@ def _alert_action(alert_id: str, action: str, by: str, note: Optional[str]) -> N
         console.print(f"[red]no alert {alert_id} in cem.alerts[/red] (see: SELECT alert_id, rule, customer_id, "
                       "status FROM alerts FINAL WHERE status != 'resolved' ORDER BY created_at DESC LIMIT 20)")
         raise typer.Exit(1)
-    request_action(kafka, alert, action, by, note)
+    request_action(kafka, alert, action, by, note, stage_topic(s))
     console.print(f"{action} of alert {alert_id} ({alert['rule']}, customer {alert['customer_id']}, now "
                   f"{alert['status']}) requested; the worker records it in cem.alerts and ClickHouse `alerts`")
 
@@ -286,8 +287,12 @@ def ddl(apply: bool = typer.Option(False, "--apply", help="Apply pending migrati
 
 
 @app.command()
-def worker() -> None:
+def worker(processes: int = typer.Option(1, "--processes", min=1, help="Run this many worker processes in "
+                                          "one consumer group (partitions spread over them; supervised).")) -> None:
     """Run the stream worker (Faust app with all agents)."""
+    if processes > 1:
+        from cem.ops.workers import run_workers
+        raise typer.Exit(run_workers(_settings(), processes, console.print))
     from cem.streams.run import run_worker
     settings = _settings(kafka=True)
     sys.argv = [sys.argv[0], "worker"]
@@ -545,11 +550,14 @@ def bench(events: int = typer.Option(200_000, help="Events per stage."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON for comparing commits."),
           steady_seconds: float = typer.Option(10.0, help="Length of the steady phase (e); 600 for the "
                                                "10-minute memory soak."),
-          steady_rate: int = typer.Option(5_000, help="Events/s sent during the steady phase.")) -> None:
+          steady_rate: int = typer.Option(5_000, help="Events/s sent during the steady phase."),
+          workers: int = typer.Option(2, min=1, help="Also run (d) and (e) with this many worker processes in one "
+                                      "group (steady phase at workers × the rate) and report the ratio to one; "
+                                      "1 skips it.")) -> None:
     """Measure raw ceiling, naive baseline, landing and pipeline throughput in one run."""
     from cem.ops.bench import run_bench
     raise typer.Exit(run_bench(_settings(), events, as_json, console, steady_seconds=steady_seconds,
-                               steady_rate=steady_rate))
+                               steady_rate=steady_rate, workers=workers))
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 def test_cem_bench_measures_every_stage_in_one_run(cem_settings):
     port = cem_settings.kafka_bootstrap.rsplit(":", 1)[1]
     done = subprocess.run([sys.executable, "-m", "cem", "bench", "--events", "3000", "--steady-seconds", "3",
-                           "--steady-rate", "500", "--json"], capture_output=True, text=True, timeout=900,
-                          env=settings_env(cem_settings, CEM_KAFKA_PORT=port))
+                           "--steady-rate", "500", "--workers", "2", "--json"], capture_output=True, text=True,
+                          timeout=900, env=settings_env(cem_settings, CEM_KAFKA_PORT=port))
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads(done.stdout)  # stdout is the JSON alone
     for stage in ("raw_eps", "naive_eps", "landing_eps", "pipeline_eps"):
@@ -34,8 +34,12 @@ def test_cem_bench_measures_every_stage_in_one_run(cem_settings):
     assert all(len(xs) >= 2 and min(xs) > 0 for xs in r["rss_samples_mb"].values()), r["rss_samples_mb"]
     assert r["rss_peak_mb"]["worker"] > 0 and r["rss_peak_mb"]["sink"] > 0
     assert r["state_bytes_per_customer"] > 0 and r["customers_with_state"] > 0
+    so = r["scale_out"]  # (d)/(e) again with two worker processes in one group, twice the rate
+    assert so["workers"] == 2 and so["pipeline_eps"] > 0 and so["steady"]["rate"] == 1000
+    assert r["ratios"]["pipeline 2 workers/1 worker"] == pytest.approx(so["pipeline_eps"] / r["pipeline_eps"])
+    assert {"worker", "worker-1", "sink"} <= set(so["rss_peak_mb"])
     console = Console(record=True, width=220)
     _print(r, console)
     table = console.export_text()
-    for label in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)", "after warm-up"):
+    for label in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)", "after warm-up", "2 worker processes"):
         assert label in table, label
