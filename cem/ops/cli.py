@@ -292,7 +292,7 @@ def worker(processes: int = typer.Option(1, "--processes", min=1, help="Run this
     """Run the stream worker (Faust app with all agents)."""
     if processes > 1:
         from cem.ops.workers import run_workers
-        raise typer.Exit(run_workers(_settings(), processes, console.print))
+        raise typer.Exit(run_workers(_settings(kafka=True), processes, console.print))
     from cem.streams.run import run_worker
     settings = _settings(kafka=True)
     sys.argv = [sys.argv[0], "worker"]

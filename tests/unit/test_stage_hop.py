@@ -65,7 +65,8 @@ class Dead:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, int]] = []
 
-    def send(self, value, reason, detail, *, topic, partition, offset, batch_index=-1):  # noqa: ANN001
+    def send(self, value, reason, detail, *, topic, partition, offset, batch_index=-1, key=None,  # noqa: ANN001
+             source_headers=None):
         self.sent.append((reason, topic, offset))
 
 
