@@ -29,6 +29,7 @@ import pytest
 
 from cem.connectors.simulate import simulate
 from cem.kafka.admin import delete_topics
+from cem.kafka.connection import KafkaConnection
 from cem.ops.infra import create_topics
 from cem.ops.report import truth_report
 from cem.settings import ALL_TOPICS, TOUCHPOINTS_TOPIC, state_topic
@@ -49,7 +50,7 @@ def _fresh(base, name: str, **overrides):
                                 "idle_timeout_seconds": 4.0, "tick_seconds": 1.0,
                                 "worker_session_timeout_seconds": 6.0, **overrides})
     s.data_dir.mkdir(parents=True, exist_ok=True)
-    delete_topics(s.kafka_bootstrap, [*ALL_TOPICS, state_topic(s.app_id)])
+    delete_topics(KafkaConnection.from_settings(s), [*ALL_TOPICS, state_topic(s.app_id)])
     for _ in range(50):  # deletion is asynchronous in KRaft
         try:
             create_topics(s)
@@ -85,7 +86,7 @@ def run(base, name: str, workers: int = 1, kill_coordinator: bool = False, **ove
                        "both workers up", (*ws, sink))
         sim.start()
         if kill_coordinator:
-            wait_until(lambda: end_offsets(s.kafka_bootstrap, TOUCHPOINTS_TOPIC) > 40, 90, 0.2,
+            wait_until(lambda: end_offsets(KafkaConnection.from_settings(s), TOUCHPOINTS_TOPIC) > 40, 90, 0.2,
                        "the workers to forward", (*ws, sink))
             killed = next(i for i, p in enumerate(logs) if _owner(p))
             os.killpg(ws[killed].pid, signal.SIGKILL)  # mid-run: state in memory, offsets partly committed
