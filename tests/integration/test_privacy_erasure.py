@@ -27,7 +27,9 @@ from cem.sinks.landing import RECHECK_SECONDS
 from cem.streams.ingest import ATTRIBUTE_RECORDS, RESOLUTION
 from cem.privacy import NO_CONSENT
 from cem.schemas.registry import default_registry
-from cem.settings import IDENTITY_MERGES_TOPIC, RAW_TOPICS, TOUCHPOINTS_TOPIC, merge_state_topic, state_topic
+from cem.schemas.stage import stage_row
+from cem.settings import (IDENTITY_MERGES_TOPIC, RAW_TOPICS, STAGE_TOPIC, TOUCHPOINTS_TOPIC, merge_state_topic,
+                          stage_input, state_topic)
 from cem.streams.identity_log import load_graph
 from tests.support.ch import clickhouse
 from tests.support.pipeline import read_topic, start, stop_role, wait_caught_up
@@ -117,8 +119,11 @@ def test_erasing_a_customer_mid_run_leaves_no_trace_and_a_returning_login_is_som
                      cem=(RESOLUTION, {"customer_id": merged[0]["winner"], "late": False, "processed_at": 0}))
         stale["web"] = (ATTRIBUTE_RECORDS["web"], stale["web"])
         p = Producer(producer_config(kafka))
-        pub = BatchPublisher(p, reg.latest("touchpoint").parsed, partitions_of(kafka, [TOUCHPOINTS_TOPIC]))
+        pub = BatchPublisher(p, reg.latest("touchpoint").parsed, partitions_of(kafka, [TOUCHPOINTS_TOPIC, STAGE_TOPIC]))
         pub.publish(TOUCHPOINTS_TOPIC, merged[0]["winner"].encode(), stale)
+        # and to the customer stage's input, as ingest sends every resolved event (cem.schemas.stage)
+        if stage_input(s):
+            pub.publish_row(STAGE_TOPIC, merged[0]["winner"].encode(), stage_row(stale, merged[0]["winner"]))
         pub.flush()
         wait_caught_up(s, (worker, sink))
         time.sleep(max(0.0, done + RECHECK_SECONDS + 5 - time.monotonic()))
