@@ -31,7 +31,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from cem.webhooks import Ledger, RetryPolicy, delivery_id, endpoint_now, payload, plan_round, sign, wants_webhook
 from cem.kafka.dlq import DeadLetters
@@ -75,10 +75,23 @@ def replay_ledger(ledger: Ledger, records: Any, skip: Any = ()) -> Ledger:
     return ledger
 
 
-def _flush_ledger(producer: Producer) -> None:
-    """Wait until Kafka has every ledger record produced so far; an outcome counts only then."""
-    if producer.flush(30):
-        raise RuntimeError("the webhook ledger was not acknowledged by Kafka; is the broker up?")
+LEDGER_FLUSH_ROUNDS = 10  # x 30 s: rides out a broker restart, gives up on a broker gone for good
+
+
+def _flush_ledger(producer: Producer, rounds: int = LEDGER_FLUSH_ROUNDS, wait: float = 30.0) -> None:
+    """Wait until Kafka has every ledger record produced so far; an outcome counts only then.
+
+    Waits up to `rounds` x `wait` seconds, logging each round still waiting (a broker restart
+    takes seconds to tens of seconds under load), then raises: the dispatcher stops rather than
+    commit past outcomes Kafka never acknowledged; a restart replays them from the ledger."""
+    for done in range(1, rounds + 1):
+        left = producer.flush(wait)
+        if not left:
+            return
+        log.warning("webhook ledger: %d record(s) not yet acknowledged by Kafka after %.0f s (round %d of %d)",
+                    left, done * wait, done, rounds)
+    raise RuntimeError(f"the webhook ledger was not acknowledged by Kafka within {rounds * wait:.0f} s; "
+                       "is the broker up? `cem notify` stops here and resends from its ledger when restarted")
 
 
 @dataclass(order=True)
@@ -250,7 +263,14 @@ class Dispatcher:
     def retry_round(self) -> None:
         """One retry round over the parked deliveries (see the module contract)."""
         if self._refresh is not None:
-            self.restore(self._refresh())
+            try:
+                self.restore(self._refresh())
+            except (KafkaException, TimeoutError, RuntimeError) as err:
+                # The ledger topic cannot be read right now (broker down or restarting): this
+                # round would plan on a stale ledger, so it waits for the next one.
+                log.warning("webhook retry round skipped: the delivery ledger could not be read (%s); "
+                            "next round in %.0f s", err, self._park_retry)
+                return
         plan = plan_round(self.ledger.waiting, int(time.time() * 1000), self._owned(), self._endpoints,
                           self._park_ms, skip=self._inflight)
         for did in plan.expire:
