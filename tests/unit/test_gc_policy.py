@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from streams.gc_policy import FreezingGC
+from cem.streams.gc_policy import FreezingGC
 
 
 class Node:
