@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -34,21 +33,13 @@ def kafka_bootstrap() -> str:
 @pytest.fixture()
 def cem_settings(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Settings for one test: fresh cem topics on the broker, own consumer groups, own chdb."""
-    from cem.ops.infra import create_topics
-    from cem.kafka.admin import delete_topics
-    from cem.kafka.connection import KafkaConnection
-    from cem.settings import ALL_TOPICS, Settings
+    from cem.settings import Settings
+    from tests.support.topics import recreate_topics
 
     for key in [k for k in os.environ if k.startswith("CEM_")]:
         monkeypatch.delenv(key)
     settings = Settings(data_dir=tmp_path / "data", kafka_bootstrap=kafka_bootstrap,
                         app_id=f"cem-test-{uuid.uuid4().hex[:8]}", topic_partitions=4,
                         sink_max_seconds=0.5)
-    delete_topics(KafkaConnection.from_settings(settings), list(ALL_TOPICS))
-    for _ in range(50):  # deletion is asynchronous in KRaft
-        try:
-            create_topics(settings)
-            break
-        except Exception:  # noqa: BLE001 - "marked for deletion": try again shortly
-            time.sleep(0.2)
+    recreate_topics(settings)
     return settings

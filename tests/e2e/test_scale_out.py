@@ -28,13 +28,12 @@ import time
 import pytest
 
 from cem.connectors.simulate import simulate
-from cem.kafka.admin import delete_topics
 from cem.kafka.connection import KafkaConnection
-from cem.ops.infra import create_topics
 from cem.ops.report import truth_report
-from cem.settings import ALL_TOPICS, TOUCHPOINTS_TOPIC, state_topic
+from cem.settings import TOUCHPOINTS_TOPIC, state_topic
 from cem.sim.simulator import DAY, SimConfig
 from tests.support.ch import clickhouse
+from tests.support.topics import recreate_topics
 from tests.support.pipeline import end_offsets, start, stop_role, wait_caught_up, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -50,13 +49,7 @@ def _fresh(base, name: str, **overrides):
                                 "idle_timeout_seconds": 4.0, "tick_seconds": 1.0,
                                 "worker_session_timeout_seconds": 6.0, **overrides})
     s.data_dir.mkdir(parents=True, exist_ok=True)
-    delete_topics(KafkaConnection.from_settings(s), [*ALL_TOPICS, state_topic(s.app_id)])
-    for _ in range(50):  # deletion is asynchronous in KRaft
-        try:
-            create_topics(s)
-            break
-        except Exception:  # noqa: BLE001 - "marked for deletion": try again shortly
-            time.sleep(0.2)
+    recreate_topics(s, [state_topic(s.app_id)])
     return s
 
 
