@@ -14,13 +14,15 @@ are tombstoned, and an `erase` control goes to each profile's partition of the s
 one to the profile itself carries the `Erasure` that the customer stage passes on to landing
 (cem.privacy.erasures) once their state is gone. A replayed request finds nothing left to
 release and says so (`found` false); landing keeps the first record of an erasure.
-Nothing is acked here; the agent acks after `flush()` (acks after the sink).
+Nothing is acked here; the agent acks after `flush()` (acks after the sink), and nothing decided
+here is forwarded before the changelog records of the decision are acknowledged (see `flush`).
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
+from functools import partial
 from typing import AbstractSet, Any, Callable, Sequence
 
 from confluent_kafka import Producer
@@ -62,6 +64,9 @@ class Coordinator:
         # control record), or cem.touchpoints itself
         self._stage = stage_topic
         self._ctl = stage_topic or out_topic
+        # forwards and controls decided since the last flush, in decision order: sent only once
+        # the graph's changelog records for them are acknowledged (see flush)
+        self._later: list[Callable[[], None]] = []
         self._parts = out_partitions
         self.merges = 0
         self.refusals = 0
@@ -138,19 +143,25 @@ class Coordinator:
                     self._control(m.loser, MergeAway(m.merge_id, m.winner, m.loser, m.occurred_at))
                 else:
                     self.refusals += 1
-            key = r.customer_id.encode()
             stamped = (self._stamper.stamp(datums[index], event, r.customer_id, False, now)
                        if datums is not None and self._stamper is not None else None)
-            if self._stage is not None:
-                self._publisher.publish_row(self._stage, key, stage_row(event, r.customer_id))
-            if stamped is not None:  # forwarded as the bytes it came in, stamped
-                self._publisher.publish_datum(self._out, key, stamped)
-                continue
-            event = branch_tagged(event)
-            event["cem"] = (RESOLUTION, {"customer_id": r.customer_id, "late": False, "processed_at": now})
-            self._publisher.publish(self._out, key, event)
+            self._later.append(partial(self._forward, event, r.customer_id, stamped, now))
+
+    def _forward(self, event: dict, customer_id: str, stamped: bytes | None, now: int) -> None:
+        key = customer_id.encode()
+        if self._stage is not None:
+            self._publisher.publish_row(self._stage, key, stage_row(event, customer_id))
+        if stamped is not None:  # forwarded as the bytes it came in, stamped
+            self._publisher.publish_datum(self._out, key, stamped)
+            return
+        event = branch_tagged(event)
+        event["cem"] = (RESOLUTION, {"customer_id": customer_id, "late": False, "processed_at": now})
+        self._publisher.publish(self._out, key, event)
 
     def _control(self, key: str, msg: ControlMessage) -> None:
+        self._later.append(partial(self._send_control, key, msg))
+
+    def _send_control(self, key: str, msg: ControlMessage) -> None:
         # through the batch publisher's partition so it queues behind the loser's forwarded events
         self._publisher.flush_partition(self._ctl, partition_for(key.encode(), self._parts))
         kind, value = encode_control(msg)
@@ -230,7 +241,19 @@ class Coordinator:
             self._pending_wm = wm
 
     def flush(self) -> None:
-        """Forwarded events first, then the new watermark behind them on every partition."""
+        """The graph's changes first, then what was decided with them, then the watermark.
+
+        Every changelog and merge-log record produced so far is acknowledged before the forwards
+        and controls decided since the last flush are sent: a crash can then never leave a
+        forwarded event whose decision the coordinator that takes over does not find in the
+        changelog (it would decide again, maybe otherwise, and the event would land under two
+        profile ids). On a delivery failure the caller processes its records again, which
+        decides and queues them anew, so what was queued is dropped first. Then the forwarded
+        events, then the new watermark behind them on every partition."""
+        later, self._later = self._later, []
+        self._publisher.wait_acked()
+        for send in later:
+            send()
         self._publisher.flush()
         if self._pending_wm is not None:
             body = to_json(Watermark(self._pending_wm))

@@ -24,6 +24,9 @@ class Recorder:
     def flush(self) -> None:
         pass
 
+    def wait_acked(self) -> None:
+        pass
+
 
 def coordinator(sources=("web:0", "phone:0")) -> Coordinator:
     rec = Recorder()
