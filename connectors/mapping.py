@@ -13,7 +13,7 @@ import math
 import re
 import uuid
 from datetime import datetime
-from typing import Any, Mapping
+from typing import AbstractSet, Any, Mapping
 
 from cem.events import CHANNELS, IDENTIFIER_KINDS, Rejection, validate
 from .pseudonymize import Pseudonymizer, PseudonymizationError
@@ -62,6 +62,23 @@ def parse_time(value: Any) -> int | None:
             return None
         return int(dt.timestamp() * 1000)
     return None
+
+
+def _typed_object(raw: Mapping, types: Mapping[str, type], prefix: str, what: str,
+                  long_fields: AbstractSet[str]) -> dict[str, Any] | Rejection:
+    """`raw`'s fields coerced to `types` (attributes of a channel, the contact record), or the
+    Rejection of the first unknown or ill-typed one, named `<prefix>.<field>`."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        kind = types.get(key)
+        if kind is None:
+            return Rejection(f"unknown_field:{prefix}.{str(key)[:40]}",
+                             f"'{str(key)[:40]}' is not {what}; known: {', '.join(types)}")
+        v, bad = _coerce(value, kind, f"{prefix}.{key}", key in long_fields)
+        if bad:
+            return bad
+        out[key] = v
+    return out
 
 
 def _coerce(value: Any, kind: type, name: str, long_ok: bool) -> tuple[Any, Rejection | None]:
@@ -126,30 +143,15 @@ def to_touchpoint(obj: Any, *, default_channel: str | None, source: str, now_ms:
     raw_attrs = obj.get("attributes", obj.get(channel)) or {}
     if not isinstance(raw_attrs, Mapping):
         return Rejection("bad_type:attributes", "attributes must be an object")
-    types = ATTRIBUTE_TYPES[channel]
-    attrs: dict[str, Any] = {}
-    for key, value in raw_attrs.items():
-        kind = types.get(key)
-        if kind is None:
-            return Rejection(f"unknown_field:attributes.{str(key)[:40]}",
-                             f"'{str(key)[:40]}' is not a {channel} attribute; known: {', '.join(types)}")
-        v, bad = _coerce(value, kind, f"attributes.{key}", key in _LONG_FIELDS)
-        if bad:
-            return bad
-        attrs[key] = v
+    attrs = _typed_object(raw_attrs, ATTRIBUTE_TYPES[channel], "attributes", f"a {channel} attribute", _LONG_FIELDS)
+    if isinstance(attrs, Rejection):
+        return attrs
     raw_contact = obj.get("contact") or {}
     if not isinstance(raw_contact, Mapping):
         return Rejection("bad_type:contact", "contact must be an object like {\"topic\": \"delivery\"}")
-    contact: dict[str, Any] = {}
-    for key, value in raw_contact.items():
-        ckind = CONTACT_TYPES.get(key)
-        if ckind is None:
-            return Rejection(f"unknown_field:contact.{str(key)[:40]}",
-                             f"'{str(key)[:40]}' is not a contact field; known: {', '.join(CONTACT_TYPES)}")
-        v, bad = _coerce(value, ckind, f"contact.{key}", False)
-        if bad:
-            return bad
-        contact[key] = v
+    contact = _typed_object(raw_contact, CONTACT_TYPES, "contact", "a contact field", frozenset())
+    if isinstance(contact, Rejection):
+        return contact
     event_id = obj.get("event_id") or str(uuid.uuid4())
     strings = {}
     for name in ("event_type", "store_id", "location", "event_name"):
