@@ -137,10 +137,10 @@ class Ingest:
                 # nothing usable to link with (only blocked values): the event stands alone
                 customer = profile_id_for(first[0] if first else f"event:{event['event_id']}")
             event["cem"] = (RESOLUTION, {"customer_id": customer, "late": False, "processed_at": now_ms})
-            key = customer.encode()
-            publish(out, key, event)
+            out_key = customer.encode()
+            publish(out, out_key, event)
             if stage is not None:
-                publish_row(stage, key, stage_row(event, customer))
+                publish_row(stage, out_key, stage_row(event, customer))
             forwarded += 1
         source = f"{topic}:{partition}"
         newest = max((e["occurred_at"] for e in decoded.events if isinstance(e.get("occurred_at"), int)
