@@ -4,7 +4,9 @@
 rules and closes recovery windows as event time passes them. Decisions use event time only and
 do not depend on arrival order within the lateness: count and sequence rules look for a window
 or chain *containing* the new event among the remembered ones; absence rules remember expected
-events seen early; recovery remembers recent positive signals.
+events seen early; recovery remembers recent positive signals. After an identity merge
+(`absorb`, then `recheck`) the signals of either side recover the open moments of either side,
+whenever the hand-over arrives.
 
 Moments are deduplicated per (rule, group) within the rule's cooldown, and their ids hash the
 rule and the first evidence event, so a replay yields the same ids (landing replaces them).
@@ -204,16 +206,23 @@ class Detector:
                     still.append(o)
             self.open = still
         for m in new:  # a positive signal may have arrived before the moment (out of order)
-            sig = self._recovering(m)
-            if sig is not None:
-                m.status, m.recovered_by = "recovered", sig.event_id
-            else:
-                self.open.append(OpenMoment.of(m))
+            self._settle(m)
         return new, changed
 
     def _recovering(self, m: Moment) -> Signal | None:
         """The earliest remembered positive signal inside the moment's recovery window."""
-        return next((s for s in sorted(self.signals, key=_SIGNAL_ORDER) if m.at < s.at <= m.recovery_deadline), None)
+        return self._recovering_window(m.at, m.recovery_deadline)
+
+    def _recovering_window(self, at: int, deadline: int) -> Signal | None:
+        return next((s for s in sorted(self.signals, key=_SIGNAL_ORDER) if at < s.at <= deadline), None)
+
+    def _settle(self, m: Moment) -> None:
+        """A new moment: recovered by a remembered signal, else open until its deadline."""
+        sig = self._recovering(m)
+        if sig is not None:
+            m.status, m.recovered_by = "recovered", sig.event_id
+        else:
+            self.open.append(OpenMoment.of(m))
 
     def _fire(self, rule: Rule, customer: str, t: Touch, group: str, at: int, evidence: list[str]) -> Moment | None:
         key = f"{rule.name}|{group}"
@@ -344,19 +353,36 @@ class Detector:
         for k, at in theirs.fired.items():
             self.fired[k] = max(at, self.fired.get(k, at))
 
-    def recheck(self, rules: Iterable[Rule], customer: str) -> list[Moment]:
-        """After a merge joined two customers' counts: fire the windows that only the union
-        fills (the same ids a single customer would have produced), and drop absence timers whose
-        expected event the other side had already seen."""
+    def recheck(self, rules: Iterable[Rule], customer: str) -> tuple[list[Moment], list[Moment]]:
+        """After a merge joined two customers' state (`absorb`): fire the windows that only the
+        union fills (the same ids a single customer would have produced), drop absence timers
+        whose expected event the other side had already seen, and recover each open moment with
+        a positive signal the other side remembers inside its window. Returns (new moments,
+        moments now recovered), like `on_touch`.
+
+        The hand-over reaches the winner after the event that linked the two profiles, and
+        maybe after more of the winner's events: a signal the winner saw before it met the
+        loser's open moment then still recovers it (else the moment's status would depend on
+        how fast the hand-over travelled), and a moment only the union fires meets the signals
+        of both sides as any moment arriving after its signal does."""
         self.pending = [p for p in self.pending
                         if not any(e.correlate == p.correlate and p.at <= e.at <= p.deadline
                                    for e in self.expected.get(p.rule, []))]
-        new = []
+        changed: list[Moment] = []
+        still = []
+        for o in self.open:
+            sig = self._recovering_window(o.at, o.deadline)
+            if sig is not None:
+                changed.append(o.moment("recovered", sig.event_id))
+            else:
+                still.append(o)
+        self.open = still
+        new: list[Moment] = []
         for rule in rules:
             if rule.kind == "sequence":  # a chain whose steps were split between the two profiles
                 m = self._sequence_chain(rule, customer, None)
                 if m is not None:
-                    self.open.append(OpenMoment.of(m))
+                    self._settle(m)
                     new.append(m)
                 continue
             if rule.kind != "count":
@@ -373,10 +399,10 @@ class Detector:
                         t = Touch(last.at, last.event_id, "", last.channel, group)
                         m = self._fire(rule, customer, t, group, last.at, [e.event_id for e in window])
                         if m is not None:
-                            self.open.append(OpenMoment.of(m))
+                            self._settle(m)
                             new.append(m)
                         break
-        return new
+        return new, changed
 
     # -- event time passes ------------------------------------------------------------------------
     def on_watermark(self, rules_by_name: dict[str, Rule], customer: str, wm: int) -> tuple[list[Moment], list[Moment]]:
@@ -390,11 +416,7 @@ class Detector:
                 t = Touch(p.at, p.event_id, "", p.channel, p.correlate, p.store_id)
                 m = self._fire(rule, customer, t, f"{p.correlate}|{p.event_id}", p.deadline, [p.event_id])
                 if m is not None:
-                    sig = self._recovering(m)
-                    if sig is not None:
-                        m.status, m.recovered_by = "recovered", sig.event_id
-                    else:
-                        self.open.append(OpenMoment.of(m))
+                    self._settle(m)
                     new.append(m)
             else:
                 keep.append(p)

@@ -304,7 +304,8 @@ class CustomerStage:
         for touch in fresh:
             self._observe(tl, winner, touch, False, None)
         if incoming is not None and self._rules:
-            self._moments += [(m, True, tl) for m in tl.detector.recheck(self._rules, winner)]
+            new, changed = tl.detector.recheck(self._rules, winner)
+            self._moments += [(m, True, tl) for m in new] + [(m, False, tl) for m in changed]
         self._finish(partition, {winner: tl}, changes)
 
     def _alert_action(self, msg: AlertAction, partition: int) -> None:

@@ -206,7 +206,7 @@ def test_a_merge_brings_the_refund_that_cancels_the_other_sides_timer():
     from cem.timeline import Timeline
     tw, tl = Timeline("w", detector=winner), Timeline("l", detector=loser)
     tw.absorb(tl)
-    tw.detector.recheck(RULES, "w")
+    assert tw.detector.recheck(RULES, "w") == ([], [])
     new, _ = tw.detector.on_watermark(BY, "w", 6 * D)
     assert "no_refund" not in names(new)
 
@@ -219,6 +219,52 @@ def test_a_merge_completes_a_sequence_split_between_two_profiles_once():
     other.on_touch(RULES, "l", t(5 * H, "k1", "call_started", "phone", "call-1", call_id="call-1"))
     tw, tl = Timeline("w", detector=web), Timeline("l", detector=other)
     tw.absorb(tl)
-    ms = tw.detector.recheck(RULES, "w")
+    ms, _ = tw.detector.recheck(RULES, "w")
     assert [(m.rule, m.evidence, m.channel) for m in ms] == [("search_unavailable_call", ["s1", "u1", "k1"], "phone")]
-    assert tw.detector.recheck(RULES, "w") == []  # a second hand-over does not fire it again
+    assert tw.detector.recheck(RULES, "w") == ([], [])  # a second hand-over does not fire it again
+
+
+def merged(winner: Detector, loser: Detector) -> tuple[Detector, list, list]:
+    """The winner after a hand-over of the loser's state: (its detector, new moments, changed)."""
+    from cem.timeline import Timeline
+    tw = Timeline("w", detector=winner)
+    tw.absorb(Timeline("l", detector=loser))
+    new, changed = tw.detector.recheck(RULES, "w")
+    return tw.detector, new, changed
+
+
+def test_a_merge_recovers_the_losers_open_moment_with_a_signal_the_winner_saw_before_the_hand_over():
+    # the loser's long hold is open; the winner's order (the event that linked the two profiles,
+    # or any event before the hand-over arrived) never met it
+    winner, loser = Detector(), Detector()
+    loser.on_touch(RULES, "l", t(0, "h", "hold", "phone", "call-1", hold_seconds=600))
+    winner.on_touch(RULES, "w", t(2 * H, "op", "order_placed"))
+    d, new, changed = merged(winner, loser)
+    assert not new and [(m.rule, m.status, m.recovered_by) for m in changed] == [("long_hold", "recovered", "op")]
+    assert d.on_watermark(BY, "w", 4 * D) == ([], [])  # not declared unrecovered later
+    # the other way round: the winner's open moment, the loser's signal
+    winner, loser = Detector(), Detector()
+    winner.on_touch(RULES, "w", t(0, "h", "hold", "phone", "call-1", hold_seconds=600))
+    loser.on_touch(RULES, "l", t(H, "nps", "survey_response", "feedback", "s1", nps=10))
+    _, _, changed = merged(winner, loser)
+    assert [(m.status, m.recovered_by) for m in changed] == [("recovered", "nps")]
+    # a signal outside the window, or before the moment, recovers nothing: it still expires
+    winner, loser = Detector(), Detector()
+    loser.on_touch(RULES, "l", t(H, "h", "hold", "phone", "call-1", hold_seconds=600))
+    winner.on_touch(RULES, "w", t(0, "early", "order_placed"))
+    winner.on_touch(RULES, "w", t(H + 3 * D + 1, "late", "order_placed"))
+    d, _, changed = merged(winner, loser)
+    assert not changed
+    assert [(m.rule, m.status) for m in d.on_watermark(BY, "w", 4 * D + H)[1]] == [("long_hold", "unrecovered")]
+
+
+def test_a_moment_only_the_merge_fires_is_recovered_by_a_signal_seen_before_it():
+    web, other = Detector(), Detector()
+    web.on_touch(RULES, "w", t(0, "s1", "search", "web", "a1", results_count=4))
+    other.on_touch(RULES, "l", t(2 * H, "u1", "item_unavailable", "store", "v1", store_id="store-1"))
+    other.on_touch(RULES, "l", t(5 * H, "k1", "call_started", "phone", "call-1", call_id="call-1"))
+    web.on_touch(RULES, "w", t(6 * H, "op", "order_placed"))
+    d, new, _ = merged(web, other)
+    sequence = [m for m in new if m.rule == "search_unavailable_call"]
+    assert [(m.status, m.recovered_by) for m in sequence] == [("recovered", "op")]
+    assert all(o.rule != "search_unavailable_call" for o in d.open)
