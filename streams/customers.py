@@ -88,6 +88,7 @@ class CustomerStage:
         # one, so ~one entry per customer with a timer instead of one per change
         self._timers: Timers = timers if timers is not None else HeapTimers()
         self._seq = 0
+        self._last_version = 0
         self._revoked: set[int] = set()
         self.late = 0
         self._rules = rules
@@ -448,8 +449,14 @@ class CustomerStage:
             self._rows.publish(JOURNEYS_TOPIC, j.customer_id, j.as_row(self._version()))
 
     def _version(self) -> int:
+        """The version of a published row (landing keeps the highest per id): the wall clock in
+        ms × 1000 plus a counter, and always strictly above the last one. Several rows of one id
+        often go out within a millisecond (a moment opened, then recovered by the next event of
+        the same record); the counter, taken modulo 1000, would now and then wrap between two of
+        them and landing would keep the older row (the recovered moment would stay open)."""
         self._seq += 1
-        return int(self._clock() * 1000) * 1000 + self._seq % 1000
+        self._last_version = max(int(self._clock() * 1000) * 1000 + self._seq % 1000, self._last_version + 1)
+        return self._last_version
 
     def flush(self) -> None:
         """Output first, state second, both acknowledged before this returns (the caller acks its
