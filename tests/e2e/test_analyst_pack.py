@@ -24,7 +24,7 @@ from cem.sim.simulator import DAY, SimConfig
 from cem.sinks.clickhouse.client import connect_settings
 from cem.sinks.queries import load_pack, run
 from tests.support import pack_truth
-from tests.support.pipeline import start, stop_role, wait_caught_up
+from tests.support.pipeline import event_time_at_wall_clock, free_port, start, stop_role, wait_caught_up, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -44,7 +44,8 @@ def close(got: float, want: float, rel: float, slack: float = 0.0) -> bool:
 
 
 def test_rollups_and_query_pack_match_ground_truth(cem_settings, tmp_path):
-    s = cem_settings.model_copy(update={"idle_timeout_seconds": 5.0, "tick_seconds": 2.0, "sink_query_port": 18125})
+    s = cem_settings.model_copy(update={"idle_timeout_seconds": 5.0, "tick_seconds": 2.0, "sink_query_port": 18125,
+                                        "worker_metrics_port": free_port()})
     out = tmp_path / "sim"
     cfg = SimConfig(customers=1500, days=7, seed=23, start_ms=int(time.time() * 1000) - 7 * DAY,
                     out_of_order_rate=0.05, late_rate=0.01)
@@ -54,7 +55,11 @@ def test_rollups_and_query_pack_match_ground_truth(cem_settings, tmp_path):
         sim.start()
         sim.join()
         wait_caught_up(s, (worker, sink), timeout=600)
-        time.sleep(s.idle_timeout_seconds + 3 * s.tick_seconds)  # idle: open sessions close
+        # traffic stopped: once every raw partition is quiet, event time follows the wall clock and
+        # the deadlines up to it fire (recovery windows closing unrecovered, idle sessions closing);
+        # then what they published lands
+        wait_until(lambda: event_time_at_wall_clock(s.worker_metrics_port, s.allowed_lateness_ms), 300, 1.0,
+                   "event time to follow the wall clock", (worker, sink))
         wait_caught_up(s, (worker, sink), timeout=300)
         # the sink owns chdb now: cem query goes through its endpoint
         live = json.loads(cem_query(s, "recovery_rate_by_rule", "--format", "json"))

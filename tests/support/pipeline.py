@@ -1,4 +1,5 @@
-"""Run the real roles (worker, sink) as child processes in tests and wait on Kafka offsets."""
+"""Run the real roles (worker, sink) as child processes in tests and wait on Kafka offsets (and,
+for event time, on the worker's metrics)."""
 from __future__ import annotations
 
 from confluent_kafka import Consumer, TopicPartition
@@ -19,6 +20,23 @@ def caught_up(settings, worker_group: str | None = None) -> bool:
 def wait_caught_up(settings, procs=(), timeout: float = 240, worker_group: str | None = None) -> None:
     wait_until(lambda: caught_up(settings, worker_group), timeout, what="worker and landing to catch up",
                procs=tuple(procs))
+
+
+def event_time_at_wall_clock(metrics_port: int, lateness_ms: int, slack_s: float = 60.0) -> bool:
+    """True when every partition of the worker's customer stage has its event-time watermark at
+    the wall clock minus the allowed lateness (within `slack_s`): every raw partition went quiet
+    and event time jumped to the wall clock, so the deadlines up to it (recovery windows, absence
+    timers, session gaps) have fired. Read from the worker's `cem_watermark_lag_seconds` (wall
+    clock minus watermark, refreshed every few seconds) on `metrics_port`."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return False  # not serving yet
+    lags = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith("cem_watermark_lag_seconds{")]
+    return bool(lags) and max(lags) <= lateness_ms / 1000 + slack_s
 
 
 def end_offsets(kafka: KafkaConnection, topic: str) -> int:
@@ -56,7 +74,7 @@ def rss_mb(pid: int) -> float:
 
 
 __all__ = ["rss_mb", "start", "stop_role", "caught_up", "wait_caught_up", "end_offsets", "wait_until", "free_port",
-           "http_ok"]
+           "http_ok", "event_time_at_wall_clock"]
 
 
 def read_topic(kafka: KafkaConnection, topic: str, timeout: float = 60.0) -> list:
