@@ -58,8 +58,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Show cem's version and exit.")) -> None:
+                                       help="Show cem's version and exit."),
+          parent: Optional[int] = typer.Option(None, "--stop-with-parent", hidden=True,
+                                               help="Stop when process PID is no longer this one's parent "
+                                                    "(set by the launchers: cem demo, bench, chaos).")) -> None:
     """cem — Customer Experience Management pipeline."""
+    if parent is not None:
+        from cem.ops.parent_watch import stop_with_parent
+        stop_with_parent(parent)
 
 
 _LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING,

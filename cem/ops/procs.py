@@ -44,11 +44,14 @@ def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
 
 
 def start_role(role: str, settings: Settings, log_path: Path, *args: str, **env: str) -> subprocess.Popen:
-    """`cem <role> <args>` in a child process, output to `log_path`."""
+    """`cem <role> <args>` in a child process, output to `log_path`. The child runs in its own
+    session (Ctrl-C reaches only this process, which stops its roles in order) and stops by
+    itself when this process is gone, even killed with SIGKILL (cem.ops.parent_watch): a worker
+    left behind would read the next run's topics again."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "cem", role, *args], stdout=out,
-                            stderr=subprocess.STDOUT, env=settings_env(settings, **env),
+    return subprocess.Popen([sys.executable, "-m", "cem", "--stop-with-parent", str(os.getpid()), role, *args],
+                            stdout=out, stderr=subprocess.STDOUT, env=settings_env(settings, **env),
                             start_new_session=True)
 
 
@@ -73,8 +76,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             return
         for p in procs:
             if p.poll() is not None:
-                cmd = p.args if isinstance(p.args, (list, tuple)) else [p.args]
-                raise RuntimeError(f"{' '.join(map(str, cmd[-2:]))} exited with {p.returncode} "
+                cmd = [str(a) for a in p.args] if isinstance(p.args, (list, tuple)) else [str(p.args)]
+                if "--stop-with-parent" in cmd:  # "cem worker", as an operator would type it
+                    del cmd[cmd.index("--stop-with-parent"):cmd.index("--stop-with-parent") + 2]
+                raise RuntimeError(f"{' '.join(cmd[-2:])} exited with {p.returncode} "
                                    f"while waiting for {what}; see its log")
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -6,10 +6,12 @@ cem.identity.links partition 0 (one writer). A child gets its own Prometheus por
 (CEM_WORKER_METRICS_PORT + its index, when metrics are on); scratch SQLite files are anonymous
 per process already. A child that exits on its own (a crash, exit 70) is started again after a
 second — its partitions moved to the others meanwhile and move back; SIGTERM/SIGINT stop every
-child (each finishes its batch in hand) and then this process.
+child (each finishes its batch in hand) and then this process. Children stop by themselves when
+this process is gone, even killed with SIGKILL (cem.ops.parent_watch).
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -22,7 +24,8 @@ from cem.settings import Settings
 def run_workers(settings: Settings, n: int, log: object = print) -> int:
     def spawn(i: int) -> subprocess.Popen:
         env = {"CEM_WORKER_METRICS_PORT": str(settings.worker_metrics_port + i)} if settings.worker_metrics_port else {}
-        return subprocess.Popen([sys.executable, "-m", "cem", "worker"], env=settings_env(settings, **env))
+        return subprocess.Popen([sys.executable, "-m", "cem", "--stop-with-parent", str(os.getpid()), "worker"],
+                                env=settings_env(settings, **env))
 
     stopping = {"now": False}
 
