@@ -39,6 +39,22 @@ def event_time_at_wall_clock(metrics_port: int, lateness_ms: int, slack_s: float
     return bool(lags) and max(lags) <= lateness_ms / 1000 + slack_s
 
 
+def other_readers(settings, topics: list[str]) -> list[str]:
+    """Consumer groups other than this test's worker and landing groups that committed offsets on
+    `topics` (which every test creates afresh): a role left running by an earlier test reads this
+    test's events too, and a failure it causes must name it rather than look like a product bug."""
+    from confluent_kafka.admin import AdminClient
+    from cem.kafka.admin import committed_total
+    kafka = KafkaConnection.from_settings(settings)
+    admin = AdminClient(kafka.client_config())  # kept referenced until the answer is in
+    listed = admin.list_consumer_groups(request_timeout=10).result()
+    if listed.errors:
+        raise RuntimeError(f"could not list the consumer groups: {listed.errors}")
+    ours = {settings.app_id, f"{settings.app_id}-landing"}
+    return sorted(g.group_id for g in listed.valid
+                  if g.group_id not in ours and committed_total(kafka, g.group_id, topics) > 0)
+
+
 def end_offsets(kafka: KafkaConnection, topic: str) -> int:
     c = Consumer(kafka.client_config(**{"group.id": "cem-test-offsets"}))
     try:
@@ -74,7 +90,7 @@ def rss_mb(pid: int) -> float:
 
 
 __all__ = ["rss_mb", "start", "stop_role", "caught_up", "wait_caught_up", "end_offsets", "wait_until", "free_port",
-           "http_ok", "event_time_at_wall_clock"]
+           "http_ok", "event_time_at_wall_clock", "other_readers"]
 
 
 def read_topic(kafka: KafkaConnection, topic: str, timeout: float = 60.0) -> list:
