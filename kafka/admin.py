@@ -87,16 +87,24 @@ def committed_total(kafka: KafkaConnection, group: str, topics: list[str], timeo
 
 def group_lag(kafka: KafkaConnection, group: str, topics: list[str], timeout: float = 10.0) -> int:
     """Records in `topics` not yet committed by consumer group `group` (0 = caught up)."""
+    return sum(lag_by_topic(kafka, group, topics, timeout).values())
+
+
+def lag_by_topic(kafka: KafkaConnection, group: str, topics: list[str], timeout: float = 10.0,
+                 attempts: int = 20) -> dict[str, int]:
+    """Per topic, the records not yet committed by consumer group `group`. Each broker request
+    waits at most `timeout`; the committed offsets are asked up to `attempts` times (see
+    `_committed`). Raises KafkaException when the broker cannot answer."""
     from confluent_kafka import Consumer
 
     consumer = Consumer(kafka.client_config(**{"group.id": group,
                                                     "enable.auto.commit": False}))
     try:
-        lag = 0
-        for tp in _committed(consumer, topics, timeout):
+        lag = dict.fromkeys(topics, 0)
+        for tp in _committed(consumer, topics, timeout, attempts):
             low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
             pos = tp.offset if tp.offset >= 0 else low
-            lag += max(0, high - pos)
+            lag[tp.topic] += max(0, high - pos)
         return lag
     finally:
         consumer.close()

@@ -11,6 +11,12 @@ Reconciliation (printed as a table, returned as a dict): events sent / landed / 
 rows; moments expected / raised / missed / duplicated; alert deliveries received more than once;
 peak RSS per process; seconds from the end of each fault until the component it hit made
 progress again. Orchestration only: the pipeline runs as the real roles in child processes.
+
+Deadlines: every wait ends at its own limit (a fault's recovery, the catch-up after the traffic)
+or at the run's deadline (`--deadline`), whichever comes first. When one expires the run stops
+every role and raises `GaveUp`, naming what it waited on, for how long, how far behind each
+consumer group was on which topic and which roles were running (with their logs); `cem chaos`
+prints that and exits 2. A role that never recovers is a finding, never a hang.
 """
 from __future__ import annotations
 
@@ -31,11 +37,11 @@ from typing import Any, Callable
 from rich.table import Table
 
 from cem.connectors.simulate import simulate
-from cem.kafka.admin import committed_total
+from cem.kafka.admin import committed_total, lag_by_topic
 from cem.kafka.connection import KafkaConnection
 from cem.ops import infra
-from cem.ops.procs import pipeline_lag, start_role, stop_role, wait_until
-from cem.settings import RAW_TOPICS, Settings
+from cem.ops.procs import start_role
+from cem.settings import ERASURES_TOPIC, IDENTITY_LINKS_TOPIC, RAW_TOPICS, Settings, stage_topic
 from cem.sim.simulator import DAY, SimConfig
 from cem.sim.truth import moment_scores
 from cem.sinks.clickhouse.client import connect_settings
@@ -126,50 +132,157 @@ class Roles:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
 
-    def stop(self, name: str) -> None:
+    def log(self, name: str) -> Path:
+        return self.dir / f"{name}-{self.runs[name]}.log"
+
+    def stop(self, name: str, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL of its process group after `timeout` seconds."""
         self.note(name)
-        stop_role(self.procs.pop(name))
+        self._end({name: self.procs.pop(name)}, timeout)
+
+    def _end(self, procs: dict[str, subprocess.Popen], timeout: float) -> None:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        until = time.monotonic() + timeout
+        for p in procs.values():
+            try:
+                p.wait(max(0.0, until - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def describe(self) -> str:
+        """Each role: running or exited, and its log."""
+        return "Roles: " + "; ".join(
+            f"{name} {'running' if p.poll() is None else f'exited {p.returncode}'} (log {self.log(name)})"
+            for name, p in sorted(self.procs.items())) + "."
 
     def supervise(self) -> None:
         """Restart any role that exited on its own, and remember it (a crash is a finding)."""
         for name, p in list(self.procs.items()):
             if p.poll() is not None:
-                self.crashed.append(f"{name} (exit {p.returncode}, log {self.dir / f'{name}-{self.runs[name]}.log'})")
+                self.crashed.append(f"{name} (exit {p.returncode}, log {self.log(name)})")
                 del self.procs[name]
                 self.start(name.split("-")[0] if name != "worker-b" else "worker", name)
 
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
+    def stop_all(self, timeout: float = 30.0) -> None:
+        """Stop every role at once: the whole stop takes at most `timeout` seconds."""
+        for name in self.procs:
+            self.note(name)
+        procs, self.procs = self.procs, {}
+        self._end(procs, timeout)
+
+
+class GaveUp(RuntimeError):
+    """A wait of the run did not end in time; the message says what it waited on and what the
+    pipeline looked like then."""
+
+
+class Deadline:
+    """The run's time budget: a wait ends at its own limit or here, whichever comes first."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self._end - time.monotonic()
+
+
+def wait_for(what: str, done: Callable[[], bool], limit: float, deadline: Deadline,
+             explain: Callable[[], str], interval: float = 0.5) -> float:
+    """Poll `done` until true; return the seconds it took. After `limit` seconds, or when the
+    run's deadline passes first, raise GaveUp naming `what`, followed by `explain()`. (A poll
+    in progress is not interrupted: each one asks the broker with short timeouts.)"""
+    started = time.monotonic()
+    which = (f"its limit of {limit:.0f} s" if limit <= deadline.left()
+             else f"the run's deadline of {deadline.seconds:.0f} s (--deadline)")
+    end = started + max(0.0, min(limit, deadline.left()))
+    while True:
+        if done():
+            return round(time.monotonic() - started, 1)
+        now = time.monotonic()
+        if now >= end:
+            raise GaveUp(f"gave up after {now - started:.0f} s waiting for {what} ({which}). {explain()}")
+        time.sleep(min(interval, end - now))
 
 
 def committed(settings: Settings, group: str, topics: list[str]) -> int:
     """The group's committed-offset total, or -1 while the broker cannot say (no progress known)."""
     try:
-        return committed_total(KafkaConnection.from_settings(settings), group, topics)
+        return committed_total(KafkaConnection.from_settings(settings), group, topics, timeout=5.0)
     except Exception:  # noqa: BLE001 - broker unreachable
         return -1
 
 
-def wait_progress(probe: Callable[[], int], caught_up: Callable[[], bool], timeout: float = 300) -> float | None:
-    """Seconds until `probe()` exceeds its first answer (the component committed new work) or
-    everything produced is processed (`caught_up`, when traffic has ended)."""
-    started = time.monotonic()
+def progressed(probe: Callable[[], int]) -> Callable[[], bool]:
+    """True once `probe()` exceeds its first answer (the component committed new work); a first
+    answer of -1 (broker away) is replaced by the first real one."""
     base = probe()
-    while time.monotonic() - started < timeout:
-        if caught_up():
-            return round(time.monotonic() - started, 1)
+
+    def check() -> bool:
+        nonlocal base
         now = probe()
         if base < 0 and now >= 0:
             base = now
-        elif now > base >= 0:
-            return round(time.monotonic() - started, 1)
-        time.sleep(0.5)
-    return None
+        return now > base >= 0
+    return check
 
 
-def run_chaos(settings: Settings, quick: bool, seed: int, console: Any) -> dict[str, Any]:
+def consumer_groups(s: Settings) -> dict[str, tuple[str, list[str]]]:
+    """Role -> (its consumer group, the topics it consumes): what `lags` measures, as
+    `cem.ops.procs.pipeline_lag` counts it."""
+    return {"worker": (s.app_id, [*RAW_TOPICS.values(), IDENTITY_LINKS_TOPIC, stage_topic(s)]),
+            "sink": (f"{s.app_id}-landing", [*TABLES, ERASURES_TOPIC])}
 
+
+def lags(s: Settings) -> dict[str, dict[str, int]]:
+    """Role -> topic -> records its group has not committed yet. Every request waits at most
+    5 s and is asked once, so a poll never holds a wait past its deadline for long; raises
+    when the broker cannot answer."""
+    kafka = KafkaConnection.from_settings(s)
+    return {role: lag_by_topic(kafka, group, topics, timeout=5.0, attempts=1)
+            for role, (group, topics) in consumer_groups(s).items()}
+
+
+def caught_up(s: Settings) -> bool:
+    """Nothing produced is left uncommitted by the worker and landing groups (False while the
+    broker cannot say)."""
+    try:
+        return not any(n for per_topic in lags(s).values() for n in per_topic.values())
+    except Exception:  # noqa: BLE001 - broker still coming back
+        return False
+
+
+def describe_lag(s: Settings) -> str:
+    """How far behind each role's group is, by topic: the first thing to look at when a wait
+    expired."""
+    try:
+        found = lags(s)
+    except Exception as err:  # noqa: BLE001 - the answer is that the broker did not answer
+        return f"The broker at {s.kafka_bootstrap} did not answer a lag query: {err}."
+    said = []
+    for role, per_topic in found.items():
+        behind = ", ".join(f"{n:,} on {t}" for t, n in per_topic.items() if n)
+        said.append(f"{role} ({consumer_groups(s)[role][0]}): " + (f"behind by {behind}" if behind else "caught up"))
+    return "Uncommitted records: " + "; ".join(said) + "."
+
+
+# Limits of the single waits (each also ends at the run's deadline). A fault's recovery takes
+# ~20 s at most here (a killed worker's group session timeout); the catch-up after the traffic
+# is what the faults left to process, at far below the pipeline's throughput.
+RECOVERY_LIMIT = 120.0
+COLLECTOR_LIMIT = 60.0
+CATCH_UP_LIMIT = 240.0
+# Whole runs: the quick one takes ~4 min on a loaded 2-core machine (docs/performance.md).
+DEADLINE = {True: 480.0, False: 1800.0}
+
+
+def run_chaos(settings: Settings, quick: bool, seed: int, console: Any,
+              deadline_seconds: float | None = None) -> dict[str, Any]:
+    """Raises GaveUp when a wait expires (every role stopped first); see the module docstring."""
+    deadline = Deadline(deadline_seconds or DEADLINE[quick])
     port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
     started_broker = infra.kafka("status", port) != 0
     if started_broker and infra.kafka("up", port) != 0:
@@ -194,68 +307,85 @@ def run_chaos(settings: Settings, quick: bool, seed: int, console: Any) -> dict[
     estimate = cfg.customers * 25  # ~25 touchpoints per customer-week (README "Performance")
     rate = max(50.0, estimate / span)
     sim_out = s.data_dir / "sim"
-    sim = threading.Thread(target=simulate, args=(s, cfg, sim_out), kwargs={"rate": rate}, daemon=True)
+    sim = Traffic(s, cfg, sim_out, rate)
     burst = Burst(s)
     t0 = time.monotonic()
     console.print(f"chaos: {'quick' if quick else 'full'} schedule, ~{estimate:,} events at {rate:,.0f}/s, "
-                  f"{len(plan)} faults; logs in {s.data_dir}")
+                  f"{len(plan)} faults, deadline {deadline.seconds:.0f} s; logs in {s.data_dir}")
     sim.start()
     raw = list(RAW_TOPICS.values())
     workers = lambda: committed(s, s.app_id, raw)  # noqa: E731
     landing = lambda: committed(s, f"{s.app_id}-landing", list(TABLES))  # noqa: E731
 
+    def explain() -> str:
+        return f"{describe_lag(s)} {roles.describe()}"
+
     def idle() -> bool:
         roles.supervise()  # a role that died meanwhile is restarted (and reported)
-        try:
-            return not sim.is_alive() and pipeline_lag(s) == 0
-        except Exception:  # noqa: BLE001 - broker still coming back
-            return False
+        return not sim.is_alive() and caught_up(s)
+
+    def recovered(f: Fault, who: str, probe: Callable[[], int]) -> float:
+        """Seconds until `who` commits new work after fault `f` (or everything is processed)."""
+        moved = progressed(probe)
+        return wait_for(f"{who} to make progress after {f.name}", lambda: idle() or moved(),
+                        RECOVERY_LIMIT, deadline, explain)
+
+    def note(what: str) -> None:
+        console.print(f"  t+{time.monotonic() - t0:5.0f}s  {what}")
     try:
         for f in plan:
-            time.sleep(max(0.0, f.at - (time.monotonic() - t0)))
-            lasting = f" for {f.duration:.0f}s" if f.duration else ""
-            console.print(f"  t+{time.monotonic() - t0:5.0f}s  {f.name}{lasting}")
+            time.sleep(max(0.0, min(f.at - (time.monotonic() - t0), deadline.left())))
+            note(f.name + (f" for {f.duration:.0f}s" if f.duration else ""))
             if f.name == "worker_kill":
                 roles.kill("worker")
                 roles.start("worker")
-                f.recovered_in = wait_progress(workers, idle)
+                f.recovered_in = recovered(f, "the worker group", workers)
             elif f.name == "sink_kill":
                 roles.kill("sink")
                 roles.start("sink")
-                f.recovered_in = wait_progress(landing, idle)
+                f.recovered_in = recovered(f, "the landing group (sink)", landing)
             elif f.name == "broker_down":
                 infra.kafka("down", port)
                 time.sleep(f.duration)
-                infra.kafka("up", port)
-                f.recovered_in = wait_progress(lambda: min(workers(), landing()), idle)
+                if infra.kafka("up", port) != 0:
+                    raise GaveUp(f"the broker did not start again after {f.name} (see scripts/kafka.sh's "
+                                 f"message above). {roles.describe()}")
+                f.recovered_in = recovered(f, "the worker and landing groups", lambda: min(workers(), landing()))
             elif f.name == "clickhouse_down":
                 (faults_dir / "clickhouse_down").touch()
                 time.sleep(f.duration)
                 (faults_dir / "clickhouse_down").unlink()
-                f.recovered_in = wait_progress(landing, idle)
+                f.recovered_in = recovered(f, "the landing group (sink)", landing)
             elif f.name == "collector_restart":
                 burst.start()
                 time.sleep(2)
                 roles.stop("collector")
                 roles.start("collector")
-                began = time.monotonic()
-                wait_until(lambda: _http_ok(f"http://127.0.0.1:{s.collector_port}/healthz"), 60, 0.2, "the collector")
-                f.recovered_in = round(time.monotonic() - began, 1)
+                f.recovered_in = wait_for(
+                    f"the collector to answer /healthz after {f.name}",
+                    lambda: _http_ok(f"http://127.0.0.1:{s.collector_port}/healthz"), COLLECTOR_LIMIT,
+                    deadline, roles.describe, 0.2)
             elif f.name == "rebalance":
                 roles.start("worker", "worker-b")
                 time.sleep(f.duration)
                 roles.stop("worker-b")
-                f.recovered_in = wait_progress(workers, idle)
+                f.recovered_in = recovered(f, "the worker group", workers)
+            note(f"{f.name} recovered in {f.recovered_in} s")
             roles.supervise()
             for name in list(roles.procs):
                 roles.note(name)
-        sim.join()
+        wait_for("the simulator to send its last events", lambda: not sim.is_alive(), CATCH_UP_LIMIT,
+                 deadline, explain)
+        sim.check()
         burst.stop()
-        wait_until(lambda: pipeline_lag(s) == 0, 600, 1.0, "the pipeline to catch up")
+        note("traffic sent; waiting for the pipeline to catch up")
+        took = wait_for("the pipeline to catch up after the traffic", idle, CATCH_UP_LIMIT, deadline, explain, 1.0)
+        note(f"caught up in {took} s; quiet for event time to pass the last sessions")
         quiet = s.all_quiet_seconds or s.idle_timeout_seconds
-        time.sleep(quiet + 3 * s.tick_seconds)  # quiet: event time follows the wall clock
-        wait_until(lambda: pipeline_lag(s) == 0, 300, 1.0, "closing sessions to land")
-        time.sleep(10)  # the notifier's last deliveries
+        time.sleep(min(quiet + 3 * s.tick_seconds, max(0.0, deadline.left())))  # event time follows the wall clock
+        took = wait_for("the closed sessions to land", idle, CATCH_UP_LIMIT, deadline, explain, 1.0)
+        note(f"sessions landed in {took} s")
+        time.sleep(min(10.0, max(0.0, deadline.left())))  # the notifier's last deliveries
     finally:
         burst.stop()
         roles.stop_all()
@@ -266,7 +396,33 @@ def run_chaos(settings: Settings, quick: bool, seed: int, console: Any) -> dict[
     result["faults"] = [(f.name, round(f.at), f.recovered_in) for f in plan]
     result["peak_rss_mb"] = {k: round(v) for k, v in sorted(roles.peak.items())}
     result["processes_crashed"] = roles.crashed
+    result["seconds"] = round(time.monotonic() - t0)
     return result
+
+
+class Traffic:
+    """The simulator in a thread at `rate` events/s; `check()` re-raises what stopped it early
+    (a reconciliation without its ground truth would only say the truth file is missing)."""
+
+    def __init__(self, s: Settings, cfg: SimConfig, out: Path, rate: float):
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                simulate(s, cfg, out, rate=rate)
+            except BaseException as err:  # noqa: BLE001 - reported by check()
+                self.error = err
+        self._thread = threading.Thread(target=run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise GaveUp(f"the simulator stopped sending: {self.error}") from self.error
 
 
 def _http_ok(url: str) -> bool:
@@ -305,6 +461,8 @@ class Burst:
                       "attributes": {"url": "/chaos"}} for i in range(50)]
             body = json.dumps({"batch": batch}).encode()
             for _ in range(60):  # retry what was not answered: the collector may be restarting
+                if self._stop.is_set():
+                    return
                 try:
                     req = urllib.request.Request(f"http://127.0.0.1:{self.settings.collector_port}/v1/events",
                                                  data=body, method="POST",
@@ -358,7 +516,7 @@ def print_result(result: dict[str, Any], console: Any) -> None:
     for col in ("fault", "at (s)", "recovered in (s)"):
         f.add_column(col, justify="right" if col != "fault" else "left")
     for name, at, rec in result["faults"]:
-        f.add_row(name, str(at), "not within 300 s" if rec is None else f"{rec}")
+        f.add_row(name, str(at), f"{rec}")
     console.print(f)
     console.print("peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in result["peak_rss_mb"].items()))
     console.print("processes that exited on their own: " + (", ".join(result["processes_crashed"]) or "none"))

@@ -537,11 +537,17 @@ def query(name: Optional[str] = typer.Argument(None, help="A pack query (see --l
 @app.command()
 def chaos(quick: bool = typer.Option(False, "--quick", help="The short schedule (about 4 minutes)."),
           seed: int = typer.Option(11, help="Seeds the simulator and the fault times."),
-          as_json: bool = typer.Option(False, "--json")) -> None:
+          as_json: bool = typer.Option(False, "--json"),
+          deadline: float | None = typer.Option(None, min=60, help="Give up after this many seconds, naming what "
+                                         "did not happen (default: 480 with --quick, 1800 without).")) -> None:
     """Run the pipeline under injected faults and reconcile against ground truth."""
     import json as _json
-    from cem.ops.chaos import print_result, run_chaos
-    result = run_chaos(_settings(), quick, seed, console)
+    from cem.ops.chaos import GaveUp, print_result, run_chaos
+    try:
+        result = run_chaos(_settings(), quick, seed, console, deadline)
+    except GaveUp as err:
+        from rich.markup import escape
+        raise _fail(f"cem chaos: {escape(str(err))}", 2) from err
     if as_json:
         print(_json.dumps(result, indent=2))
     else:
