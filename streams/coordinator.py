@@ -114,6 +114,13 @@ class Coordinator:
             now = int(body.get("wall") or now)
             if control == "tick" and "busy" in body:
                 self._busy = set(body["busy"])  # measured when the tick was written, like its wall
+            if control == "tick" and body.get("unknown"):
+                # the backlog could not be read (broker away): nobody could report meanwhile, so
+                # that silence is not idleness. Every source starts a new idle period now; else,
+                # after an outage longer than idle_ms, the first source back would carry event
+                # time past the events the others' producers are still re-sending (timers of
+                # absences fired before the awaited events arrived, which then came in late)
+                self.sources.refresh(now)
             if control == "watermark":
                 for source, wm in body.get("sources", {}).items():
                     self.sources.update(source, wm, now)
@@ -280,6 +287,11 @@ class SourceWatermarks:
     def update(self, source: str, wm: int, wall: int) -> None:
         old = self._marks.get(source)
         self._marks[source] = (max(wm, old[0]) if old else wm, max(wall, old[1]) if old else wall)
+
+    def refresh(self, wall: int) -> None:
+        """Every known source counts as heard from at `wall` (its watermark unchanged)."""
+        for source, (wm, old) in self._marks.items():
+            self._marks[source] = (wm, max(wall, old))
 
     def describe(self, now: int) -> str:
         return ", ".join(f"{src} wm={wm} quiet={(now - wall) / 1000:.1f}s"

@@ -43,7 +43,9 @@ class Ticker(threading.Thread):
     picture of the reports with a new one of the backlog: a source whose reports were still
     queued behind the tick, but whose raw input was consumed meanwhile, was taken for idle, and
     the events it had routed through the coordinator arrived behind the watermark as late.)
-    A failed check marks every partition busy (holds event time, never advances it wrongly)."""
+    A failed check marks every partition busy (holds event time, never advances it wrongly) and
+    says so (`unknown`): the coordinator then restarts every source's idle clock, so the time the
+    broker was away does not count as the sources' silence (see `Coordinator.process`)."""
 
     def __init__(self, kafka: KafkaConnection, group: str, parts: dict[str, int], every: float,
                  identifiers: Callable[[], tuple[int, int]] = lambda: (0, 0)):
@@ -74,7 +76,12 @@ class Ticker(threading.Thread):
             except Exception as err:  # noqa: BLE001 - unknown: keep everything busy (safe side)
                 log.warning("backlog check failed, holding event time: %s", err)
                 busy = [f"{tp.topic}:{tp.partition}" for tp in tps]
-            body = {"control": "tick", "wall": int(time.time() * 1000), "busy": busy}
+                unknown = True
+            else:
+                unknown = False
+            body: dict = {"control": "tick", "wall": int(time.time() * 1000), "busy": busy}
+            if unknown:
+                body["unknown"] = True
             producer.produce(IDENTITY_LINKS_TOPIC, value=json.dumps(body).encode(), partition=0,
                              headers=[(CONTROL_HEADER, b"tick")])
             producer.poll(0)

@@ -89,3 +89,23 @@ def test_a_stall_shorter_than_all_quiet_does_not_move_event_time_to_the_wall_clo
     assert c.watermark == 200  # the wall clock minus the lateness is still behind the data
     control(c, "tick", wall=700_000, busy=[])
     assert c.watermark == 700_000 - 600_000
+
+
+def test_an_outage_longer_than_idle_ms_does_not_make_the_sources_idle():
+    """Found by `cem chaos` on a loaded machine: the broker away for ~45 s (10 s down, the rest
+    its restart) with idle_ms 40 s. The first source back carried event time past the events the
+    other sources' producers were still re-sending, so checkout_abandoned timers fired before the
+    orders they awaited arrived (31 moments not in the ground truth)."""
+    c = coordinator()
+    control(c, "watermark", sources={"web:0": 100, "phone:0": 50}, wall=1_000)
+    for wall in range(3_000, 21_000, 2_000):  # the broker is away: every backlog check fails
+        control(c, "tick", wall=wall, busy=["web:0", "phone:0"], unknown=True)
+    assert c.watermark == 50
+    control(c, "tick", wall=21_000, busy=[])  # back; phone's events are not re-sent yet
+    control(c, "watermark", sources={"web:0": 900}, wall=21_500)  # web's are
+    assert c.watermark == 50  # phone had no chance to report: silent only 2 s since the outage
+    control(c, "watermark", sources={"phone:0": 60}, wall=23_000)
+    assert c.watermark == 60
+    control(c, "watermark", sources={"web:0": 950}, wall=29_000)
+    control(c, "tick", wall=29_500, busy=[])
+    assert c.watermark == 950  # phone quiet for idle_ms after the outage, nothing unread: idle now
