@@ -33,6 +33,10 @@ class SimulationResult:
     out_dir: Path
 
 
+#: How long the last flush waits for Kafka's acknowledgements (librdkafka's message.timeout.ms).
+FLUSH_SECONDS = 300.0
+
+
 def _hasher(settings: Settings) -> Callable[[str, str], str]:
     pz = Pseudonymizer(settings.pseudonymization_key.get_secret_value().encode())
     return lambda kind, raw: pz.email_hash(raw) if kind == "email" else pz.phone_hash(raw)
@@ -81,7 +85,9 @@ def simulate(settings: Settings, cfg: SimConfig, out_dir: Path, to: str = "kafka
                 if ahead > 0:
                     time.sleep(ahead)
     if to == "kafka":
-        pub.flush()
+        # a broker restarting under load can take a minute: wait as long as librdkafka keeps
+        # re-sending (message.timeout.ms, 300 s), as every cem producer rides out an outage
+        pub.flush(FLUSH_SECONDS)
     else:
         fh.close()
     if progress:
