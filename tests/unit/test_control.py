@@ -16,6 +16,7 @@ from cem.streams.control import (CONTROL_HEADER, VERSION, AlertAction, AwaitHand
 from cem.streams.customers import CustomerStage, decode_state, encode_state
 from cem.streams.state import KeyedState
 from cem.timeline import Timeline
+from tests.support.recording import Rows
 
 _id = st.text(min_size=1, max_size=12)
 _ms = st.integers(-(1 << 62), 1 << 62)
@@ -86,17 +87,6 @@ def test_a_record_that_does_not_decode_raises_a_typed_error(kind, value, reason)
     with pytest.raises(ControlError) as err:
         decode(kind, value)
     assert err.value.reason == reason and err.value.detail
-
-
-class Rows:
-    def __init__(self) -> None:
-        self.rows: list = []
-
-    def publish(self, topic: str, key: str, row: dict) -> None:
-        self.rows.append((topic, key, row))
-
-    def flush(self) -> None:
-        pass
 
 
 class DeadLetters:

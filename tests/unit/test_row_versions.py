@@ -14,22 +14,12 @@ from cem.sim.simulator import SimConfig, Simulator
 from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
 from cem.streams.ingest import RESOLUTION, branch_tagged
 from cem.streams.state import KeyedState
+from tests.support.recording import Rows
 
 PARTS = 3
 #: table -> the id landing deduplicates on (the table's ORDER BY)
 IDS = {"cem.moments": "moment_id", "cem.sessions": "session_id", "cem.alerts": "alert_id",
        "cem.journeys": "journey_id"}
-
-
-class Rows:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, dict]] = []
-
-    def publish(self, topic: str, key: str, row: dict) -> None:
-        self.rows.append((topic, key, row))
-
-    def flush(self) -> None:
-        pass
 
 
 def test_the_last_row_published_for_an_id_has_its_highest_version_within_one_millisecond():

@@ -20,6 +20,7 @@ from cem.sim.simulator import SimConfig, Simulator
 from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
 from cem.streams.ingest import RESOLUTION, branch_tagged
 from cem.streams.state import KeyedState
+from tests.support.recording import Rows
 
 PARTS = 3
 
@@ -48,17 +49,6 @@ def _traffic() -> tuple[list, list]:
             avro.append(mark)
             internal.append(mark)
     return avro, internal
-
-
-class Rows:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, dict]] = []
-
-    def publish(self, topic: str, key: str, row: dict) -> None:
-        self.rows.append((topic, key, row))
-
-    def flush(self) -> None:
-        pass
 
 
 class Dead:
