@@ -209,16 +209,13 @@ class Detector:
             self._settle(m)
         return new, changed
 
-    def _recovering(self, m: Moment) -> Signal | None:
-        """The earliest remembered positive signal inside the moment's recovery window."""
-        return self._recovering_window(m.at, m.recovery_deadline)
-
-    def _recovering_window(self, at: int, deadline: int) -> Signal | None:
+    def _recovering(self, at: int, deadline: int) -> Signal | None:
+        """The earliest remembered positive signal inside the recovery window (at, deadline]."""
         return next((s for s in sorted(self.signals, key=_SIGNAL_ORDER) if at < s.at <= deadline), None)
 
     def _settle(self, m: Moment) -> None:
         """A new moment: recovered by a remembered signal, else open until its deadline."""
-        sig = self._recovering(m)
+        sig = self._recovering(m.at, m.recovery_deadline)
         if sig is not None:
             m.status, m.recovered_by = "recovered", sig.event_id
         else:
@@ -371,7 +368,7 @@ class Detector:
         changed: list[Moment] = []
         still = []
         for o in self.open:
-            sig = self._recovering_window(o.at, o.deadline)
+            sig = self._recovering(o.at, o.deadline)
             if sig is not None:
                 changed.append(o.moment("recovered", sig.event_id))
             else:
