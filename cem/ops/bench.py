@@ -136,8 +136,10 @@ def run_bench(settings: Settings, events: int, as_json: bool, console: Console, 
     if started_broker is None:
         console.print("[red]could not start the local Kafka broker; see the messages above[/red]")
         return 1
-    base = settings
-    settings = infra.fresh_run(settings, "bench", extra_topics=[SINGLE_TOPIC],
+    # (d) replays old traffic: a stall between phases must not be taken for the end of traffic,
+    # which would move event time to the wall clock and make the rest of the replay late
+    base = settings.model_copy(update={"all_quiet_seconds": max(settings.all_quiet_seconds or 0, 3600.0)})
+    settings = infra.fresh_run(base, "bench", extra_topics=[SINGLE_TOPIC],
                                app_id=f"cem-bench-{int(time.time())}")
     data_dir = settings.data_dir
     kafka = KafkaConnection.from_settings(settings)
@@ -207,11 +209,14 @@ def _pipeline_stages(settings: Settings, r: dict[str, Any], events: int, workers
           for i in range(workers)]
     sink = start_role("sink", settings, data_dir / "sink.log")
     procs = (*ws, sink)
-    now = int(time.time() * 1000)
-    publish_events(kafka, touchpoints(500, seed=1, start_ms=now - 3_600_000), reg, parts)
+    # generated before the clock starts; its last event a minute ago, and the warm-up before its
+    # first, so the replay is on time (not late) and event time has caught up with the wall
+    # clock when (e) sends live events
+    traffic = replayed(simulated(events, seed=2, end_ms=int(time.time() * 1000)), int(time.time() * 1000) - 60_000)
+    first = min(ev["occurred_at"] for ev in traffic)
+    publish_events(kafka, touchpoints(500, seed=1, start_ms=first - 2 * 3_600_000), reg, parts)
     wait_until(caught_up, 180, 0.2, "warm-up to land", procs)
     progress.update(task, advance=1, description=f"(d) full pipeline{label}")
-    traffic = simulated(events, seed=2, end_ms=now)  # generated before the clock starts
     t0 = time.perf_counter()
     publish_events(kafka, traffic, reg, parts)
     wait_until(caught_up, 600, 0.05, "pipeline to land", procs)
@@ -283,7 +288,8 @@ def _steady(settings: Settings, kafka: KafkaConnection, reg: Any, parts: dict[st
     start = time.perf_counter()
     sent = 0
     for ev in gen:
-        ev["received_at"] = int(time.time() * 1000)
+        # live traffic: it happens as it is sent (a customer's simulated week runs in seconds)
+        ev["occurred_at"] = ev["received_at"] = int(time.time() * 1000)
         ev["source"] = "bench-steady"
         pub.publish(RAW_TOPICS[ev["channel"]], customer_key(ev["identifiers"]).encode(), ev)
         sent += 1
@@ -304,6 +310,16 @@ def simulated(n: int, seed: int, end_ms: int, lazy: bool = False) -> Any:
     cfg = SimConfig(customers=max(50, n // 20), days=7, seed=seed, start_ms=end_ms - 7 * 86_400_000)
     events = itertools.islice(Simulator(cfg).run(), n)
     return events if lazy else list(events)
+
+
+def replayed(events: list[dict[str, Any]], last_ms: int) -> list[dict[str, Any]]:
+    """`events` moved in time, spacing kept, so that the newest happened at `last_ms`."""
+    shift = last_ms - max(ev["occurred_at"] for ev in events)
+    for ev in events:
+        ev["occurred_at"] += shift
+        if isinstance(ev.get("received_at"), int):
+            ev["received_at"] += shift
+    return events
 
 
 def _state_bytes(settings: Settings, kafka: KafkaConnection) -> tuple[float, int]:
