@@ -34,6 +34,9 @@ def test_cem_bench_measures_every_stage_in_one_run(cem_settings):
     assert all(len(xs) >= 2 and min(xs) > 0 for xs in r["rss_samples_mb"].values()), r["rss_samples_mb"]
     assert r["rss_peak_mb"]["worker"] > 0 and r["rss_peak_mb"]["sink"] > 0
     assert r["state_bytes_per_customer"] > 0 and r["customers_with_state"] > 0
+    # the replayed traffic is on time: a late event would get a one-event session of its own
+    assert r["late_session_share"] < 0.02, r["late_session_share"]
+    assert 0 < r["coordinator_share"] <= 1
     so = r["scale_out"]  # (d)/(e) again with two worker processes in one group, twice the rate
     assert so["workers"] == 2 and so["pipeline_eps"] > 0 and so["steady"]["rate"] == 1000
     assert r["ratios"]["pipeline 2 workers/1 worker"] == pytest.approx(so["pipeline_eps"] / r["pipeline_eps"])
@@ -41,5 +44,6 @@ def test_cem_bench_measures_every_stage_in_one_run(cem_settings):
     console = Console(record=True, width=220)
     _print(r, console)
     table = console.export_text()
-    for label in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)", "after warm-up", "2 worker processes"):
+    for label in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)", "after warm-up", "2 worker processes",
+                  "identity coordinator decided"):
         assert label in table, label

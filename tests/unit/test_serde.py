@@ -3,7 +3,10 @@ import io
 import fastavro
 import pytest
 
-from cem.connectors.generate import MALFORMED_KINDS, malformed
+from cem.connectors.generate import MALFORMED_KINDS, batch_records, malformed
+from cem.identity import customer_key
+from cem.kafka.partitioning import partition_for
+from cem.settings import RAW_TOPICS
 from cem.events import CHANNELS
 from cem.sim.generator import touchpoints
 from cem.schemas.registry import default_registry
@@ -122,3 +125,22 @@ def test_corrupt_containers_are_refused_the_same_when_datums_are_asked_for():
     assert err.value.reason == "corrupt_batch"
     shorter = ocf.assemble(c.schema_json, [(count - 1, block)], b"s" * 16)
     assert decode_record(shorter, REG, W.parsed, datums=True).events == decode_record(shorter, REG, W.parsed).events
+
+
+def test_batch_records_are_the_publishers_batches_per_raw_partition():
+    """`batch_records` (the bench's pre-encoded traffic): every event once, in the raw partition
+    of its customer key, each partition's events in their order, at most max_events a container."""
+    reg = default_registry()
+    events = list(touchpoints(1_000, customers=40, seed=3, start_ms=1_800_000_000_000))
+    parts = {t: 3 for t in RAW_TOPICS.values()}
+    records = batch_records(events, reg, parts, max_events=50)
+    got: dict[tuple[str, int], list[str]] = {}
+    for topic, partition, value in records:
+        decoded = decode_record(value, reg, reg.latest("touchpoint").parsed).events
+        assert decoded and len(decoded) <= 50
+        got.setdefault((topic, partition), []).extend(e["event_id"] for e in decoded)
+    want: dict[tuple[str, int], list[str]] = {}
+    for e in events:
+        topic = RAW_TOPICS[e["channel"]]
+        want.setdefault((topic, partition_for(customer_key(e["identifiers"]).encode(), 3)), []).append(e["event_id"])
+    assert got == want
