@@ -26,7 +26,8 @@ from cem.rules import load_routes, load_rules
 from cem.schemas.registry import default_registry
 from cem.schemas.serde import encode_batch
 from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, IDENTITY_LINKS_TOPIC, JOURNEYS_TOPIC,
-                          MOMENTS_TOPIC, RAW_TOPICS, SESSIONS_TOPIC, STAGE_TOPIC, TOUCHPOINTS_TOPIC)
+                          MOMENTS_TOPIC, RAW_TOPICS, SESSIONS_TOPIC, STAGE_TOPIC, TOUCHPOINTS_TOPIC, Settings)
+from cem.streams.agents.customers import timers_for
 from cem.streams.coordinator import Coordinator
 from cem.streams.customers import CustomerStage, decode_state, encode_state
 from cem.streams.ingest import Ingest
@@ -109,10 +110,15 @@ def main() -> None:
                               TOUCHPOINTS_TOPIC, PARTS, stage_topic=STAGE_TOPIC)
     sp = RecordingProducer()
     rows = JsonRowPublisher(sp, topics)
-    table = KeyedState(encode_state, decode_state, lambda p: iter(()), lambda p, k, v: rows.produce("state", p, k, v))
-    merges = KeyedState(encode_book, decode_book, lambda p: iter(()), lambda p, k, v: rows.produce("merges", p, k, v))
+    settings = Settings()  # the worker's state bounds, so its timer store too (timers_for)
+    state_bytes = int(settings.worker_live_state_mb * 2**20)
+    table = KeyedState(encode_state, decode_state, lambda p: iter(()), lambda p, k, v: rows.produce("state", p, k, v),
+                       max_live=settings.worker_live_customers, max_live_bytes=state_bytes)
+    merges = KeyedState(encode_book, decode_book, lambda p: iter(()), lambda p, k, v: rows.produce("merges", p, k, v),
+                        max_live=settings.worker_live_customers, max_live_bytes=state_bytes // 16)
     stage = CustomerStage(table, reg, rows, lambda key, msg: None, rules=load_rules(None), routes=load_routes(None),
-                          playbooks=load_playbooks(None), merges=merges, dead=DeadLetters(sp, DLQ_TOPIC, "customers"))
+                          playbooks=load_playbooks(None), merges=merges, dead=DeadLetters(sp, DLQ_TOPIC, "customers"),
+                          timers=timers_for(table, settings.worker_live_customers))
     spent = {"ingest": 0.0, "coordinator": 0.0, "stage": 0.0}
     profiles = {k: cProfile.Profile() for k in spent}
 

@@ -36,7 +36,7 @@ from cem.streams.control import ControlMessage, encode as encode_control
 from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
 from cem.streams.merge_book import decode_book, encode_book
 from cem.streams.state import KeyedState
-from cem.streams.timers import HeapTimers, ScratchTimers, Timers
+from cem.streams.timers import BoundedTimers, HeapTimers, Timers
 from .ingest import run_agent
 
 
@@ -59,10 +59,10 @@ def report_gauges(stage: CustomerStage, every: float = 5.0) -> None:
 
 
 def timers_for(table: KeyedState, live_customers: int) -> Timers:
-    """Bounded state, bounded timers: when the table spills, the deadlines of every customer ever
-    seen live in the scratch file (a cache of the live bound's size in front, 50,000 with only a
-    byte bound), not in memory."""
-    return ScratchTimers(cache=live_customers or 50_000) if table.spills else HeapTimers()
+    """Bounded state, bounded timers: when the table spills, at most the live bound's number of
+    deadlines (50,000 with only a byte bound) are held in memory; beyond it they all live in the
+    scratch file, with a cache of that size in front (`BoundedTimers`)."""
+    return BoundedTimers(live_customers or 50_000) if table.spills else HeapTimers()
 
 
 def attach_customers(app: faust.App, touchpoints: faust.TopicT, settings: Settings,

@@ -17,7 +17,7 @@ from cem.streams.control import ControlMessage, Forward, encode as encode_contro
 from cem.streams.customers import CONTROL, CustomerStage, decode_state, encode_state
 from cem.streams.ingest import ATTRIBUTE_RECORDS, RESOLUTION
 from cem.streams.state import KeyedState
-from cem.streams.timers import HeapTimers, ScratchTimers
+from cem.streams.timers import BoundedTimers, HeapTimers, ScratchTimers
 
 PARTS = 2
 
@@ -298,7 +298,8 @@ def _both(records: list, timers=None) -> tuple[Rows, Rows, CustomerStage, Custom
     return every, armed, reference, stage
 
 
-@pytest.mark.parametrize("timers", [HeapTimers, lambda: ScratchTimers(cache=7)], ids=["heap", "scratch"])
+@pytest.mark.parametrize("timers", [HeapTimers, lambda: ScratchTimers(cache=7), lambda: BoundedTimers(limit=40)],
+                         ids=["heap", "scratch", "bounded"])
 def test_timers_armed_once_per_customer_fire_exactly_like_timers_pushed_on_every_change(timers):
     records = _records()
     every, armed, reference, stage = _both(records, timers())
