@@ -1,8 +1,8 @@
 """Offline cost of the worker's three stages per event, in one process and without a broker:
 simulator traffic as raw containers → `Ingest` → `Coordinator` (what ingest sent it) → the
 customer stage (what both sent it), each stage timed on its own. A recording producer stands in
-for Kafka (every record kept, every delivery acknowledged at once); the replica's lookup is
-the coordinator's graph as of the last flush (a replica that keeps up). Prints µs per event of
+for Kafka (every record kept, every delivery acknowledged at once); ingest looks identifiers up
+in the coordinator's own graph (a replica that never lags). Prints µs per event of
 each stage and, with --profile STAGE, cProfile's top functions of that stage.
 
     .venv/bin/python scripts/worker_profile.py [--events 30000] [--batch 100] [--profile stage]
@@ -15,7 +15,8 @@ import pstats
 import time
 from typing import Any, Callable
 
-from cem.identity import IdentityGraph, customer_key
+from cem.connectors.generate import batch_records
+from cem.identity import IdentityGraph
 from cem.kafka.dlq import DeadLetters
 from cem.kafka.json_publisher import JsonRowPublisher
 from cem.kafka.partitioning import partition_for
@@ -24,7 +25,6 @@ from cem.ops.bench import replayed, simulated
 from cem.playbooks import load_playbooks
 from cem.rules import load_routes, load_rules
 from cem.schemas.registry import default_registry
-from cem.schemas.serde import encode_batch
 from cem.settings import (ALERTS_TOPIC, CUSTOMERS_TOPIC, DLQ_TOPIC, IDENTITY_LINKS_TOPIC, JOURNEYS_TOPIC,
                           MOMENTS_TOPIC, RAW_TOPICS, SESSIONS_TOPIC, STAGE_TOPIC, TOUCHPOINTS_TOPIC, Settings)
 from cem.streams.agents.customers import timers_for
@@ -42,7 +42,7 @@ class RecordingProducer:
 
     def __init__(self) -> None:
         self.records: list[tuple[str, int, Any, Any, Any]] = []
-        self._callbacks: list[tuple[Callable, Any]] = []
+        self._callbacks: list[Callable] = []
 
     def produce(self, topic: str, value: Any = None, key: Any = None, partition: int = -1,
                 headers: Any = None, on_delivery: Callable | None = None, **_: Any) -> None:
@@ -50,11 +50,11 @@ class RecordingProducer:
             partition = partition_for(key or b"", PARTS) if topic != IDENTITY_LINKS_TOPIC else 0
         self.records.append((topic, partition, key, value, headers))
         if on_delivery is not None:
-            self._callbacks.append((on_delivery, None))
+            self._callbacks.append(on_delivery)
 
     def poll(self, timeout: float = 0) -> int:
         calls, self._callbacks = self._callbacks, []
-        for cb, _ in calls:
+        for cb in calls:
             cb(None, None)
         return len(calls)
 
@@ -72,19 +72,10 @@ class RecordingProducer:
 
 
 def raw_records(n: int, batch: int) -> list[tuple[str, int, bytes]]:
+    """The bench's replay (a simulated week ending a minute ago) as raw containers of `batch`."""
     now = int(time.time() * 1000)
     events = replayed(simulated(n, seed=2, end_ms=now), now - 60_000)
-    schema = default_registry().latest("touchpoint").parsed
-    parts: dict[tuple[str, int], list] = {}
-    out = []
-    for ev in events:
-        tp = (RAW_TOPICS[ev["channel"]], partition_for(customer_key(ev["identifiers"]).encode(), PARTS))
-        buf = parts.setdefault(tp, [])
-        buf.append(ev)
-        if len(buf) >= batch:
-            out.append((tp[0], tp[1], encode_batch(parts.pop(tp), schema)))
-    out += [(t, p, encode_batch(evs, schema)) for (t, p), evs in parts.items()]
-    return out
+    return batch_records(events, default_registry(), {t: PARTS for t in RAW_TOPICS.values()}, max_events=batch)
 
 
 def main() -> None:
